@@ -1,0 +1,77 @@
+"""The ``kaudit`` command line.
+
+Each command group lives in its own module with a ``register(subparsers)`` function; this
+module only wires them together and turns kaudit's errors into one line each on stderr.
+Command modules import heavy libraries (kopf, kubernetes) inside the command function, so
+``kaudit render`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from kaudit import __version__
+from kaudit.errors import InvalidInput, KauditError, Refused
+
+# Module names under kaudit.cli, in the order their commands appear in --help.
+COMMAND_MODULES = ("render", "policy", "run", "install_policy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kaudit",
+        description=(
+            "Provision Kubernetes API-server audit log collection for the Datadog Agent. "
+            "Run 'kaudit COMMAND --help' for the options of each command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"kaudit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"kaudit.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name != f"kaudit.cli.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def report(errors: Sequence[object], prefix: str = "error") -> None:
+    for error in errors:
+        print(f"{prefix}: {error}" if prefix else str(error), file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InvalidInput as exc:
+        report(exc.errors)
+        return 1
+    except Refused as exc:
+        report([f"{exc.reason}: {exc.message}"])
+        return 1
+    except KauditError as exc:
+        report([exc])
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `kaudit ... | head` closed the pipe; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+    except Exception as exc:  # pragma: no cover - last resort, never a traceback for users
+        if os.environ.get("KAUDIT_DEBUG"):
+            raise
+        report([f"internal error: {type(exc).__name__}: {exc} (set KAUDIT_DEBUG=1 for a traceback)"])
+        return 70

@@ -1,0 +1,39 @@
+"""The contract between the policy engine and the rest of kaudit.
+
+The renderer, the operator and the installer use only these types and
+:func:`kaudit.policy.compose_policy`; everything else in the package is the engine's own business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kaudit.errors import FieldError
+
+PROFILES = ("Default", "Datadog", "WriteRequestBodies", "AllRequestBodies", "None")
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """What ``spec.policy`` (plus ``spec.apiServer.kubernetesVersion``) asks for."""
+
+    profile: str = "Default"
+    rules: tuple[dict, ...] = ()  # audit.k8s.io/v1 PolicyRule objects as the user wrote them
+    omit_read_only: bool = False
+    omit_stages: tuple[str, ...] = ("RequestReceived",)
+    omit_managed_fields: bool = True
+    kubernetes_version: str = ""  # target minor such as "1.33"; "" = latest known
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """A composed policy, ready to be written to the file kube-apiserver reads."""
+
+    text: str  # the whole file: a header comment, then the YAML policy
+    hash: str  # sha256 hex of the file's content after its header (see content_hash)
+    rule_count: int
+    warnings: tuple[FieldError, ...] = field(default_factory=tuple)  # lints; paths relative to the policy
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]

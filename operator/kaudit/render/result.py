@@ -1,0 +1,22 @@
+"""What the renderer hands to the operator and to ``kaudit render``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kaudit.errors import FieldError
+from kaudit.policy.document import PolicyDocument
+
+
+@dataclass(frozen=True)
+class Rendered:
+    # Objects kaudit owns, complete, in the order they should be applied. No ownerReferences:
+    # the operator adds them (it knows the live owner's uid; the offline CLI does not).
+    objects: tuple[dict, ...]
+    # Server-side-apply bodies for objects kaudit does not own (the user's agent DaemonSet, a
+    # DatadogAgent): apiVersion, kind, metadata.name/namespace and only the fields kaudit adds.
+    patches: tuple[dict, ...]
+    policy: PolicyDocument
+    api_server_flags: tuple[str, ...]  # e.g. "--audit-policy-file=/etc/kubernetes/audit-policies/policy.yaml"
+    next_steps: tuple[str, ...] = field(default_factory=tuple)  # what the user must still do, as sentences
+    warnings: tuple[FieldError, ...] = field(default_factory=tuple)  # lints and adaptation notes, with paths
