@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+#
+# One image for both kaudit processes:
+#   - the operator (default command `kaudit run`), which runs as the unprivileged user 65532;
+#   - the node-side policy installer (`kaudit install-policy`), whose DaemonSet pod sets
+#     runAsUser: 0 itself, because the policy directory under /etc/kubernetes belongs to root.
+#
+# The runtime stage writes nothing outside /tmp, so both pods run with readOnlyRootFilesystem: true
+# and an emptyDir on /tmp: bytecode is compiled at build time and Python is told not to write more.
+#
+# Build:  docker build -t kaudit/kaudit:0.1.0 --build-arg VERSION=0.1.0 \
+#           --build-arg REVISION="$(git rev-parse HEAD)" .
+
+# A slim Debian-based CPython, pinned by minor version and Debian release (never `latest`).
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+
+# --- build stage: a virtual environment with kaudit and its runtime dependencies -------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/kaudit
+# pyproject.toml declares README.md as the long description, so the build needs it.
+COPY pyproject.toml README.md ./
+COPY operator/ ./operator/
+RUN /opt/kaudit/bin/pip install --no-compile . \
+    && /opt/kaudit/bin/python -m compileall -q -j 0 /opt/kaudit/lib \
+    && /opt/kaudit/bin/kaudit --version
+
+# --- runtime stage: the virtual environment only; no compiler, no pip cache, no sources -------
+FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="kaudit" \
+      org.opencontainers.image.description="Kubernetes operator that provisions API-server audit log collection for the Datadog Agent" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+COPY --from=build /opt/kaudit /opt/kaudit
+ENV PATH=/opt/kaudit/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp
+WORKDIR /tmp
+# A numeric user and group, so Kubernetes can verify runAsNonRoot without a passwd lookup.
+# 65532 is not defined in the base image's /etc/passwd; HOME is /tmp (a writable emptyDir).
+USER 65532:65532
+ENTRYPOINT ["kaudit"]
+CMD ["run"]
