@@ -1,0 +1,164 @@
+"""Compose a policy file from ``spec.policy`` options: custom rules, then the omitReadOnly
+rules, then the profile's rules, rendered through ``templates/policy.yaml.j2``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from dataclasses import dataclass
+
+from kaudit.errors import FieldError, InvalidInput
+from kaudit.policy.document import PROFILES, PolicyDocument, PolicyOptions
+from kaudit.policy.model import Policy, PolicyRule, rule_to_dict
+
+
+@dataclass(frozen=True)
+class _Item:
+    comment: tuple[str, ...]
+    yaml: str
+
+
+def split_header(text: str) -> tuple[str, str]:
+    """(header, content): the header is the run of comment lines the file starts with."""
+    lines = text.splitlines(keepends=True)
+    count = 0
+    while count < len(lines) and lines[count].startswith("#"):
+        count += 1
+    return "".join(lines[:count]), "".join(lines[count:])
+
+
+def content_hash(text: str) -> str:
+    """sha256 hex of a policy file's content after its header (what PolicyDocument.hash holds)."""
+    return hashlib.sha256(split_header(text)[1].encode("utf-8")).hexdigest()
+
+
+def _flow(value: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def _rule_yaml(rule: PolicyRule) -> str:
+    """One rule as a block-style list item; lists of strings in flow style for readability."""
+    lines = []
+    for key, value in rule_to_dict(rule).items():
+        prefix = "- " if not lines else "  "
+        if key == "resources":
+            lines.append(f"{prefix}resources:")
+            for entry in value:
+                entry_lines = [f"{k}: {_flow(v)}" for k, v in entry.items()]
+                lines.append("  - " + entry_lines[0])
+                lines.extend("    " + line for line in entry_lines[1:])
+        else:
+            lines.append(f"{prefix}{key}: {_flow(value)}")
+    return "\n".join(lines)
+
+
+def _wrap(comment: str) -> tuple[str, ...]:
+    return tuple(textwrap.wrap(comment, width=96)) or ("",)
+
+
+def _option_errors(options: PolicyOptions) -> list[FieldError]:
+    from kaudit.policy.validation import validate_stages
+
+    errors = []
+    if options.profile not in PROFILES:
+        supported = ", ".join(f'"{p}"' for p in PROFILES)
+        errors.append(FieldError("profile", f'Unsupported value: "{options.profile}": supported values: {supported}'))
+    errors += validate_stages(tuple(options.omit_stages), "omitStages")
+    return errors
+
+
+def _custom_rules(options: PolicyOptions) -> tuple[tuple[PolicyRule, ...], list[str], list[FieldError]]:
+    from kaudit.policy.loader import _DecodeError, decode_rule
+    from kaudit.policy.validation import validate_rule
+
+    rules, unknown, errors = [], [], []
+    for i, data in enumerate(options.rules):
+        try:
+            rule = decode_rule(data, f"rules[{i}]", unknown)
+        except _DecodeError as exc:
+            errors.append(exc.error)
+            continue
+        errors += validate_rule(rule, f"rules[{i}]", options.kubernetes_version)
+        rules.append(rule)
+    return tuple(rules), unknown, errors
+
+
+def render_policy_text(options: PolicyOptions, items: list[_Item], policy: Policy) -> tuple[str, str]:
+    """(file text, content hash)."""
+    import jinja2
+
+    from kaudit import __version__
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("kaudit.policy", "templates"),
+        keep_trailing_newline=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
+    template = env.get_template("policy.yaml.j2")
+    values = dict(
+        version=__version__,
+        profile=options.profile,
+        custom_count=len(options.rules),
+        omit_read_only=str(bool(options.omit_read_only)),
+        omit_stages=list(policy.omit_stages),
+        omit_managed_fields=str(policy.omit_managed_fields),
+        rules=items,
+    )
+    content = template.render(header=False, hash="", **values)
+    digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
+    text = template.render(header=True, hash=digest, **values)
+    return text, digest
+
+
+def compose_policy(options: PolicyOptions) -> PolicyDocument:
+    """The policy file ``options`` ask for, or :class:`InvalidInput` with paths relative to spec.policy.
+
+    Warnings (lints) name ``rules[i]`` for the user's own rules (they come first, so the index
+    is the same in the file) and policy-level fields such as ``omitStages``.
+    """
+    from kaudit.policy.lint import covers, lint_policy, unknown_field_warnings
+    from kaudit.policy.profiles import omit_read_only_rules, profile_rules
+
+    errors = _option_errors(options)
+    custom, unknown, rule_errors = _custom_rules(options)
+    errors += rule_errors
+    if errors:
+        raise InvalidInput(errors)
+
+    items = [_Item(_wrap(f"Custom rule spec.policy.rules[{i}]."), _rule_yaml(rule)) for i, rule in enumerate(custom)]
+    rules = list(custom)
+    generated: list[PolicyRule] = []
+    extra = omit_read_only_rules() if options.omit_read_only and options.profile != "None" else ()
+    for commented in extra + profile_rules(options.profile):
+        # A generated rule that an earlier generated rule makes unreachable is left out.
+        if any(covers(earlier, commented.rule) for earlier in generated):
+            continue
+        generated.append(commented.rule)
+        rules.append(commented.rule)
+        items.append(_Item(_wrap(commented.comment), _rule_yaml(commented.rule)))
+
+    policy = Policy(
+        rules=tuple(rules),
+        omit_stages=tuple(dict.fromkeys(options.omit_stages)),
+        omit_managed_fields=bool(options.omit_managed_fields),
+    )
+    text, digest = render_policy_text(options, items, policy)
+
+    from kaudit.policy.loader import load_policy
+
+    loaded = load_policy(text, options.kubernetes_version)
+    if not loaded.ok:  # a bug in kaudit, never the user's input: refuse rather than write it
+        raise InvalidInput(FieldError("", f"kaudit composed a policy that would not load: {e}") for e in loaded.errors)
+
+    warnings = unknown_field_warnings(unknown)
+    custom_paths = tuple(f"rules[{i}]" for i in range(len(custom)))
+    for warning in lint_policy(loaded.policy, kubernetes_version=options.kubernetes_version):
+        path = warning.path
+        if not path.startswith("rules") or any(path == p or path.startswith(p + ".") or path.startswith(p + "[")
+                                                 for p in custom_paths):
+            warnings.append(warning)
+    return PolicyDocument(text=text, hash=digest, rule_count=len(rules), warnings=tuple(warnings))
