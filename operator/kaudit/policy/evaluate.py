@@ -1,0 +1,262 @@
+"""The rule evaluator: which audit level kube-apiserver gives a request.
+
+Mirrors ``NewPolicyRuleEvaluator`` / ``EvaluatePolicyRule`` / ``ruleMatches`` in
+``k8s.io/apiserver/pkg/audit/policy/checker.go``: the first matching rule wins; no match gives
+level None with the policy's omitStages; policy-level omitStages are unioned into every rule's;
+a rule's omitManagedFields, when set, overrides the policy's.
+
+API (small on purpose; the simulator calls it in a hot loop)::
+
+    from kaudit.policy.evaluate import Evaluator, RequestAttributes, attributes_from_event
+
+    evaluator = Evaluator(policy)                 # policy: kaudit.policy.model.Policy
+    decision = evaluator.evaluate(attrs)          # attrs: RequestAttributes
+    decision = evaluator.evaluate_event(event)    # event: audit.k8s.io/v1 Event as a dict
+    evaluator.decision_json(decision)             # the ``policy eval`` output line (no newline)
+
+``Decision`` is frozen and there is one instance per rule (plus one for "no rule matched"), so
+decisions can be compared by identity or by ``decision.rule``. ``evaluate_event`` caches
+decisions keyed on the attributes the policy actually looks at (evaluation is a pure function
+of them); it raises ``ValueError`` for an event whose fields have the wrong JSON types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from kaudit.policy.model import Policy, PolicyRule
+
+_CACHE_LIMIT = 500_000
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAttributes:
+    """What the evaluator looks at (upstream's authorizer.Attributes, as far as audit uses it)."""
+
+    user: str | None  # username; None when the request carries no user at all
+    groups: tuple[str, ...]
+    verb: str  # API verb (get, list, watch, create, ...) or lower-case HTTP method for non-resource URLs
+    resource_request: bool
+    namespace: str = ""  # "" for cluster-scoped resources
+    api_group: str = ""  # "" for the core group
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+    path: str = ""  # URL path without query; what nonResourceURLs match
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    level: str
+    omit_stages: frozenset[str]
+    omit_managed_fields: bool
+    rule: int | None  # 0-based index of the matching rule; None when no rule matched
+
+    def as_dict(self) -> dict:
+        return {
+            "level": self.level,
+            "omitStages": sorted(self.omit_stages),
+            "omitManagedFields": self.omit_managed_fields,
+            "rule": self.rule,
+        }
+
+
+# A compiled matcher takes the attributes as positional values, in RequestAttributes' order.
+Matcher = Callable[[str | None, tuple, str, bool, str, str, str, str, str, str], bool]
+
+
+def _resource_entry_matcher(group: str, resources: tuple[str, ...], names: tuple[str, ...]):
+    """(group, match-all?, check) for one GroupResources entry, precomputed."""
+    exact = frozenset(r for r in resources if r != "*")
+    any_resource = "*" in resources
+    any_sub = frozenset(r[2:] for r in resources if r.startswith("*/"))  # "*/log"
+    all_subs_of = frozenset(r[:-2] for r in resources if r.endswith("/*"))  # "pods/*" (plain pods too)
+    name_set = frozenset(names)
+
+    def check(resource: str, subresource: str, name: str) -> bool:
+        if name_set and name not in name_set:
+            return False
+        if any_resource or resource in all_subs_of:
+            return True
+        if subresource:
+            return f"{resource}/{subresource}" in exact or subresource in any_sub
+        return resource in exact
+
+    return group, not resources, check
+
+
+def compile_rule(rule: PolicyRule) -> Matcher:
+    """A function deciding whether ``rule`` matches, with the rule's lists turned into sets."""
+    users = frozenset(rule.users)
+    user_groups = frozenset(rule.user_groups)
+    verbs = frozenset(rule.verbs)
+    namespaces = frozenset(rule.namespaces)
+    has_namespaces = bool(rule.namespaces)
+    entries = [_resource_entry_matcher(e.group, e.resources, e.resource_names) for e in rule.resources]
+    resource_rule = bool(rule.namespaces or rule.resources)
+    urls = rule.non_resource_urls
+    url_any = "*" in urls
+    url_exact = frozenset(urls)
+    url_prefixes = tuple(u.rstrip("*") for u in urls if u.endswith("*"))
+
+    def matches(user, groups, verb, resource_request, namespace, api_group, resource, subresource, name, path):
+        if users and (user is None or user not in users):
+            return False
+        if user_groups and (user is None or user_groups.isdisjoint(groups)):
+            return False
+        if verbs and verb not in verbs:
+            return False
+        if resource_rule:
+            if not resource_request:
+                return False
+            if has_namespaces and namespace not in namespaces:
+                return False
+            if not entries:
+                return True
+            for group, match_all, check in entries:
+                if group == api_group or group == "*":
+                    if match_all or check(resource, subresource, name):
+                        return True
+            return False
+        if urls:
+            if resource_request:
+                return False
+            return url_any or path in url_exact or path.startswith(url_prefixes)
+        return True
+
+    return matches
+
+
+def _decisions(policy: Policy) -> tuple[list[Decision], Decision]:
+    policy_stages = frozenset(policy.omit_stages)
+    per_rule = [
+        Decision(
+            level=rule.level,
+            omit_stages=policy_stages | frozenset(rule.omit_stages),
+            omit_managed_fields=policy.omit_managed_fields if rule.omit_managed_fields is None else rule.omit_managed_fields,
+            rule=i,
+        )
+        for i, rule in enumerate(policy.rules)
+    ]
+    return per_rule, Decision("None", policy_stages, policy.omit_managed_fields, None)
+
+
+def _field(mapping: dict, key: str, kind: type, where: str):
+    value = mapping.get(key)
+    if value is None:
+        return kind()
+    if type(value) is not kind:
+        raise ValueError(f"{where}{key} must be a {'string' if kind is str else kind.__name__}")
+    return value
+
+
+def attributes_from_event(event: dict) -> RequestAttributes:
+    """The request attributes of an audit Event: a resource request when ``objectRef.resource``
+    is set, else a non-resource request whose path is ``requestURI`` without its query string.
+    The user is ``event.user`` (the authenticated user; policy is evaluated before impersonation).
+    """
+    if type(event) is not dict:
+        raise ValueError("an audit event must be a JSON object")
+    user = event.get("user")
+    if user is not None and type(user) is not dict:
+        raise ValueError("user must be an object")
+    ref = event.get("objectRef")
+    if ref is not None and type(ref) is not dict:
+        raise ValueError("objectRef must be an object")
+    groups = _field(user, "groups", list, "user.") if user else []
+    if any(type(g) is not str for g in groups):
+        raise ValueError("user.groups must be a list of strings")
+    verb = _field(event, "verb", str, "")
+    resource = _field(ref, "resource", str, "objectRef.") if ref else ""
+    if resource:
+        return RequestAttributes(
+            user=_field(user, "username", str, "user.") if user is not None else None,
+            groups=tuple(groups),
+            verb=verb,
+            resource_request=True,
+            namespace=_field(ref, "namespace", str, "objectRef."),
+            api_group=_field(ref, "apiGroup", str, "objectRef."),
+            resource=resource,
+            subresource=_field(ref, "subresource", str, "objectRef."),
+            name=_field(ref, "name", str, "objectRef."),
+        )
+    return RequestAttributes(
+        user=_field(user, "username", str, "user.") if user is not None else None,
+        groups=tuple(groups),
+        verb=verb,
+        resource_request=False,
+        path=_field(event, "requestURI", str, "").partition("?")[0],
+    )
+
+
+class Evaluator:
+    """A policy compiled for evaluation. Build once, call :meth:`evaluate` many times."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self._decisions, self._default = _decisions(policy)
+        self._rules = list(zip((compile_rule(rule) for rule in policy.rules), self._decisions))
+        self._json = {d.rule: json.dumps(d.as_dict()) for d in self._decisions + [self._default]}
+        rules = policy.rules
+        # Attributes no rule looks at are left out of the cache key, so the cache stays small.
+        self._uses_users = any(r.users or r.user_groups for r in rules)
+        self._uses_names = any(e.resource_names for r in rules for e in r.resources)
+        self._uses_namespaces = any(r.namespaces for r in rules)
+        self._cache: dict[tuple, Decision] = {}
+
+    def evaluate(self, attrs: RequestAttributes) -> Decision:
+        return self._evaluate(attrs.user, attrs.groups, attrs.verb, attrs.resource_request, attrs.namespace,
+                              attrs.api_group, attrs.resource, attrs.subresource, attrs.name, attrs.path)
+
+    def _evaluate(self, *values) -> Decision:
+        for matches, decision in self._rules:
+            if matches(*values):
+                return decision
+        return self._default
+
+    def decision_json(self, decision: Decision) -> str:
+        """``{"level": ..., "omitStages": [...], "omitManagedFields": ..., "rule": ...}`` as one line."""
+        return self._json[decision.rule]
+
+    def evaluate_event(self, event: dict) -> Decision:
+        """:meth:`evaluate` on :func:`attributes_from_event`, with a cache; ValueError on bad types."""
+        try:
+            ref = event.get("objectRef")
+            user = event.get("user")
+            verb = event.get("verb") or ""
+            if user is None:
+                username, groups = None, ()
+            elif type(user) is not dict:
+                raise TypeError
+            elif self._uses_users:
+                username = user.get("username") or ""
+                groups = user.get("groups") or ()
+                if type(groups) is not list and groups != ():
+                    raise TypeError
+                groups = tuple(groups)
+            else:
+                username, groups = "", ()
+            resource = ref.get("resource") if ref else None
+            if resource:
+                namespace = ref.get("namespace") or "" if self._uses_namespaces else ""
+                name = ref.get("name") or "" if self._uses_names else ""
+                key = (username, groups, verb, True, namespace, ref.get("apiGroup") or "", resource,
+                       ref.get("subresource") or "", name, "")
+            else:
+                key = (username, groups, verb, False, "", "", "", "", "", (event.get("requestURI") or "").partition("?")[0])
+            decision = self._cache.get(key)
+            if decision is None:
+                if not all(type(v) is str for v in key[2:3] + key[4:]):
+                    raise TypeError
+                if (username is not None and type(username) is not str) or any(type(g) is not str for g in groups):
+                    raise TypeError
+                decision = self._evaluate(*key)
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[key] = decision
+            return decision
+        except (AttributeError, TypeError):
+            attributes_from_event(event)  # raises ValueError naming the offending field
+            raise ValueError("malformed audit event") from None
