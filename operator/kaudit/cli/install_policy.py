@@ -1,0 +1,133 @@
+"""``kaudit install-policy``: put an audit policy file in place on a control-plane node, safely."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from kaudit.errors import KauditError
+
+DESCRIPTION = """\
+Validate an audit policy exactly as kube-apiserver loads it, then install it atomically at --to:
+a temporary file in the same directory, fsync, rename, fsync of the directory; mode 0600; the
+file it replaces is kept as <--to>.previous. Identical content is left alone (mtime unchanged).
+An invalid policy is never written. A symlink at --to is refused.
+
+Without --once it keeps running and installs again whenever --from changes (a mounted ConfigMap
+is followed through the kubelet's updates, no restart needed) or the installed file is altered.
+
+Outside Kubernetes (cloud-init, Ansible, a kubeadm pre-step) use --once: no API access is needed
+and no report is sent. In the kaudit DaemonSet it reports the installed hash for its node
+(NODE_NAME) in a Lease in POD_NAMESPACE.
+"""
+
+EPILOG = """\
+examples:
+  kaudit install-policy --from policy.yaml --to /etc/kubernetes/audit-policies/policy.yaml --once
+  kaudit install-policy --from /etc/kaudit/policy/policy.yaml \\
+      --to /etc/kubernetes/audit-policies/policy.yaml --collection cluster   # in the DaemonSet
+
+exit status: 0 installed or already in place; 1 invalid policy or unusable path (one line each,
+nothing changed at --to).
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "install-policy",
+        help="install an audit policy file on a node atomically (once, or following changes)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--from", dest="source", required=True, metavar="FILE",
+                        help="the policy to install (e.g. the mounted ConfigMap key)")
+    parser.add_argument("--to", dest="target", required=True, metavar="FILE",
+                        help="where kube-apiserver reads it (--audit-policy-file); its directory must exist")
+    parser.add_argument("--once", action="store_true",
+                        help="install once and exit instead of following --from")
+    parser.add_argument("--interval", type=_positive, default=5.0, metavar="SECONDS",
+                        help="how often to re-read --from and check --to when following (default: 5)")
+    parser.add_argument("--kubernetes-version", default="", metavar="MINOR",
+                        help='validate for this kube-apiserver minor, e.g. "1.33" (default: latest known)')
+    report = parser.add_mutually_exclusive_group()
+    report.add_argument("--report", dest="report", action="store_true", default=None,
+                        help="send the node report (default: on when NODE_NAME is set, as in the DaemonSet)")
+    report.add_argument("--no-report", dest="report", action="store_false",
+                        help="never contact the Kubernetes API")
+    parser.add_argument("--collection", default=os.environ.get("KAUDIT_COLLECTION", ""), metavar="NAME",
+                        help="the AuditCollection this installer serves; names the report (default: $KAUDIT_COLLECTION)")
+    parser.add_argument("--heartbeat", type=_positive, default=60.0, metavar="SECONDS",
+                        help="renew the node report at least this often (default: 60)")
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return value
+
+
+def _identity(args):
+    from kaudit.installer.lease import Identity
+
+    node = os.environ.get("NODE_NAME", "")
+    namespace = os.environ.get("POD_NAMESPACE", "")
+    missing = [name for name, value in (("NODE_NAME", node), ("POD_NAMESPACE", namespace)) if not value]
+    if missing:
+        raise KauditError(f"--report: environment variable {' and '.join(missing)} not set (use --no-report outside Kubernetes)")
+    if not args.collection:
+        raise KauditError("--collection: required to send the report (or set KAUDIT_COLLECTION)")
+    return Identity(args.collection, node, namespace,
+                    os.environ.get("POD_NAME", ""), os.environ.get("POD_UID", ""))
+
+
+def run(args) -> int:
+    from kaudit.installer.follow import install_from, policy_validator
+
+    source, target = Path(args.source), Path(args.target)
+    reporting = args.report if args.report is not None else bool(os.environ.get("NODE_NAME"))
+    identity = _identity(args) if reporting else None
+    validate = policy_validator(source, args.kubernetes_version)
+    if args.once:
+        result = install_from(source, target, validate)
+        if result.changed:
+            kept = f" (previous kept as {result.previous})" if result.previous else ""
+            print(f"installed policy {result.hash[:12]} at {target}{kept}")
+        else:
+            print(f"unchanged: policy {result.hash[:12]} already at {target}")
+        if identity is not None:
+            _report_once(identity, target, result)
+        return 0
+    return _serve(source, target, validate, args, identity)
+
+
+def _report_once(identity, target: Path, result) -> None:
+    from kaudit.installer.follow import Outcome
+    from kaudit.installer.lease import LeaseReporter
+    from kaudit.installer.service import Reporter
+
+    Reporter(LeaseReporter(), identity, target, heartbeat=60).record(Outcome(result=result))
+
+
+def _serve(source: Path, target: Path, validate, args, identity) -> int:
+    import logging
+
+    from kaudit.installer.service import Reporter, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    reporter = None
+    if identity is not None:
+        from kaudit.installer.lease import LeaseReporter
+
+        try:
+            sender = LeaseReporter()
+        except Exception as exc:  # not in a pod, or no service account token
+            raise KauditError(f"--report: cannot reach the Kubernetes API from this pod: {exc}") from None
+        reporter = Reporter(sender, identity, target, heartbeat=args.heartbeat)
+    return serve(source, target, validate, interval=args.interval, reporter=reporter)

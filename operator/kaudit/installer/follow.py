@@ -1,0 +1,133 @@
+"""Validate-then-install from a source file, once or following the source as it changes.
+
+How ConfigMap updates are followed: the kubelet updates a ConfigMap volume by writing the new
+keys into a fresh hidden directory and renaming the ``..data`` symlink onto it, so
+``<mount>/policy.yaml`` (a symlink through ``..data``) switches from one complete version to the
+next in one step. The follower re-opens that path every ``interval`` seconds and compares the
+bytes it reads with the last bytes it handled. Reading content is what makes this reliable:
+watching the mtime or inode of ``policy.yaml`` itself would see the symlink, not the data, and
+inotify on a symlink swap needs the directory watched plus the same re-read anyway. A policy is a
+few kilobytes, so a re-read every few seconds costs nothing. (A ``subPath`` mount never updates;
+the rendered DaemonSet mounts the whole ConfigMap volume for that reason.)
+
+The target is re-checked on every round too: if someone edits or deletes the installed file on
+the node, the next round puts the policy back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kaudit.errors import InvalidInput, KauditError
+from kaudit.installer.writer import InstallError, InstallResult, install
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One round: either a result or the one-line error that stopped it."""
+
+    result: InstallResult | None = None
+    error: str = ""
+
+
+def policy_validator(source: Path, kubernetes_version: str = "") -> Callable[[bytes], str]:
+    """A validator that loads the policy as kube-apiserver would and returns its content hash."""
+
+    def validate(content: bytes) -> str:
+        from kaudit.policy import content_hash, load_policy
+
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput([_source_error(source, "", "not UTF-8 text")]) from None
+        loaded = load_policy(text, kubernetes_version)
+        if not loaded.ok:
+            raise InvalidInput(_source_error(source, e.path, e.message) for e in loaded.errors)
+        return content_hash(text)
+
+    return validate
+
+
+def _source_error(source: Path, field_path: str, message: str):
+    from kaudit.errors import FieldError
+
+    # "<file>: invalid policy: rules[2].level: ..." — the file first, so the line says where to look.
+    detail = f"{field_path}: {message}" if field_path else message
+    return FieldError(str(source), f"invalid policy: {detail}")
+
+
+def read_source(source: Path) -> bytes:
+    try:
+        with open(source, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InstallError(f"{source}: source file does not exist") from None
+    except IsADirectoryError:
+        raise InstallError(f"{source}: source is a directory, not a file") from None
+    except OSError as exc:
+        raise InstallError(f"{source}: cannot read source: {exc.strerror or exc}") from None
+
+
+def install_from(source: Path, target: Path, validate: Callable[[bytes], str]) -> InstallResult:
+    """Read ``source`` and install it at ``target``; raises KauditError with a one-line message."""
+    return install(read_source(source), target, validate)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def follow(
+    source: Path,
+    target: Path,
+    validate: Callable[[bytes], str],
+    *,
+    interval: float,
+    on_outcome: Callable[[Outcome], None],
+    stop: threading.Event,
+    on_round: Callable[[], None] | None = None,
+) -> None:
+    """Install now, then again whenever the source's content or the installed file changes.
+
+    ``on_outcome`` is called after every round that did something or failed, and after the first
+    round in any case; ``on_round`` after every round (the report's heartbeat). It runs until
+    ``stop`` is set.
+    """
+    # (source bytes, target signature) after the last successful round: nothing to do while both
+    # stay the same. After a failure it is None, so the next round tries again.
+    settled: tuple[bytes, tuple[int, int, int] | None] | None = None
+    first = True
+    while not stop.is_set():
+        try:
+            content = read_source(source)
+        except InstallError as exc:
+            # A ConfigMap swap can make one read fail; the next round reads the new version.
+            on_outcome(Outcome(error=str(exc)))
+            settled = None
+        else:
+            if settled != (content, _signature(target)):
+                outcome = run_round(content, target, validate)
+                settled = (content, _signature(target)) if outcome.result else None
+                if first or outcome.error or (outcome.result and outcome.result.changed):
+                    on_outcome(outcome)
+            first = False
+        if on_round is not None:
+            on_round()
+        stop.wait(interval)
+
+
+def run_round(content: bytes, target: Path, validate: Callable[[bytes], str]) -> Outcome:
+    try:
+        return Outcome(result=install(content, target, validate))
+    except InvalidInput as exc:
+        return Outcome(error="; ".join(str(e) for e in exc.errors))
+    except KauditError as exc:
+        return Outcome(error=str(exc))
