@@ -1,0 +1,550 @@
+"""The AuditCollection spec as typed, defaulted, validated values.
+
+:func:`parse_collection` is the only way in: it takes the resource as a plain dict (what
+``kubectl get -o yaml`` or a file gives), applies the same defaults as the CRD, and reports
+every problem at once as :class:`~kaudit.errors.FieldError` values naming ``spec....`` paths.
+Unknown fields are errors: a misspelt key must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kaudit import __version__
+from kaudit.errors import FieldError, InvalidInput
+
+API_GROUP = "kaudit.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "AuditCollection"
+
+AGENT_MODES = ("Managed", "DaemonSet", "DatadogAgent", "None")
+PROFILES = ("Default", "Datadog", "WriteRequestBodies", "AllRequestBodies", "None")
+STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+TOLERATION_OPERATORS = ("Exists", "Equal")
+
+# Pinned to the agent release the Datadog Helm chart ships by default at the time of writing
+# (agents.image.tag); no registry host, so the cluster's default registry or mirror applies.
+DEFAULT_AGENT_IMAGE = "datadog/agent:7.81.1"
+DEFAULT_INSTALLER_IMAGE = f"kaudit/kaudit:{__version__}"
+
+# Longest component suffix kaudit appends to a collection name ("kaudit-<name>-policy-installer");
+# keeping the name short enough keeps every owned object's name a DNS label (<= 63 characters).
+_LONGEST_NAME_AFFIXES = len("kaudit-") + len("-policy-installer")
+MAX_COLLECTION_NAME = 63 - _LONGEST_NAME_AFFIXES
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_MINOR_VERSION = re.compile(r"^1\.[0-9]+$")
+_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                         r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_SITE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    profile: str = "Default"
+    rules: tuple[dict, ...] = ()
+    omit_read_only: bool = False
+    omit_stages: tuple[str, ...] = ("RequestReceived",)
+    omit_managed_fields: bool = True
+
+
+@dataclass(frozen=True)
+class ApiServerSpec:
+    policy_file: str = "/etc/kubernetes/audit-policies/policy.yaml"
+    log_file: str = "/var/log/kubernetes/apiserver/audit.log"
+    log_max_size_mb: int = 100
+    log_max_backups: int = 10
+    log_max_age_days: int = 30
+    kubernetes_version: str = ""
+    install_policy: bool = True
+
+    @property
+    def log_dir(self) -> str:
+        return self.log_file.rsplit("/", 1)[0] or "/"
+
+    @property
+    def policy_dir(self) -> str:
+        return self.policy_file.rsplit("/", 1)[0] or "/"
+
+
+@dataclass(frozen=True)
+class DaemonSetRef:
+    name: str = "datadog-agent"
+    container: str = "agent"
+
+
+@dataclass(frozen=True)
+class DatadogAgentRef:
+    name: str = "datadog"
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str = "datadog-secret"
+    key: str = "api-key"
+
+
+@dataclass(frozen=True)
+class ManagedAgentSpec:
+    image: str = DEFAULT_AGENT_IMAGE
+    api_key_secret_ref: SecretKeyRef = SecretKeyRef()
+    site: str = "datadoghq.com"
+    resources: dict | None = None  # None = kaudit's default requests and limits
+    node_selector: dict | None = None  # None = control-plane nodes (node affinity, both role labels)
+    tolerations: tuple[dict, ...] | None = None  # None = control-plane and legacy master NoSchedule
+    priority_class_name: str = ""
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    mode: str = "Managed"
+    namespace: str = "datadog"
+    daemon_set: DaemonSetRef = DaemonSetRef()
+    datadog_agent: DatadogAgentRef = DatadogAgentRef()
+    managed: ManagedAgentSpec = ManagedAgentSpec()
+
+
+@dataclass(frozen=True)
+class LogsSpec:
+    source: str = "kubernetes.audit"
+    service: str = "audit"
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditCollection:
+    name: str
+    policy: PolicySpec = PolicySpec()
+    api_server: ApiServerSpec = ApiServerSpec()
+    agent: AgentSpec = AgentSpec()
+    logs: LogsSpec = LogsSpec()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing. A small reader that records problems instead of raising, so one pass reports all.
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "(an object)"
+    if isinstance(value, list):
+        return "(a list)"
+    return str(value)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message))
+
+    def invalid(self, path: str, value: Any, why: str) -> None:
+        self.fail(path, f"Invalid value {_quote(value)}: {why}")
+
+    def mapping(self, parent: dict, key: str, path: str, known: tuple[str, ...]) -> dict:
+        """The object at ``parent[key]`` (absent or null = {}); unknown keys reported."""
+        value = parent.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"Invalid value: expected an object, got {_type_name(value)}")
+            return {}
+        self.unknown(value, path, known)
+        return value
+
+    def unknown(self, value: dict, path: str, known: tuple[str, ...]) -> None:
+        for key in sorted(set(value) - set(known), key=str):
+            self.fail(f"{path}.{key}", f'unknown field "{key}"')
+
+    def string(self, obj: dict, key: str, path: str, default: str,
+               check: Callable[[str], str | None] | None = None) -> str:
+        value = obj.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.fail(f"{path}.{key}", f"Invalid value: expected a string, got {_type_name(value)}")
+            return default
+        if check is not None:
+            problem = check(value)
+            if problem:
+                self.invalid(f"{path}.{key}", value, problem)
+                return default
+        return value
+
+    def enum(self, obj: dict, key: str, path: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = obj.get(key, default)
+        if value is None:
+            return default
+        if value not in allowed or not isinstance(value, str):
+            supported = ", ".join(f'"{a}"' for a in allowed)
+            self.fail(f"{path}.{key}", f"Unsupported value {_quote(value)}: supported values: {supported}")
+            return default
+        return value
+
+    def boolean(self, obj: dict, key: str, path: str, default: bool) -> bool:
+        value = obj.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(f"{path}.{key}", f"Invalid value {_quote(value)}: expected true or false")
+            return default
+        return value
+
+    def integer(self, obj: dict, key: str, path: str, default: int, minimum: int) -> int:
+        value = obj.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"{path}.{key}", f"Invalid value {_quote(value)}: expected an integer")
+            return default
+        if value < minimum:
+            self.invalid(f"{path}.{key}", value, f"must be greater than or equal to {minimum}")
+            return default
+        return value
+
+    def listing(self, obj: dict, key: str, path: str) -> list | None:
+        value = obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self.fail(f"{path}.{key}", f"Invalid value: expected a list, got {_type_name(value)}")
+            return None
+        return value
+
+    def string_list(self, obj: dict, key: str, path: str, default: tuple[str, ...],
+                    check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+        items = self.listing(obj, key, path)
+        if items is None:
+            return default
+        result = []
+        for i, item in enumerate(items):
+            item_path = f"{path}.{key}[{i}]"
+            if not isinstance(item, str):
+                self.fail(item_path, f"Invalid value: expected a string, got {_type_name(item)}")
+                continue
+            problem = check(item) if check else None
+            if problem:
+                self.invalid(item_path, item, problem)
+                continue
+            result.append(item)
+        return tuple(result)
+
+    def string_map(self, obj: dict, key: str, path: str) -> dict | None:
+        value = obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(f"{path}.{key}", f"Invalid value: expected an object, got {_type_name(value)}")
+            return None
+        for k, v in value.items():
+            if not isinstance(v, str):
+                self.fail(f"{path}.{key}.{k}", f"Invalid value: expected a string, got {_type_name(v)}")
+        return value
+
+
+# Checks: return a reason the value is wrong, or None.
+
+
+def _absolute_file(value: str) -> str | None:
+    if not value.startswith("/"):
+        return "must be an absolute path"
+    if value.endswith("/"):
+        return "must name a file, not a directory"
+    if any(part in (".", "..") for part in value.split("/")):
+        return "must not contain '.' or '..' segments"
+    if any(c.isspace() or c in "\"'" for c in value) or "//" in value:
+        return "must not contain whitespace, quotes or empty segments"
+    if value.rsplit("/", 1)[0] == "":
+        return "must be in a directory below /, which kaudit mounts into the agent"
+    return None
+
+
+def _dns_label(value: str) -> str | None:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        return "must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending alphanumeric"
+    return None
+
+
+def _dns_subdomain(value: str) -> str | None:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        return "must be a DNS subdomain: lowercase letters, digits, '-' and '.', starting and ending alphanumeric"
+    return None
+
+
+def _non_empty_line(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    if "\n" in value or "\r" in value:
+        return "must be a single line"
+    return None
+
+
+def _image(value: str) -> str | None:
+    if not value or any(c.isspace() for c in value):
+        return "must be a container image reference without whitespace"
+    return None
+
+
+def _site(value: str) -> str | None:
+    if not _SITE.match(value):
+        return "must be a Datadog site host name such as datadoghq.com or datadoghq.eu"
+    return None
+
+
+def _minor_version(value: str) -> str | None:
+    if value and not _MINOR_VERSION.match(value):
+        return 'must be empty or a Kubernetes minor version such as "1.33"'
+    return None
+
+
+def _config_key(value: str) -> str | None:
+    if not _CONFIG_KEY.match(value) or len(value) > 253:
+        return "must consist of alphanumeric characters, '-', '_' or '.'"
+    return None
+
+
+def _tag(value: str) -> str | None:
+    if not value.strip() or any(c.isspace() for c in value):
+        return "must be a non-empty tag without whitespace, such as env:prod"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_collection(resource: Any) -> AuditCollection:
+    """Parse and validate an AuditCollection resource; raise InvalidInput listing every problem."""
+    r = _Reader()
+    if not isinstance(resource, dict):
+        raise InvalidInput([FieldError("", f"expected an AuditCollection object, got {_type_name(resource)}")])
+    if resource.get("apiVersion") != API_VERSION:
+        r.fail("apiVersion", f"Unsupported value {_quote(resource.get('apiVersion'))}: supported values: \"{API_VERSION}\"")
+    if resource.get("kind") != KIND:
+        r.fail("kind", f"Unsupported value {_quote(resource.get('kind'))}: supported values: \"{KIND}\"")
+    for key in sorted(set(resource) - {"apiVersion", "kind", "metadata", "spec", "status"}, key=str):
+        r.fail(str(key), f'unknown field "{key}"')
+    metadata = r.mapping(resource, "metadata", "metadata", tuple(resource.get("metadata") or {}))
+    name = _parse_name(r, metadata)
+    spec = r.mapping(resource, "spec", "spec", ("policy", "apiServer", "agent", "logs"))
+    collection = AuditCollection(
+        name=name,
+        policy=_parse_policy(r, spec),
+        api_server=_parse_api_server(r, spec),
+        agent=_parse_agent(r, spec),
+        logs=_parse_logs(r, spec),
+    )
+    if r.errors:
+        raise InvalidInput(r.errors)
+    return collection
+
+
+def _parse_name(r: _Reader, metadata: dict) -> str:
+    name = metadata.get("name")
+    if not name:
+        r.fail("metadata.name", "Required value: the AuditCollection needs a name")
+        return "invalid"
+    if not isinstance(name, str) or _dns_label(name):
+        r.invalid("metadata.name", name, "must be a DNS label (lowercase letters, digits and '-')")
+        return "invalid"
+    if len(name) > MAX_COLLECTION_NAME:
+        r.invalid("metadata.name", name,
+                  f"must be at most {MAX_COLLECTION_NAME} characters, so that the names of the objects "
+                  f"kaudit creates (kaudit-<name>-policy-installer) stay within 63")
+        return "invalid"
+    return name
+
+
+def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
+    path = "spec.policy"
+    obj = r.mapping(spec, "policy", path,
+                    ("profile", "rules", "omitReadOnly", "omitStages", "omitManagedFields"))
+    rules = r.listing(obj, "rules", path) or []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            r.fail(f"{path}.rules[{i}]", f"Invalid value: expected an object, got {_type_name(rule)}")
+    default = PolicySpec()
+    return PolicySpec(
+        profile=r.enum(obj, "profile", path, default.profile, PROFILES),
+        rules=tuple(rule for rule in rules if isinstance(rule, dict)),
+        omit_read_only=r.boolean(obj, "omitReadOnly", path, default.omit_read_only),
+        omit_stages=_parse_stages(r, obj, path, default.omit_stages),
+        omit_managed_fields=r.boolean(obj, "omitManagedFields", path, default.omit_managed_fields),
+    )
+
+
+def _parse_stages(r: _Reader, obj: dict, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    supported = ", ".join(f'"{s}"' for s in STAGES)
+
+    def check(stage: str) -> str | None:
+        return None if stage in STAGES else f"supported values: {supported}"
+
+    stages = r.string_list(obj, "omitStages", path, default, check)
+    # kube-apiserver treats the list as a set; keep the user's order, drop repeats.
+    return tuple(dict.fromkeys(stages))
+
+
+def _parse_api_server(r: _Reader, spec: dict) -> ApiServerSpec:
+    path = "spec.apiServer"
+    obj = r.mapping(spec, "apiServer", path,
+                    ("policyFile", "logFile", "logMaxSizeMB", "logMaxBackups", "logMaxAgeDays",
+                     "kubernetesVersion", "installPolicy"))
+    d = ApiServerSpec()
+
+    def log_file(value: str) -> str | None:
+        if value == "-":
+            return 'kube-apiserver would write to its standard output ("-"), which no agent can read as a file'
+        return _absolute_file(value)
+
+    return ApiServerSpec(
+        policy_file=r.string(obj, "policyFile", path, d.policy_file, _absolute_file),
+        log_file=r.string(obj, "logFile", path, d.log_file, log_file),
+        log_max_size_mb=r.integer(obj, "logMaxSizeMB", path, d.log_max_size_mb, 1),
+        log_max_backups=r.integer(obj, "logMaxBackups", path, d.log_max_backups, 0),
+        log_max_age_days=r.integer(obj, "logMaxAgeDays", path, d.log_max_age_days, 0),
+        kubernetes_version=r.string(obj, "kubernetesVersion", path, d.kubernetes_version, _minor_version),
+        install_policy=r.boolean(obj, "installPolicy", path, d.install_policy),
+    )
+
+
+def _parse_agent(r: _Reader, spec: dict) -> AgentSpec:
+    path = "spec.agent"
+    obj = r.mapping(spec, "agent", path, ("mode", "namespace", "daemonSet", "datadogAgent", "managed"))
+    d = AgentSpec()
+    ds = r.mapping(obj, "daemonSet", f"{path}.daemonSet", ("name", "container"))
+    dda = r.mapping(obj, "datadogAgent", f"{path}.datadogAgent", ("name",))
+    return AgentSpec(
+        mode=r.enum(obj, "mode", path, d.mode, AGENT_MODES),
+        namespace=r.string(obj, "namespace", path, d.namespace, _dns_label),
+        daemon_set=DaemonSetRef(
+            name=r.string(ds, "name", f"{path}.daemonSet", d.daemon_set.name, _dns_subdomain),
+            container=r.string(ds, "container", f"{path}.daemonSet", d.daemon_set.container, _dns_label),
+        ),
+        datadog_agent=DatadogAgentRef(
+            name=r.string(dda, "name", f"{path}.datadogAgent", d.datadog_agent.name, _dns_subdomain),
+        ),
+        managed=_parse_managed(r, obj, f"{path}.managed"),
+    )
+
+
+def _parse_managed(r: _Reader, agent: dict, path: str) -> ManagedAgentSpec:
+    obj = r.mapping(agent, "managed", path,
+                    ("image", "apiKeySecretRef", "site", "resources", "nodeSelector", "tolerations",
+                     "priorityClassName"))
+    d = ManagedAgentSpec()
+    secret = r.mapping(obj, "apiKeySecretRef", f"{path}.apiKeySecretRef", ("name", "key"))
+    node_selector = r.string_map(obj, "nodeSelector", path)
+    if node_selector:
+        for key, value in node_selector.items():
+            if not isinstance(key, str) or not _LABEL_NAME.match(key):
+                r.invalid(f"{path}.nodeSelector", key, "must be a label key such as kubernetes.io/os")
+            elif isinstance(value, str) and not _LABEL_VALUE.match(value):
+                r.invalid(f"{path}.nodeSelector.{key}", value, "must be a valid label value")
+    return ManagedAgentSpec(
+        image=r.string(obj, "image", path, d.image, _image),
+        api_key_secret_ref=SecretKeyRef(
+            name=r.string(secret, "name", f"{path}.apiKeySecretRef", d.api_key_secret_ref.name, _dns_subdomain),
+            key=r.string(secret, "key", f"{path}.apiKeySecretRef", d.api_key_secret_ref.key, _config_key),
+        ),
+        site=r.string(obj, "site", path, d.site, _site),
+        resources=_parse_resources(r, obj, path),
+        node_selector=node_selector or None,
+        tolerations=_parse_tolerations(r, obj, path),
+        priority_class_name=r.string(obj, "priorityClassName", path, d.priority_class_name,
+                                     lambda v: v and _dns_subdomain(v)),
+    )
+
+
+def _parse_resources(r: _Reader, managed: dict, path: str) -> dict | None:
+    path = f"{path}.resources"
+    obj = r.mapping(managed, "resources", path, ("requests", "limits"))
+    if not obj:
+        return None
+    result: dict = {}
+    for part in ("requests", "limits"):
+        amounts = r.mapping(obj, part, f"{path}.{part}", tuple((obj.get(part) or {}).keys()))
+        for resource, amount in amounts.items():
+            if isinstance(amount, bool) or not isinstance(amount, (str, int, float)) or str(amount).strip() == "":
+                r.invalid(f"{path}.{part}.{resource}", amount, "must be a quantity such as 100m or 256Mi")
+                continue
+            result.setdefault(part, {})[str(resource)] = amount if isinstance(amount, str) else str(amount)
+    return result or None
+
+
+def _parse_tolerations(r: _Reader, managed: dict, path: str) -> tuple[dict, ...] | None:
+    items = r.listing(managed, "tolerations", path)
+    if not items:
+        return None
+    result = []
+    for i, item in enumerate(items):
+        item_path = f"{path}.tolerations[{i}]"
+        if not isinstance(item, dict):
+            r.fail(item_path, f"Invalid value: expected an object, got {_type_name(item)}")
+            continue
+        r.unknown(item, item_path, ("key", "operator", "value", "effect", "tolerationSeconds"))
+        toleration: dict = {}
+        key = r.string(item, "key", item_path, "")
+        operator = r.enum(item, "operator", item_path, "Equal", TOLERATION_OPERATORS)
+        value = r.string(item, "value", item_path, "")
+        effect = item.get("effect") or ""
+        if effect:
+            effect = r.enum(item, "effect", item_path, "", TAINT_EFFECTS)
+        if key:
+            toleration["key"] = key
+        toleration["operator"] = operator
+        if operator == "Exists" and value:
+            r.invalid(f"{item_path}.value", value, 'must be empty when operator is "Exists"')
+        if not key and operator != "Exists":
+            r.invalid(f"{item_path}.operator", operator, 'must be "Exists" when key is empty')
+        if value:
+            toleration["value"] = value
+        if effect:
+            toleration["effect"] = effect
+        if "tolerationSeconds" in item:
+            seconds = r.integer(item, "tolerationSeconds", item_path, 0, -(2**63))
+            if effect != "NoExecute":
+                r.invalid(f"{item_path}.effect", effect, 'must be "NoExecute" when tolerationSeconds is set')
+            toleration["tolerationSeconds"] = seconds
+        result.append(toleration)
+    return tuple(result)
+
+
+def _parse_logs(r: _Reader, spec: dict) -> LogsSpec:
+    path = "spec.logs"
+    obj = r.mapping(spec, "logs", path, ("source", "service", "tags"))
+    d = LogsSpec()
+    return LogsSpec(
+        source=r.string(obj, "source", path, d.source, _non_empty_line),
+        service=r.string(obj, "service", path, d.service, _non_empty_line),
+        tags=tuple(dict.fromkeys(r.string_list(obj, "tags", path, d.tags, _tag))),
+    )

@@ -1,0 +1,103 @@
+"""``kaudit render``: print what kaudit would apply for an AuditCollection, offline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from kaudit.errors import FieldError, InvalidInput
+
+HELP = "print the objects kaudit would apply for an AuditCollection (offline, no cluster needed)"
+DESCRIPTION = """\
+Render an AuditCollection into the Kubernetes objects kaudit applies: the audit policy
+ConfigMap, the policy installer, the agent's log configuration and, depending on
+spec.agent.mode, an agent DaemonSet of kaudit's own (Managed) or a server-side-apply body for
+your existing agent DaemonSet (DaemonSet) or DatadogAgent resource (DatadogAgent). The output
+starts with the kube-apiserver flags you must set, as comments. Nothing is sent to a cluster.
+
+In DaemonSet and DatadogAgent modes kaudit adapts its change to what your agent already has,
+so pass the live object with --existing (kubectl get daemonset -n datadog datadog-agent -o yaml).
+"""
+EPILOG = """\
+examples:
+  kaudit render -f examples/managed.yaml
+  kaudit render -f examples/daemonset.yaml --existing examples/existing/datadog-agent-daemonset.yaml
+  kubectl get datadogagent -n datadog datadog -o yaml | kaudit render -f examples/datadogagent.yaml --existing -
+  kaudit render -f examples/managed.yaml -o json | kubectl apply --dry-run=client -f -
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "render", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-f", "--filename", required=True, metavar="FILE",
+                        help="the AuditCollection to render (YAML or JSON; '-' reads standard input)")
+    parser.add_argument("--existing", action="append", default=[], metavar="FILE",
+                        help="a file with the live agent DaemonSet or DatadogAgent kaudit should adapt to, as "
+                             "'kubectl get ... -o yaml' prints it (several documents or a List are fine); "
+                             "repeat for more files")
+    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml",
+                        help="yaml (default): documents with the kube-apiserver flags and next steps as a "
+                             "comment header; json: a v1 List, with flags and steps on standard error")
+    parser.add_argument("--namespace", metavar="NS", default=os.environ.get("POD_NAMESPACE") or "kaudit-system",
+                        help="namespace the operator runs in, where the policy ConfigMap and installer go "
+                             "(default: $POD_NAMESPACE or kaudit-system)")
+    parser.add_argument("--image", metavar="IMAGE", default=None,
+                        help="kaudit image for the policy installer (default: kaudit/kaudit:<this version>)")
+    parser.set_defaults(func=run)
+
+
+def _read(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise InvalidInput([FieldError(path, f"cannot read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError:
+        raise InvalidInput([FieldError(path, "not a UTF-8 text file")]) from None
+
+
+def _documents(path: str, text: str) -> list:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput([FieldError(where, f"not valid YAML: {problem}")]) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE
+    from kaudit.render import render
+    from kaudit.render.output import header_lines, to_json, to_yaml
+
+    if args.filename == "-" and "-" in args.existing:
+        raise InvalidInput([FieldError("--existing", "standard input can feed -f or --existing, not both")])
+    documents = _documents(args.filename, _read(args.filename))
+    if len(documents) != 1:
+        raise InvalidInput([FieldError(args.filename, f"expected one AuditCollection document, found {len(documents)}")])
+    existing: list = []
+    for path in args.existing:
+        existing.extend(_documents(path, _read(path)))
+
+    rendered = render(documents[0], existing=existing, namespace=args.namespace,
+                      image=args.image or DEFAULT_INSTALLER_IMAGE)
+    name = (documents[0].get("metadata") or {}).get("name")
+    mode = ((documents[0].get("spec") or {}).get("agent") or {}).get("mode") or "Managed"
+    title = f"Rendered by kaudit render for AuditCollection {name!r} (agent mode {mode})."
+    if args.output == "json":
+        sys.stdout.write(to_json(rendered))
+        for line in header_lines(rendered, title):
+            print(f"# {line}".rstrip(), file=sys.stderr)
+    else:
+        sys.stdout.write(to_yaml(rendered, title))
+    return 0

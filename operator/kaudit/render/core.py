@@ -1,0 +1,91 @@
+"""``render``: an AuditCollection (plus the live objects it adapts to) → everything kaudit applies."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Sequence
+
+from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AuditCollection, parse_collection
+from kaudit.errors import FieldError
+from kaudit.render import agent_config, policy
+from kaudit.render.common import canonical, sha256_hex
+from kaudit.render.result import Rendered
+
+DEFAULT_NAMESPACE = "kaudit-system"
+
+
+def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = DEFAULT_NAMESPACE,
+           image: str = DEFAULT_INSTALLER_IMAGE) -> Rendered:
+    """Render every object and apply body for ``collection``.
+
+    Pure: the same arguments give byte-identical results. Raises InvalidInput (with ``spec....``
+    field paths) for a resource that cannot be used and Refused for a change kaudit will not make
+    (for instance TargetNotFound when the DaemonSet/DatadogAgent to adapt is not in ``existing``).
+    """
+    spec = parse_collection(collection)
+    document = policy.compose(policy.policy_options(spec))
+    objects: list[dict] = [policy.policy_config_map(spec, document, namespace)]
+    patches: list[dict] = []
+    warnings: list[FieldError] = [w.under("spec.policy") for w in document.warnings]
+    steps = policy.api_server_steps(spec, namespace)
+
+    if spec.api_server.install_policy:
+        objects.extend(_installer_objects(spec, namespace, image))
+
+    mode = spec.agent.mode
+    if mode != "None":
+        text = agent_config.agent_config_text(spec)
+        config_hash = sha256_hex(text)
+        config_name = agent_config.agent_config_name(spec)
+        objects.append(agent_config.agent_config_map(spec, text))
+        if mode == "Managed":
+            from kaudit.render.managed import managed_objects, managed_warnings
+
+            objects.extend(managed_objects(spec, config_name, config_hash))
+            warnings.extend(managed_warnings(spec))
+            ref = spec.agent.managed.api_key_secret_ref
+            steps.append(f"Make sure Secret {spec.agent.namespace}/{ref.name} exists with the Datadog API "
+                         f"key under key {ref.key!r}; the agent pods wait for it.")
+        elif mode == "DaemonSet":
+            from kaudit.render.daemonset import daemon_set_patch
+
+            body, notes = daemon_set_patch(spec, existing, config_name, config_hash)
+            patches.append(body)
+            warnings.extend(notes)
+            steps.append(_apply_step(body))
+        else:
+            from kaudit.render.datadogagent import datadog_agent_patch
+
+            body, notes = datadog_agent_patch(spec, existing, config_name, config_hash)
+            patches.append(body)
+            warnings.extend(notes)
+            steps.append(_apply_step(body))
+    else:
+        steps.append(f"spec.agent.mode is None: have your log shipper tail {spec.api_server.log_file} on "
+                     f"every control-plane node, with source {spec.logs.source!r}.")
+
+    return Rendered(
+        objects=tuple(canonical(o) for o in objects),
+        patches=tuple(canonical(p) for p in patches),
+        policy=document,
+        api_server_flags=policy.api_server_flags(spec),
+        next_steps=tuple(steps),
+        warnings=tuple(warnings),
+    )
+
+
+def _apply_step(body: dict) -> str:
+    meta = body["metadata"]
+    return (f"kaudit applies its change to {body['kind']} {meta['namespace']}/{meta['name']} with server-side "
+            f"apply (field manager kaudit); the agent pods roll once to pick up the log configuration.")
+
+
+def _installer_objects(spec: AuditCollection, namespace: str, image: str) -> list[dict]:
+    """The node-side policy installer's objects, from the installer's own renderer when present."""
+    try:
+        installer = importlib.import_module("kaudit.render.installer")
+    except ModuleNotFoundError as exc:
+        if exc.name != "kaudit.render.installer":
+            raise
+        return []
+    return list(installer.installer_objects(spec, namespace=namespace, image=image))

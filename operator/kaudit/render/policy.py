@@ -1,0 +1,89 @@
+"""The audit policy ConfigMap, the kube-apiserver flags and the steps left to the user."""
+
+from __future__ import annotations
+
+from kaudit.api.spec import AuditCollection
+from kaudit.errors import InvalidInput
+from kaudit.policy.document import PolicyDocument, PolicyOptions
+from kaudit.render.common import POLICY_HASH_ANNOTATION, metadata, object_name
+
+COMPONENT = "policy"
+POLICY_KEY = "policy.yaml"
+
+
+def policy_options(collection: AuditCollection) -> PolicyOptions:
+    policy = collection.policy
+    return PolicyOptions(
+        profile=policy.profile,
+        rules=policy.rules,
+        omit_read_only=policy.omit_read_only,
+        omit_stages=policy.omit_stages,
+        omit_managed_fields=policy.omit_managed_fields,
+        kubernetes_version=collection.api_server.kubernetes_version,
+    )
+
+
+def compose(options: PolicyOptions) -> PolicyDocument:
+    """The policy engine's composition; its field paths are relative to ``spec.policy``."""
+    from kaudit.policy import compose_policy  # the engine is the only module that knows policies
+
+    try:
+        return compose_policy(options)
+    except InvalidInput as exc:
+        raise exc.under("spec.policy") from None
+
+
+def policy_config_map(collection: AuditCollection, document: PolicyDocument, namespace: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(
+            object_name(collection.name, COMPONENT), namespace, collection.name, COMPONENT,
+            annotations={POLICY_HASH_ANNOTATION: document.hash},
+        ),
+        "data": {POLICY_KEY: document.text},
+    }
+
+
+def api_server_flags(collection: AuditCollection) -> tuple[str, ...]:
+    """Every audit flag, explicit: rotation defaults changed in Kubernetes 1.36 (unlimited before)."""
+    api = collection.api_server
+    return (
+        f"--audit-policy-file={api.policy_file}",
+        f"--audit-log-path={api.log_file}",
+        f"--audit-log-maxsize={api.log_max_size_mb}",
+        f"--audit-log-maxbackup={api.log_max_backups}",
+        f"--audit-log-maxage={api.log_max_age_days}",
+    )
+
+
+def api_server_steps(collection: AuditCollection, namespace: str) -> list[str]:
+    api = collection.api_server
+    config_map = f"{namespace}/{object_name(collection.name, COMPONENT)}"
+    steps = []
+    if api.install_policy:
+        steps.append(
+            f"kaudit's policy installer writes {api.policy_file} on every control-plane node from "
+            f"ConfigMap {config_map}; wait until the AuditCollection status reports it installed "
+            f"on every node before you change kube-apiserver (a missing policy file stops it)."
+        )
+    else:
+        steps.append(
+            f"Copy key {POLICY_KEY} of ConfigMap {config_map} to {api.policy_file} on every "
+            f"control-plane node before you change kube-apiserver (a missing or invalid policy "
+            f"file stops it)."
+        )
+    steps.append(
+        "Add these flags to kube-apiserver on every control-plane node: "
+        + " ".join(api_server_flags(collection)) + "."
+    )
+    steps.append(
+        f"Give the kube-apiserver pod two hostPath volumes: {api.policy_dir} (the policy, mounted "
+        f"read-only) and {api.log_dir} (the audit log, read-write, type DirectoryOrCreate)."
+    )
+    steps.append(
+        "kube-apiserver reads the policy only when it starts: restart it after the file is in "
+        "place and again whenever the policy hash changes (on kubeadm nodes, editing "
+        "/etc/kubernetes/manifests/kube-apiserver.yaml restarts it)."
+    )
+    return steps
