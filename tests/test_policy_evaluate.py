@@ -1,0 +1,236 @@
+"""Rule evaluation, checked against the semantics of k8s.io/apiserver pkg/audit/policy/checker.go.
+
+Each corner case names the upstream function whose behaviour it pins down. Data is our own.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from kaudit.policy.evaluate import Evaluator, RequestAttributes, attributes_from_event
+from kaudit.policy.loader import decode_rules
+from kaudit.policy.model import Policy
+
+ALICE = dict(user="alice@example.org", groups=("ops", "oncall"))
+
+POD_GET = RequestAttributes(**ALICE, verb="get", resource_request=True, namespace="shop", resource="pods", name="web-1")
+POD_LOG = RequestAttributes(**ALICE, verb="get", resource_request=True, namespace="shop", resource="pods",
+                            subresource="log", name="web-1")
+NODE_STATUS = RequestAttributes(**ALICE, verb="patch", resource_request=True, resource="nodes", subresource="status",
+                                name="n1")
+CLUSTER_ROLE = RequestAttributes(**ALICE, verb="update", resource_request=True, api_group="rbac.authorization.k8s.io",
+                                 resource="clusterroles", name="admin")
+DEPLOY_SCALE = RequestAttributes(**ALICE, verb="update", resource_request=True, namespace="shop", api_group="apps",
+                                 resource="deployments", subresource="scale", name="web")
+HEALTH = RequestAttributes(**ALICE, verb="get", resource_request=False, path="/healthz/etcd")
+ANONYMOUS_POD = RequestAttributes(user=None, groups=(), verb="get", resource_request=True, namespace="shop",
+                                  resource="pods", name="web-1")
+
+
+def policy(*rules: dict, omit_stages=(), omit_managed_fields=False) -> Policy:
+    decoded, _ = decode_rules([dict(r) for r in rules])
+    return Policy(rules=decoded, omit_stages=tuple(omit_stages), omit_managed_fields=omit_managed_fields)
+
+
+def level(pol: Policy, attrs: RequestAttributes) -> str:
+    return Evaluator(pol).evaluate(attrs).level
+
+
+def test_no_rule_matches_gives_none_with_policy_defaults():
+    # checker.go EvaluatePolicyRule: fallback is DefaultAuditLevel (None) with the policy's omitStages
+    # and the policy's omitManagedFields, and no rule.
+    pol = policy({"level": "Metadata", "verbs": ["create"]}, omit_stages=["Panic"], omit_managed_fields=True)
+    decision = Evaluator(pol).evaluate(POD_GET)
+    assert (decision.level, decision.omit_stages, decision.omit_managed_fields, decision.rule) == (
+        "None", frozenset({"Panic"}), True, None)
+
+
+def test_rule_with_only_a_level_matches_every_request():
+    # checker.go ruleMatches: empty lists constrain nothing, for resource and non-resource requests alike.
+    pol = policy({"level": "Request"})
+    for attrs in (POD_GET, POD_LOG, HEALTH, ANONYMOUS_POD, CLUSTER_ROLE):
+        assert level(pol, attrs) == "Request"
+
+
+def test_first_matching_rule_wins_and_reports_its_index():
+    # checker.go EvaluatePolicyRule: rules are tried in order, the first match returns.
+    pol = policy({"level": "None", "verbs": ["delete"]}, {"level": "RequestResponse", "resources": [{"resources": ["pods"]}]},
+                 {"level": "Metadata"})
+    decision = Evaluator(pol).evaluate(POD_GET)
+    assert (decision.level, decision.rule) == ("RequestResponse", 1)
+    assert Evaluator(pol).evaluate(HEALTH).rule == 2
+
+
+def test_users_and_groups():
+    # checker.go ruleMatches: users compares the username; userGroups needs any one group in common;
+    # a request without user info never matches either.
+    assert level(policy({"level": "Metadata", "users": ["alice@example.org"]}), POD_GET) == "Metadata"
+    assert level(policy({"level": "Metadata", "users": ["bob"]}), POD_GET) == "None"
+    assert level(policy({"level": "Metadata", "userGroups": ["nobody", "oncall"]}), POD_GET) == "Metadata"
+    assert level(policy({"level": "Metadata", "userGroups": ["nobody"]}), POD_GET) == "None"
+    assert level(policy({"level": "Metadata", "users": ["alice@example.org"]}), ANONYMOUS_POD) == "None"
+    assert level(policy({"level": "Metadata", "userGroups": ["ops"]}), ANONYMOUS_POD) == "None"
+    assert level(policy({"level": "Metadata", "users": ["alice@example.org"]}, {"level": "Request"}), ANONYMOUS_POD) == "Request"
+
+
+def test_verbs_are_compared_exactly():
+    # checker.go ruleMatches/hasString: plain string equality, so case matters.
+    assert level(policy({"level": "Metadata", "verbs": ["get"]}), POD_GET) == "Metadata"
+    assert level(policy({"level": "Metadata", "verbs": ["Get"]}), POD_GET) == "None"
+    assert level(policy({"level": "Metadata", "verbs": ["get"]}), HEALTH) == "Metadata"  # non-resource too
+
+
+@pytest.mark.parametrize(
+    "pattern, attrs, expected",
+    [
+        # checker.go ruleMatchesResource: the policy names "resource/subresource" for subresources.
+        ("pods", POD_GET, True),
+        ("pods", POD_LOG, False),
+        ("pods/log", POD_LOG, True),
+        ("pods/log", POD_GET, False),
+        # "*" matches any resource, subresources included.
+        ("*", POD_LOG, True),
+        ("*", POD_GET, True),
+        # "*/log" matches that subresource of any resource, never a plain resource.
+        ("*/log", POD_LOG, True),
+        ("*/log", POD_GET, False),
+        ("*/status", NODE_STATUS, True),
+        # "pods/*" matches every subresource of pods AND plain pods (the TrimSuffix comparison).
+        ("pods/*", POD_GET, True),
+        ("pods/*", POD_LOG, True),
+        ("pods/*", NODE_STATUS, False),
+    ],
+)
+def test_resource_patterns(pattern, attrs, expected):
+    pol = policy({"level": "Request", "resources": [{"group": "", "resources": [pattern]}]})
+    assert (level(pol, attrs) == "Request") is expected
+
+
+def test_groups_in_resource_entries():
+    # checker.go ruleMatchesResource: "" is only the core group; an entry without resources matches
+    # every resource of its group; group "*" matches every group (kube-apiserver 1.36+).
+    core_pods = policy({"level": "Request", "resources": [{"group": "", "resources": ["deployments/scale"]}]})
+    assert level(core_pods, DEPLOY_SCALE) == "None"
+    whole_group = policy({"level": "Request", "resources": [{"group": "rbac.authorization.k8s.io"}]})
+    assert level(whole_group, CLUSTER_ROLE) == "Request"
+    assert level(whole_group, POD_GET) == "None"
+    any_group = policy({"level": "Request", "resources": [{"group": "*", "resources": ["*/scale", "*/status"]}]})
+    assert level(any_group, DEPLOY_SCALE) == "Request"
+    assert level(any_group, NODE_STATUS) == "Request"
+    assert level(any_group, CLUSTER_ROLE) == "None"
+
+
+def test_resource_names_limit_the_entry():
+    # checker.go ruleMatchesResource: resourceNames is checked per entry against the request's name.
+    pol = policy({"level": "Request", "resources": [{"group": "rbac.authorization.k8s.io", "resources": ["clusterroles"],
+                                                    "resourceNames": ["admin", "edit"]}]})
+    assert level(pol, CLUSTER_ROLE) == "Request"
+    viewer = RequestAttributes(**ALICE, verb="update", resource_request=True, api_group="rbac.authorization.k8s.io",
+                               resource="clusterroles", name="view")
+    assert level(pol, viewer) == "None"
+
+
+def test_namespaces():
+    # checker.go ruleMatchesResource: namespaces compare the request's namespace, where cluster-scoped
+    # requests have ""; a rule with namespaces (and no resources) matches every resource there, and
+    # never matches a non-resource request.
+    in_shop = policy({"level": "Request", "namespaces": ["shop"]})
+    assert level(in_shop, POD_GET) == "Request"
+    assert level(in_shop, DEPLOY_SCALE) == "Request"
+    assert level(in_shop, CLUSTER_ROLE) == "None"
+    assert level(in_shop, HEALTH) == "None"
+    cluster_scoped = policy({"level": "Request", "namespaces": [""]})
+    assert level(cluster_scoped, CLUSTER_ROLE) == "Request"
+    assert level(cluster_scoped, NODE_STATUS) == "Request"
+    assert level(cluster_scoped, POD_GET) == "None"
+
+
+def test_resource_rules_never_match_non_resource_requests_and_vice_versa():
+    # checker.go ruleMatchesResource / ruleMatchesNonResource: IsResourceRequest decides.
+    assert level(policy({"level": "Request", "resources": [{"resources": ["*"]}]}), HEALTH) == "None"
+    assert level(policy({"level": "Request", "nonResourceURLs": ["*"]}), POD_GET) == "None"
+
+
+@pytest.mark.parametrize(
+    "spec, path, expected",
+    [
+        # checker.go pathMatches: "*" matches all; otherwise exact; a trailing "*" is a plain prefix
+        # (no "/" boundary), so "/healthz*" matches "/healthzfoo" as well as "/healthz/etcd".
+        ("*", "/anything/at/all", True),
+        ("/healthz", "/healthz", True),
+        ("/healthz", "/healthz/etcd", False),
+        ("/healthz*", "/healthz/etcd", True),
+        ("/healthz*", "/healthz", True),
+        ("/healthz*", "/healthzfoo", True),
+        ("/healthz/*", "/healthz", False),
+        ("/version", "/version/", False),
+    ],
+)
+def test_non_resource_urls(spec, path, expected):
+    attrs = RequestAttributes(**ALICE, verb="get", resource_request=False, path=path)
+    assert (level(policy({"level": "Metadata", "nonResourceURLs": [spec]}), attrs) == "Metadata") is expected
+
+
+def test_policy_omit_stages_are_unioned_into_every_rule():
+    # checker.go NewPolicyRuleEvaluator/unionStages.
+    pol = policy({"level": "Request", "omitStages": ["ResponseStarted"]}, omit_stages=["RequestReceived"])
+    assert Evaluator(pol).evaluate(POD_GET).omit_stages == frozenset({"RequestReceived", "ResponseStarted"})
+    assert Evaluator(policy({"level": "Request", "omitStages": ["Panic"]})).evaluate(POD_GET).omit_stages == {"Panic"}
+
+
+@pytest.mark.parametrize("policy_default", [False, True])
+@pytest.mark.parametrize("rule_value, expected", [(None, "inherit"), (True, True), (False, False)])
+def test_rule_omit_managed_fields_overrides_policy(policy_default, rule_value, expected):
+    # checker.go isOmitManagedFields: a rule's value, when set, wins over the policy's.
+    rule = {"level": "Request"} if rule_value is None else {"level": "Request", "omitManagedFields": rule_value}
+    decision = Evaluator(policy(rule, omit_managed_fields=policy_default)).evaluate(POD_GET)
+    assert decision.omit_managed_fields == (policy_default if expected == "inherit" else expected)
+
+
+def test_attributes_from_event():
+    event = {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "get", "requestURI": "/livez?verbose=1",
+        "user": {"username": "system:anonymous", "groups": ["system:unauthenticated"]},
+    }
+    attrs = attributes_from_event(event)
+    assert (attrs.resource_request, attrs.path, attrs.user, attrs.groups) == (
+        False, "/livez", "system:anonymous", ("system:unauthenticated",))
+    event["objectRef"] = {"resource": "pods", "namespace": "a", "name": "p", "subresource": "exec", "apiVersion": "v1"}
+    attrs = attributes_from_event(event)
+    assert (attrs.resource_request, attrs.resource, attrs.subresource, attrs.api_group) == (True, "pods", "exec", "")
+    # An objectRef without a resource (kube-apiserver omits it for non-resource requests) is non-resource.
+    assert not attributes_from_event({"verb": "get", "requestURI": "/api", "objectRef": {}}).resource_request
+    assert attributes_from_event({"verb": "get", "requestURI": "/api"}).user is None
+
+
+@pytest.mark.parametrize("bad", [[], {"verb": 3}, {"user": "alice"}, {"user": {"groups": "ops"}},
+                                 {"objectRef": "pods"}, {"objectRef": {"resource": ["pods"]}}])
+def test_malformed_events_raise_value_error(bad):
+    evaluator = Evaluator(policy({"level": "Metadata", "userGroups": ["ops"]}, {"level": "Request"}))
+    with pytest.raises(ValueError):
+        evaluator.evaluate_event(bad)
+
+
+def test_cached_event_path_agrees_with_plain_evaluation():
+    # evaluate_event caches on a reduced key; compare it with evaluate() over a grid of events.
+    pol = policy(
+        {"level": "None", "users": ["system:kube-proxy"], "verbs": ["watch"]},
+        {"level": "Metadata", "resources": [{"group": "", "resources": ["secrets"], "resourceNames": ["db"]}]},
+        {"level": "RequestResponse", "namespaces": ["prod"], "resources": [{"group": "apps", "resources": ["*/scale"]}]},
+        {"level": "None", "nonResourceURLs": ["/healthz*"]},
+        {"level": "Request", "userGroups": ["devs"]},
+    )
+    evaluator = Evaluator(pol)
+    users = [None, {"username": "system:kube-proxy"}, {"username": "bob", "groups": ["devs"]}]
+    refs = [None, {"resource": "secrets", "name": "db", "namespace": "prod"}, {"resource": "secrets", "name": "x"},
+            {"resource": "deployments", "subresource": "scale", "apiGroup": "apps", "namespace": "prod"}]
+    for user, ref, verb, uri in itertools.product(users, refs, ["get", "watch"], ["/healthz", "/api/v1?x=1"]):
+        event = {"verb": verb, "requestURI": uri}
+        if user is not None:
+            event["user"] = user
+        if ref is not None:
+            event["objectRef"] = ref
+        for _ in range(2):  # second call hits the cache
+            assert evaluator.evaluate_event(event) is evaluator.evaluate(attributes_from_event(event))
