@@ -23,6 +23,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from kaudit.render.common import labels
+
 log = logging.getLogger("kaudit.installer")
 
 ANNOTATION_NODE = "kaudit.dev/node"
@@ -42,17 +44,6 @@ def report_name(collection: str, node: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
     return f"{name[:MAX_NAME - 11].rstrip('.-')}-{digest}"
-
-
-def report_labels(collection: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/managed-by": "kaudit",
-        "app.kubernetes.io/part-of": "kaudit",
-        "app.kubernetes.io/name": "kaudit",
-        "app.kubernetes.io/component": COMPONENT,
-        "app.kubernetes.io/instance": collection,
-        "kaudit.dev/collection": collection,
-    }
 
 
 def micro_time(moment: datetime) -> str:
@@ -85,7 +76,8 @@ def report_lease(
     metadata: dict = {
         "name": report_name(identity.collection, identity.node),
         "namespace": identity.namespace,
-        "labels": report_labels(identity.collection),
+        # The DaemonSet's labels: the operator finds reports by kaudit.dev/collection.
+        "labels": labels(identity.collection, COMPONENT),
         "annotations": {
             ANNOTATION_NODE: identity.node,
             ANNOTATION_POLICY_FILE: policy_file,
