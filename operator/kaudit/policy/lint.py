@@ -164,20 +164,21 @@ def _may_match_resource(rule: PolicyRule, group: str, resource: str) -> bool:
 
 
 def lint_sensitive_bodies(policy: Policy) -> list[FieldError]:
-    warnings = []
+    exposed: dict[int, list[str]] = {}
     for group, resource in SENSITIVE_RESOURCES:
         probe = _probe_rule(group, resource)
         for i, rule in enumerate(policy.rules):
             if not _may_match_resource(rule, group, resource):
                 continue
             if LEVEL_RANK[rule.level] >= LEVEL_RANK["Request"]:
-                shown = f"{group}/{resource}" if group else resource
-                warnings.append(FieldError(f"rules[{i}].level",
-                                           f"{rule.level} logs bodies of {shown}, which can hold credentials; "
-                                           "add an earlier rule that logs them at Metadata"))
+                exposed.setdefault(i, []).append(f"{group}/{resource}" if group else resource)
             if covers(rule, probe):
                 break  # every later rule is unreachable for this resource
-    return warnings
+    return [
+        FieldError(f"rules[{i}].level", f"{policy.rules[i].level} logs bodies of {', '.join(names)}, which can hold "
+                                        "credentials; add an earlier rule that logs them at Metadata")
+        for i, names in sorted(exposed.items())
+    ]
 
 
 def lint_shadowed(policy: Policy) -> list[FieldError]:

@@ -1,0 +1,250 @@
+"""``kaudit policy``: validate, lint, evaluate and render audit policies offline.
+
+The engine (kaudit.policy) is imported inside each command so ``kaudit --help`` and the other
+commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import IO, Iterable
+
+from kaudit.errors import FieldError, InvalidInput
+
+HELP = "validate, lint, evaluate and render kube-apiserver audit policies (offline)"
+DESCRIPTION = """\
+Work with audit.k8s.io/v1 Policy files exactly as kube-apiserver treats them: whether a file
+loads, what it drops silently, and which level each request gets.
+"""
+EPILOG = """\
+examples:
+  kaudit policy validate /etc/kubernetes/audit-policies/policy.yaml
+  kaudit policy lint policy.yaml
+  kaudit policy eval --policy policy.yaml --events /var/log/kubernetes/apiserver/audit.log
+  kaudit policy render --profile Default --omit-read-only
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("policy", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    policy_subparsers = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda args: _usage(parser))
+    _register_validate(policy_subparsers)
+    _register_lint(policy_subparsers)
+    _register_eval(policy_subparsers)
+    _register_render(policy_subparsers)
+    try:
+        simulate = importlib.import_module("kaudit.cli.policy_simulate")
+    except ModuleNotFoundError as exc:  # `policy simulate` not built yet
+        if exc.name != "kaudit.cli.policy_simulate":
+            raise
+    else:
+        simulate.register(policy_subparsers)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _version_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubernetes-version", metavar="1.N", default="",
+                        help="kube-apiserver version the policy is for (default: the newest kaudit knows)")
+
+
+# --- reading and reporting --------------------------------------------------------------------
+
+def _read_limited(path: str) -> bytes:
+    """The file's bytes, at most one byte past the loader's limit (so the loader reports the size)."""
+    from kaudit.policy.loader import MAX_BYTES
+
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read(MAX_BYTES + 1)
+        with open(path, "rb") as handle:
+            return handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise OSError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _print_findings(name: str, errors: Iterable[FieldError], warnings: Iterable[FieldError]) -> None:
+    for error in errors:
+        print(f"{name}: {error}", file=sys.stderr)
+    for warning in warnings:
+        print(f"{name}: warning: {warning}", file=sys.stderr)
+
+
+def _check_file(path: str, kubernetes_version: str):
+    """(LoadResult or None, errors, warnings) for one file."""
+    from kaudit.policy import lint_policy, load_policy
+
+    try:
+        data = _read_limited(path)
+    except OSError as exc:
+        return None, [FieldError("", str(exc))], []
+    result = load_policy(data, kubernetes_version)
+    if not result.ok:
+        return result, list(result.errors), []
+    warnings = lint_policy(result.policy, unknown_fields=result.unknown_fields, kubernetes_version=kubernetes_version)
+    return result, [], warnings
+
+
+# --- validate / lint ----------------------------------------------------------------------------
+
+def _register_validate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="check that kube-apiserver would load each policy file",
+        description="Exit 0 when kube-apiserver would load every FILE, 1 otherwise. Errors are printed "
+                    "as 'FILE: FIELD: MESSAGE', lint warnings as 'FILE: warning: FIELD: MESSAGE'.")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="policy file (YAML or JSON; '-' for standard input)")
+    parser.add_argument("--strict", action="store_true", help="fail on lint warnings too")
+    _version_argument(parser)
+    parser.set_defaults(func=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        _, errors, warnings = _check_file(path, args.kubernetes_version)
+        _print_findings(path, errors, warnings)
+        failed = failed or bool(errors) or (args.strict and bool(warnings))
+    return 1 if failed else 0
+
+
+def _register_lint(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "lint", help="report what kube-apiserver accepts silently but is probably wrong",
+        description="Print lint warnings ('FILE: warning: FIELD: MESSAGE') and, for a file kube-apiserver "
+                    "would refuse, its errors. Exit 1 when there is any finding.")
+    parser.add_argument("file", metavar="FILE", help="policy file (YAML or JSON; '-' for standard input)")
+    _version_argument(parser)
+    parser.set_defaults(func=run_lint)
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    _, errors, warnings = _check_file(args.file, args.kubernetes_version)
+    _print_findings(args.file, errors, warnings)
+    return 1 if errors or warnings else 0
+
+
+# --- eval ---------------------------------------------------------------------------------------
+
+def _register_eval(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a policy against audit events, one JSON result per line",
+        description="Read audit.k8s.io/v1 Event JSON lines and write, for each input line in order, "
+                    '{"level": ..., "omitStages": [...], "omitManagedFields": ..., "rule": INDEX|null}, '
+                    'or {"error": "..."} for a line that is not a valid event.')
+    parser.add_argument("--policy", required=True, metavar="FILE", help="the policy file")
+    parser.add_argument("--events", default="-", metavar="FILE",
+                        help="audit log with one Event per line ('-', the default, is standard input)")
+    _version_argument(parser)
+    parser.set_defaults(func=run_eval)
+
+
+def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int = 4096) -> int:
+    """Write one result line per input line; returns the number of malformed lines."""
+    import json
+
+    loads, evaluate, as_json = json.loads, evaluator.evaluate_event, evaluator.decision_json
+    buffer: list[str] = []
+    bad = 0
+    for line in lines:
+        try:
+            buffer.append(as_json(evaluate(loads(line))))
+        except (ValueError, RecursionError) as exc:
+            bad += 1
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not line.strip():
+                message = "empty line"
+            elif isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+                message = f"not a JSON line: {message}"
+            elif isinstance(exc, RecursionError):
+                message = "not a JSON line: nested too deeply"
+            buffer.append(json.dumps({"error": message}))
+        if len(buffer) >= batch:
+            buffer.append("")
+            out.write("\n".join(buffer))
+            buffer.clear()
+    if buffer:
+        buffer.append("")
+        out.write("\n".join(buffer))
+    return bad
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from kaudit.policy.evaluate import Evaluator
+
+    result, errors, _ = _check_file(args.policy, args.kubernetes_version)
+    if errors:
+        _print_findings(args.policy, errors, [])
+        return 1
+    evaluator = Evaluator(result.policy)
+    try:
+        source = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")
+    except OSError as exc:
+        print(f"{args.events}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    with source:
+        evaluate_lines(evaluator, source, sys.stdout)
+    sys.stdout.flush()
+    return 0
+
+
+# --- render -------------------------------------------------------------------------------------
+
+def _register_render(subparsers) -> None:
+    from kaudit.policy.document import PROFILES
+
+    parser = subparsers.add_parser(
+        "render", help="print a profile as a policy file",
+        description="Print the policy kaudit writes for a profile and options (spec.policy), with its header "
+                    "and content hash. Warnings go to standard error.")
+    parser.add_argument("--profile", required=True, choices=PROFILES, help="the built-in profile")
+    parser.add_argument("--rules", metavar="FILE",
+                        help="custom rules evaluated before the profile's: a YAML/JSON list of PolicyRule objects")
+    parser.add_argument("--omit-read-only", action="store_true",
+                        help="stop logging get/list/watch (reads of secrets stay at Metadata)")
+    parser.add_argument("--omit-stages", metavar="STAGES", default="RequestReceived",
+                        help="comma-separated policy-level omitStages (default: RequestReceived; '' for none)")
+    parser.add_argument("--keep-managed-fields", action="store_true",
+                        help="set omitManagedFields: false (the default omits them)")
+    _version_argument(parser)
+    parser.set_defaults(func=run_render)
+
+
+def _custom_rules(path: str | None) -> tuple[dict, ...]:
+    from kaudit.policy.loader import parse_document
+
+    if not path:
+        return ()
+    try:
+        data = parse_document(_read_limited(path))
+    except (OSError, ValueError) as exc:
+        raise InvalidInput([FieldError(path, str(exc))]) from None
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise InvalidInput([FieldError(path, "must be a list of audit policy rules")])
+    return tuple(data)
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from kaudit.policy import PolicyOptions, compose_policy
+
+    options = PolicyOptions(
+        profile=args.profile,
+        rules=_custom_rules(args.rules),
+        omit_read_only=args.omit_read_only,
+        omit_stages=tuple(s.strip() for s in args.omit_stages.split(",") if s.strip()),
+        omit_managed_fields=not args.keep_managed_fields,
+        kubernetes_version=args.kubernetes_version,
+    )
+    document = compose_policy(options)
+    for warning in document.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(document.text)
+    return 0
