@@ -1,0 +1,139 @@
+"""The `kaudit policy` command group: exit codes, stderr formats, eval output, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kaudit.cli import main
+
+VALID = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  nonResourceURLs: ['/healthz*']\n- level: Metadata\n"
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(name: str, content: str | bytes):
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return str(path)
+    return _write
+
+
+def run(capsys, *argv, stdin=None, monkeypatch=None):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_validate_ok_is_quiet(capsys, write):
+    assert run(capsys, "policy", "validate", write("p.yaml", VALID)) == (0, "", "")
+
+
+def test_validate_reports_errors_per_file_and_fails(capsys, write):
+    good = write("good.yaml", VALID)
+    bad = write("bad.yaml", VALID.replace("level: Metadata", "level: Everything"))
+    code, out, err = run(capsys, "policy", "validate", good, bad)
+    assert code == 1
+    assert err.splitlines() == [f'{bad}: rules[1].level: Unsupported value: "Everything": supported values: '
+                                '"None", "Metadata", "Request", "RequestResponse"']
+
+
+def test_validate_warnings_and_strict(capsys, write):
+    path = write("p.yaml", VALID.replace("- level: Metadata", "- level: Metadata\n  verb: [get]"))
+    code, _, err = run(capsys, "policy", "validate", path)
+    assert code == 0
+    assert err.startswith(f"{path}: warning: rules[1].verb: unknown field")
+    assert run(capsys, "policy", "validate", "--strict", path)[0] == 1
+
+
+def test_lint_exit_codes(capsys, write):
+    assert run(capsys, "policy", "lint", write("clean.yaml", VALID)) == (0, "", "")
+    code, _, err = run(capsys, "policy", "lint", write("p.yaml", VALID.replace("omitStages: [RequestReceived]\n", "")))
+    assert code == 1 and ": warning: omitStages: RequestReceived is not omitted" in err
+    code, _, err = run(capsys, "policy", "lint", write("broken.yaml", "kind: Policy\n"))
+    assert code == 1 and "warning" not in err
+
+
+def test_eval_writes_one_result_per_line_in_order(capsys, write):
+    policy = write("p.yaml", VALID.replace("- level: Metadata\n", "- level: Metadata\n  verbs: [create]\n  omitManagedFields: true\n"))
+    events = [
+        {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "get", "requestURI": "/healthz?verbose",
+         "user": {"username": "kubelet"}},
+        "this is not json",
+        {"verb": "create", "requestURI": "/api/v1/namespaces/a/pods", "user": {"username": "u"},
+         "objectRef": {"resource": "pods", "namespace": "a", "apiVersion": "v1"}},
+        {"verb": "get", "requestURI": "/api/v1/namespaces/a/pods/p", "objectRef": {"resource": "pods", "name": "p"}},
+        ["not", "an", "object"],
+    ]
+    lines = [e if isinstance(e, str) else json.dumps(e) for e in events]
+    code, out, err = run(capsys, "policy", "eval", "--policy", policy, "--events", write("audit.log", "\n".join(lines) + "\n"))
+    assert code == 0 and err == ""
+    results = [json.loads(line) for line in out.splitlines()]
+    assert len(results) == len(events)
+    assert results[0] == {"level": "None", "omitStages": ["RequestReceived"], "omitManagedFields": False, "rule": 0}
+    assert set(results[1]) == {"error"}
+    assert results[2] == {"level": "Metadata", "omitStages": ["RequestReceived"], "omitManagedFields": True, "rule": 1}
+    assert results[3] == {"level": "None", "omitStages": ["RequestReceived"], "omitManagedFields": False, "rule": None}
+    assert set(results[4]) == {"error"}
+
+
+def test_eval_sorts_omit_stages(capsys, write):
+    policy = write("p.yaml", VALID.replace("- level: Metadata\n", "- level: Metadata\n  omitStages: [ResponseStarted, Panic]\n"))
+    _, out, _ = run(capsys, "policy", "eval", "--policy", policy, "--events", write("e", '{"verb": "get", "requestURI": "/x"}\n'))
+    assert json.loads(out)["omitStages"] == ["Panic", "RequestReceived", "ResponseStarted"]
+
+
+def test_eval_refuses_a_policy_that_would_not_load(capsys, write):
+    policy = write("p.yaml", "apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nrules: [{level: None}]\n")
+    code, out, err = run(capsys, "policy", "eval", "--policy", policy, "--events", write("e", "{}\n"))
+    assert code == 1 and out == "" and err.startswith(f"{policy}: apiVersion: Unsupported value")
+
+
+def test_render_prints_the_profile(capsys):
+    code, out, err = run(capsys, "policy", "render", "--profile", "Datadog")
+    assert code == 0 and err == ""
+    assert "kind: Policy" in out and "Profile: Datadog" in out
+
+
+def test_render_with_bad_custom_rules(capsys, write):
+    rules = write("rules.yaml", "- level: Loud\n")
+    code, out, err = run(capsys, "policy", "render", "--profile", "Default", "--rules", rules)
+    assert code == 1 and out == ""
+    assert err.strip() == 'error: rules[0].level: Unsupported value: "Loud": supported values: "None", "Metadata", "Request", "RequestResponse"'
+
+
+def _cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kaudit", *args], input=stdin, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [\n  - level: None\n", "invalid YAML"),
+        ("- a\n- list\n", "not a mapping"),
+        (b"\x7fELF\x02\x01\x01\x00\xff\xfe" * 100, "UTF-8"),
+        ("# padding\n" * (1024 * 1024), "too large"),  # 10 MB
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),  # would crash libyaml's composer
+        ("rules:\n" + "".join("  " * i + "- \n" for i in range(1, 2000)), "nested too deeply"),
+    ],
+    ids=["malformed-yaml", "non-mapping", "binary", "10MB", "deep-flow", "deep-block"],
+)
+def test_bad_input_gives_one_line_and_exit_1(write, content, fragment):
+    path = write("bad.yaml", content)
+    for command in (("policy", "validate", path), ("policy", "lint", path)):
+        proc = _cli(*command)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1, err
+        assert "Traceback" not in err and len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_missing_file_and_stdin(write):
+    proc = _cli("policy", "validate", "/nonexistent/policy.yaml")
+    assert proc.returncode == 1 and proc.stderr.decode().strip() == "/nonexistent/policy.yaml: cannot read: No such file or directory"
+    assert _cli("policy", "validate", "-", stdin=VALID.encode()).returncode == 0
+    proc = _cli("policy", "eval", "--policy", write("p.yaml", VALID), stdin=b'{"verb": "get", "requestURI": "/healthz"}\n\xff\n')
+    assert proc.returncode == 0
+    assert [json.loads(line).get("rule", "error") for line in proc.stdout.decode().splitlines()] == [0, "error"]
