@@ -87,8 +87,13 @@ def serve(source: Path, target: Path, validate: Callable[[bytes], str], *, inter
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
 
+    last_error = ""
+
     def on_outcome(outcome: Outcome) -> None:
-        log_outcome(outcome)
+        nonlocal last_error
+        if not outcome.error or outcome.error != last_error:  # a failure repeats every round
+            log_outcome(outcome)
+        last_error = outcome.error
         if reporter is not None:
             reporter.record(outcome)
 

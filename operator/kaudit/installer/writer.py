@@ -190,8 +190,11 @@ def _keep_previous(target: Path, current: bytes) -> Path:
     try:
         os.replace(staging, previous)
     except OSError as exc:
-        _unlink_quietly(staging)
         raise InstallError(f"{previous}: cannot keep the previous file: {_describe(exc)}") from None
+    finally:
+        # rename() between two links of one inode (a run killed after this step left .previous
+        # linked to the current file) succeeds without removing the source: remove it here.
+        _unlink_quietly(staging)
     return previous
 
 
