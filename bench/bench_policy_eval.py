@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Benchmark: `kaudit policy eval` throughput against merely json.loads-ing the same audit log.
+
+    python bench/bench_policy_eval.py [--size-mb 200] [--events FILE] [--seed 1] [--profile Default]
+
+Generates the log with bench/gen_events.py unless FILE already holds at least --size-mb MiB,
+pins itself to one CPU, reads the file once to warm the page cache, then times, side by side
+and alternately (best of --rounds):
+
+  json.loads   for line in file: json.loads(line)
+  eval         the CLI's own loop (kaudit.cli.policy.evaluate_lines): parse, evaluate with the
+               composed profile, write one JSON result per line (to /dev/null)
+
+Target: eval >= 0.5 x json.loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pin_one_cpu() -> str:
+    if hasattr(os, "sched_setaffinity"):
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to CPU {cpu}"
+    return "not pinned (no sched_setaffinity)"
+
+
+def _ensure_events(path: str, size_mb: float, seed: int) -> None:
+    if os.path.exists(path) and os.path.getsize(path) >= size_mb * 1024 * 1024:
+        return
+    from gen_events import generate
+
+    events, size = generate(path, size_mb, seed)
+    print(f"generated {events} events ({size / 2**20:.0f} MiB) into {path}")
+
+
+def time_json_loads(path: str) -> float:
+    loads = json.loads
+    start = time.perf_counter()
+    with open(path, "rb") as handle:
+        for line in handle:
+            loads(line)
+    return time.perf_counter() - start
+
+
+def time_eval(path: str, profile: str) -> tuple[float, int]:
+    from kaudit.cli.policy import evaluate_lines
+    from kaudit.policy import PolicyOptions, compose_policy, load_policy
+    from kaudit.policy.evaluate import Evaluator
+
+    start = time.perf_counter()
+    policy = load_policy(compose_policy(PolicyOptions(profile=profile)).text).policy
+    evaluator = Evaluator(policy)
+    with open(path, "rb") as handle, open(os.devnull, "w") as out:
+        bad = evaluate_lines(evaluator, handle, out)
+    return time.perf_counter() - start, bad
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=float, default=200)
+    parser.add_argument("--events", default="/tmp/kaudit-bench-audit.log")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", default="Default")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    _ensure_events(args.events, args.size_mb, args.seed)
+    pinned = _pin_one_cpu()
+    size = os.path.getsize(args.events)
+    with open(args.events, "rb") as handle:  # warm the page cache so both runs read from memory
+        lines = sum(1 for _ in handle)
+    loads_best = eval_best = float("inf")
+    bad = 0
+    for _ in range(args.rounds):
+        loads_best = min(loads_best, time_json_loads(args.events))
+        elapsed, bad = time_eval(args.events, args.profile)
+        eval_best = min(eval_best, elapsed)
+    mib = size / 2**20
+    print(f"file: {args.events}, {mib:.0f} MiB, {lines} events; {pinned}; best of {args.rounds}; Python {sys.version.split()[0]}")
+    print(f"json.loads only : {mib / loads_best:7.1f} MiB/s  {lines / loads_best:9.0f} events/s  ({loads_best:.2f} s)")
+    print(f"eval {args.profile:<10} : {mib / eval_best:7.1f} MiB/s  {lines / eval_best:9.0f} events/s  ({eval_best:.2f} s)"
+          f"  malformed lines: {bad}")
+    ratio = loads_best / eval_best
+    print(f"eval / json.loads = {ratio:.2f} (target >= 0.50): {'met' if ratio >= 0.5 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
