@@ -1,0 +1,127 @@
+"""``kaudit render``: output shape, determinism, --existing, and one-line errors with exit 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from kaudit.cli import main
+from render_support import DATADOG_AGENT, EXAMPLES, HELM_DAEMONSET, ROOT
+
+MANAGED = str(EXAMPLES / "managed.yaml")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_yaml_output_is_documents_after_a_flag_header(capsys):
+    code, out, err = run(capsys, "render", "-f", MANAGED)
+    assert code == 0 and err == ""
+    header = out.split("\n---\n", 1)[0]
+    for flag in ("--audit-policy-file=", "--audit-log-path=", "--audit-log-maxsize=100",
+                 "--audit-log-maxbackup=10", "--audit-log-maxage=30"):
+        assert f"#   {flag}" in header
+    assert all(line.startswith("#") for line in header.splitlines())
+    documents = [d for d in yaml.safe_load_all(out) if d]
+    names = [(d["kind"], d["metadata"]["name"]) for d in documents]
+    assert names[0] == ("ConfigMap", "kaudit-cluster-policy")
+    assert names[-3:] == [("ConfigMap", "kaudit-cluster-agent-config"), ("ServiceAccount", "kaudit-cluster-agent"),
+                          ("DaemonSet", "kaudit-cluster-agent")]
+    policy = next(d for d in documents if d["metadata"]["name"] == "kaudit-cluster-policy")
+    assert yaml.safe_load(policy["data"]["policy.yaml"])["kind"] == "Policy"
+
+
+def test_output_is_byte_identical_across_runs(capsys):
+    first = run(capsys, "render", "-f", MANAGED)
+    second = run(capsys, "render", "-f", MANAGED)
+    assert first == second
+
+
+def test_json_output_is_a_list_with_the_header_on_stderr(capsys):
+    code, out, err = run(capsys, "render", "-f", MANAGED, "-o", "json", "--namespace", "ops")
+    assert code == 0
+    document = json.loads(out)
+    assert document["kind"] == "List" and document["apiVersion"] == "v1"
+    policy = next(i for i in document["items"] if i["metadata"]["name"] == "kaudit-cluster-policy")
+    assert policy["metadata"]["namespace"] == "ops"
+    assert "--audit-log-maxage=30" in err
+
+
+def test_existing_daemon_set_gives_a_patch_document(capsys):
+    code, out, _ = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"), "--existing", str(HELM_DAEMONSET))
+    assert code == 0
+    documents = [d for d in yaml.safe_load_all(out) if d]
+    patch = documents[-1]
+    assert patch["kind"] == "DaemonSet" and patch["metadata"]["name"] == "datadog-agent"
+    assert "kubectl apply --server-side --field-manager=kaudit" in out
+
+
+def test_existing_datadog_agent(capsys):
+    code, out, _ = run(capsys, "render", "-f", str(EXAMPLES / "datadogagent.yaml"), "--existing", str(DATADOG_AGENT))
+    assert code == 0
+    assert [d for d in yaml.safe_load_all(out) if d][-1]["kind"] == "DatadogAgent"
+
+
+def test_daemon_set_mode_without_existing_explains_how_to_supply_it(capsys):
+    code, out, err = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"))
+    assert code == 1 and out == ""
+    assert err.startswith("error: TargetNotFound: ")
+    assert "--existing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_invalid_input_is_one_line_per_field_path(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: kaudit.dev/v1alpha1\nkind: AuditCollection\nmetadata: {name: cluster}\n"
+        "spec:\n  agent: {mode: Foo}\n  apiServer: {logMaxSizeMB: -1}\n"
+    )
+    code, out, err = run(capsys, "render", "-f", str(bad))
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        "error: spec.apiServer.logMaxSizeMB: Invalid value -1: must be greater than or equal to 1",
+        'error: spec.agent.mode: Unsupported value "Foo": supported values: "Managed", "DaemonSet", '
+        '"DatadogAgent", "None"',
+    ]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("a: [unclosed\n", "not valid YAML"),
+    ("", "expected one AuditCollection document, found 0"),
+    ("kind: A\n---\nkind: B\n", "expected one AuditCollection document, found 2"),
+])
+def test_unreadable_input_is_one_line(capsys, tmp_path, content, expected):
+    path = tmp_path / "input.yaml"
+    path.write_text(content)
+    code, out, err = run(capsys, "render", "-f", str(path))
+    assert code == 1 and out == ""
+    assert len(err.splitlines()) == 1 and expected in err and str(path) in err
+
+
+def test_missing_file_is_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "render", "-f", str(tmp_path / "nope.yaml"))
+    assert code == 1 and "cannot read" in err and len(err.splitlines()) == 1
+
+
+def test_whole_process_never_prints_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: kaudit.dev/v1alpha1\nkind: AuditCollection\nmetadata: {name: Bad_Name}\n")
+    result = subprocess.run([sys.executable, "-m", "kaudit", "render", "-f", str(bad)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith('error: metadata.name: Invalid value "Bad_Name"')
+
+
+def test_help_describes_every_option():
+    result = subprocess.run([sys.executable, "-m", "kaudit", "render", "--help"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    for option in ("-f FILE", "--existing FILE", "-o {yaml,json}", "--namespace NS", "--image IMAGE", "examples:"):
+        assert option in result.stdout

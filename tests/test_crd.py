@@ -1,0 +1,101 @@
+"""The AuditCollection CRD: structural, documented, and in step with the spec model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from kaudit.api import parse_collection
+from kaudit.api.spec import AGENT_MODES, PROFILES, STAGES
+from render_support import CRD_PATH, collection
+
+CRD = yaml.safe_load(CRD_PATH.read_text())
+[VERSION] = CRD["spec"]["versions"]
+SCHEMA = VERSION["schema"]["openAPIV3Schema"]
+
+
+def walk(schema: dict, path: str = ""):
+    yield path or "<root>", schema
+    for name, sub in (schema.get("properties") or {}).items():
+        yield from walk(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from walk(schema["additionalProperties"], f"{path}{{}}")
+
+
+def test_identity_matches_the_shared_decisions():
+    assert CRD["metadata"]["name"] == "auditcollections.kaudit.dev"
+    assert CRD["spec"]["group"] == "kaudit.dev"
+    assert CRD["spec"]["scope"] == "Cluster"
+    names = CRD["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"], names["categories"]) == (
+        "AuditCollection", "auditcollections", ["ac"], ["kaudit"])
+    assert VERSION["name"] == "v1alpha1" and VERSION["served"] and VERSION["storage"]
+    assert VERSION["subresources"] == {"status": {}}
+
+
+def test_printer_columns():
+    columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
+    assert columns == {
+        "Profile": ".spec.policy.profile",
+        "Agent": ".spec.agent.mode",
+        "Ready": '.status.conditions[?(@.type=="Ready")].status',
+        "Policy": ".status.policy.hash",
+        "Age": ".metadata.creationTimestamp",
+    }
+
+
+def test_schema_is_structural_and_every_field_is_described():
+    # Structural schema rules (apiextensions): every node has a type, except nodes marked
+    # x-kubernetes-int-or-string or x-kubernetes-preserve-unknown-fields.
+    for path, node in walk(SCHEMA):
+        assert node.get("description", "").strip(), f"{path} has no description"
+        if not (node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")):
+            assert node.get("type") in {"object", "array", "string", "integer", "boolean", "number"}, path
+        if node.get("type") == "array":
+            assert "items" in node, path
+
+
+def test_enums_match_the_spec_model():
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    assert tuple(spec["agent"]["properties"]["mode"]["enum"]) == AGENT_MODES
+    assert tuple(spec["policy"]["properties"]["profile"]["enum"]) == PROFILES
+    assert tuple(spec["policy"]["properties"]["omitStages"]["items"]["enum"]) == STAGES
+
+
+def apply_defaults(value, schema):
+    """apiextensions defaulting, enough for this schema: absent properties with a default get it."""
+    if isinstance(value, dict):
+        for name, sub in (schema.get("properties") or {}).items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                apply_defaults(value[name], sub)
+    return value
+
+
+def test_crd_defaults_are_the_spec_models_defaults():
+    resource = collection()
+    del resource["spec"]
+    defaulted = apply_defaults(copy.deepcopy(resource), SCHEMA)
+    assert defaulted["spec"]["agent"]["mode"] == "Managed"
+    assert parse_collection(defaulted) == parse_collection(resource)
+    # Sub-objects appear as soon as a user writes one: their defaults must agree too.
+    partial = collection({"agent": {"daemonSet": {}, "datadogAgent": {}, "managed": {"apiKeySecretRef": {}}}})
+    assert parse_collection(apply_defaults(copy.deepcopy(partial), SCHEMA)) == parse_collection(partial)
+
+
+def test_defaults_satisfy_their_own_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    for path, node in walk(SCHEMA):
+        if "default" in node:
+            jsonschema.validate(node["default"], {k: v for k, v in node.items() if k != "default"})
+
+
+def test_crd_is_a_valid_custom_resource_definition_for_every_supported_version():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for minor in range(29, 38):
+        kubernetes_validate.validate(CRD, f"1.{minor}", strict=True)
