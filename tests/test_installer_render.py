@@ -95,10 +95,10 @@ def test_it_keeps_root_but_no_capability_and_nothing_else():
     spec = pod_spec()
     (container,) = spec["containers"]
     sc = container["securityContext"]
-    assert sc["runAsUser"] == 0 and sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
-    assert sc["privileged"] is False and "add" not in sc["capabilities"]
-    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                  "readOnlyRootFilesystem": True}  # in particular no "add" and no "privileged: true"
+    assert spec["securityContext"] == {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False,
+                                       "seccompProfile": {"type": "RuntimeDefault"}}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
 
 

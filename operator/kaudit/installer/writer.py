@@ -26,10 +26,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from kaudit.errors import KauditError
 
@@ -152,7 +153,7 @@ def _write_temporary(target: Path, content: bytes) -> Path:
             raise InstallError(f"{target.parent}: cannot create a file in the directory: {_describe(exc)}") from None
     else:  # pragma: no cover - 100 collisions of 48 random bits
         raise InstallError(f"{target.parent}: cannot find a free temporary name")
-    try:
+    with _removed_on_failure(temp, f"{target}: cannot write the new file"):
         try:
             os.fchmod(fd, FILE_MODE)  # the umask may have removed bits; 0600 exactly
             view = memoryview(content)
@@ -161,13 +162,20 @@ def _write_temporary(target: Path, content: bytes) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
+    return temp
+
+
+@contextmanager
+def _removed_on_failure(temp: Path, what: str) -> Iterator[None]:
+    """Delete ``temp`` if the block fails; an OSError becomes an InstallError saying ``what``."""
+    try:
+        yield
     except OSError as exc:
         _unlink_quietly(temp)
-        raise InstallError(f"{target}: cannot write the new file: {_describe(exc)}") from None
+        raise InstallError(f"{what}: {_describe(exc)}") from None
     except BaseException:
         _unlink_quietly(temp)
         raise
-    return temp
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -225,16 +233,10 @@ def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
 
     temp = _write_temporary(target, content)
     previous = None
-    try:
+    with _removed_on_failure(temp, f"{target}: cannot replace the file"):
         if current is not None:
             previous = _keep_previous(target, current)
         os.replace(temp, target)
-    except OSError as exc:
-        _unlink_quietly(temp)
-        raise InstallError(f"{target}: cannot replace the file: {_describe(exc)}") from None
-    except BaseException:
-        _unlink_quietly(temp)
-        raise
     try:
         _fsync_directory(target.parent)
     except OSError as exc:

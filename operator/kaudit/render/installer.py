@@ -117,14 +117,11 @@ def _container(collection: AuditCollection, image: str) -> dict:
             "requests": {"cpu": "10m", "memory": "64Mi"},
             "limits": {"memory": "128Mi"},
         },
+        # uid/gid 0 and seccomp come from the pod's securityContext; here: no capability at all.
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
-            "privileged": False,
             "readOnlyRootFilesystem": True,
-            "runAsNonRoot": False,
-            "runAsUser": 0,
-            "runAsGroup": 0,
         },
     }
 
