@@ -191,3 +191,86 @@ def one(objects: Iterable[dict], kind: str) -> dict:
     found = list(objects_of_kind(objects, kind))
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+def crd_schemas(objects: Iterable[dict]) -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema for every served version of the CRDs among objects."""
+    schemas = {}
+    for crd in objects_of_kind(objects, "CustomResourceDefinition"):
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def validation_errors(objects: list[dict], crds: Iterable[dict] = ()) -> list[str]:
+    """Every object against the official schemas of each Kubernetes version in K8S_VERSIONS (strict).
+
+    Built-in kinds, CRDs included, go through kubernetes-validate; custom resources, which it does not
+    know, through jsonschema against their CRD's openAPIV3Schema. An object of a kind neither knows
+    is an error, never a silent pass.
+    """
+    import jsonschema
+    import kubernetes_validate
+
+    custom = crd_schemas([*objects, *crds])
+    errors = []
+    for obj in objects:
+        fingerprint = json.dumps(obj, sort_keys=True)
+        if fingerprint in _VALID:  # the same object rendered by another case: checked already
+            continue
+        label = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        key = (obj.get("apiVersion"), obj.get("kind"))
+        if key in custom:
+            for problem in jsonschema.Draft7Validator(custom[key]).iter_errors(obj):
+                errors.append(f"{label}: {problem.json_path}: {problem.message}")
+            continue
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                errors.append(f"{label} (Kubernetes {version}): {exc.message}")
+            except kubernetes_validate.SchemaNotFoundError:
+                errors.append(f"{label}: no schema for {key} in Kubernetes {version}")
+        if not errors:
+            _VALID.add(fingerprint)
+    return errors
+
+
+_VALID: set[str] = set()
+
+
+# --- manifests/ is generated from the chart ---------------------------------------------------
+# manifests/<file> <- the chart template(s) rendered with default values in namespace kaudit-system,
+# minus Helm's own labels. One source of truth: test_manifests_* fail when they differ.
+GENERATED_MANIFESTS = {
+    "operator.yaml": ("templates/serviceaccount.yaml", "templates/deployment.yaml",
+                      "templates/poddisruptionbudget.yaml"),
+    "rbac.yaml": ("templates/rbac.yaml",),
+}
+GENERATED_HEADER = (
+    "# GENERATED from charts/kaudit ({sources}) with the chart's default values;\n"
+    "# do not edit: change the chart, then run `python tests/helmtools.py` to regenerate.\n"
+)
+_HELM_ONLY_LINES = ("helm.sh/chart:", "app.kubernetes.io/managed-by: Helm", "# Source: ")
+
+
+def render_manifests(helm: Runner) -> dict[str, str]:
+    rendered = {}
+    for filename, templates in GENERATED_MANIFESTS.items():
+        show = [arg for template in templates for arg in ("--show-only", template)]
+        text = helm.run("template", "kaudit", str(CHART), "--namespace", "kaudit-system", *show).stdout
+        lines = [line for line in text.splitlines() if not line.strip().startswith(_HELM_ONLY_LINES)]
+        body = "\n".join(lines).strip()
+        body = body[4:] if body.startswith("---\n") else body
+        header = GENERATED_HEADER.format(sources=", ".join(templates))
+        rendered[filename] = header + body + "\n"
+    return rendered
+
+
+if __name__ == "__main__":  # regenerate manifests/ from the chart
+    tools = fetch_tools()
+    runner = Runner(tools.helm, _helm_env(CACHE / "helm-home"))
+    for name, content in render_manifests(runner).items():
+        (MANIFESTS / name).write_text(content)
+        print(f"wrote manifests/{name}")
