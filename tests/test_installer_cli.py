@@ -135,10 +135,13 @@ def test_root_without_any_capability_can_install_into_a_root_owned_0755_director
     # bits alone — create, rename, hard link for .previous, fsync — with no CAP_DAC_OVERRIDE.
     source, target = files
     os.chown(target.parent, 0, 0)
+    old_inode = os.stat(target).st_ino
     result = kaudit("--from", str(source), "--to", str(target), "--once", without_capabilities=True)
     assert result.returncode == 0, result.stderr
     assert target.read_text() == policy_text("Request")
-    assert Path(str(target) + ".previous").read_text() == policy_text("Metadata")
+    previous = Path(str(target) + ".previous")
+    assert previous.read_text() == policy_text("Metadata")
+    assert os.stat(previous).st_ino == old_inode  # kept by hard link, not by the copy fallback
     assert (os.stat(target).st_uid, mode(target)) == (0, 0o600)
 
 
