@@ -125,3 +125,10 @@ def test_help_describes_every_option():
     assert result.returncode == 0
     for option in ("-f FILE", "--existing FILE", "-o {yaml,json}", "--namespace NS", "--image IMAGE", "examples:"):
         assert option in result.stdout
+
+
+def test_header_shows_the_static_pod_changes(capsys):
+    _, out, _ = run(capsys, "render", "-f", MANAGED)
+    header = out.split("\n---\n", 1)[0]
+    assert "#   spec:" in header and "#       - --audit-log-maxage=30" in header
+    assert "#         path: /var/log/kubernetes/apiserver" in header

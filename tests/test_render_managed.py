@@ -201,3 +201,14 @@ def test_control_plane_tolerations_constant_matches_kubeadm_taints():
     # from before 1.24 use node-role.kubernetes.io/master:NoSchedule (facts 6).
     assert {(t["key"], t["effect"]) for t in CONTROL_PLANE_TOLERATIONS} == {
         ("node-role.kubernetes.io/control-plane", "NoSchedule"), ("node-role.kubernetes.io/master", "NoSchedule")}
+
+
+def test_api_server_path_warnings_reach_the_rendered_result():
+    rendered = render(collection({"apiServer": {"logFile": "/etc/kubernetes/manifests/audit.log"}}))
+    assert "spec.apiServer.logFile" in [w.path for w in rendered.warnings]
+
+
+def test_policy_and_log_in_one_directory_need_one_api_server_volume():
+    rendered = render(collection({"apiServer": {"policyFile": "/var/log/kube-audit/policy.yaml",
+                                                "logFile": "/var/log/kube-audit/audit.log"}}))
+    assert any("a hostPath volume for /var/log/kube-audit" in s for s in rendered.next_steps)

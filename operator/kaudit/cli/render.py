@@ -76,8 +76,9 @@ def _documents(path: str, text: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE
+    from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, parse_collection
     from kaudit.render import render
+    from kaudit.render.apiserver import snippet_yaml, static_pod_changes
     from kaudit.render.output import header_lines, to_json, to_yaml
 
     if args.filename == "-" and "-" in args.existing:
@@ -94,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
     name = (documents[0].get("metadata") or {}).get("name")
     mode = ((documents[0].get("spec") or {}).get("agent") or {}).get("mode") or "Managed"
     title = f"Rendered by kaudit render for AuditCollection {name!r} (agent mode {mode})."
+    static_pod = snippet_yaml(static_pod_changes(parse_collection(documents[0])))
     if args.output == "json":
         sys.stdout.write(to_json(rendered))
-        for line in header_lines(rendered, title):
+        for line in header_lines(rendered, title, static_pod):
             print(f"# {line}".rstrip(), file=sys.stderr)
     else:
-        sys.stdout.write(to_yaml(rendered, title))
+        sys.stdout.write(to_yaml(rendered, title, static_pod))
     return 0

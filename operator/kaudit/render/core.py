@@ -8,6 +8,7 @@ from typing import Sequence
 from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AuditCollection, parse_collection
 from kaudit.errors import FieldError
 from kaudit.render import agent_config, policy
+from kaudit.render.apiserver import apiserver_warnings
 from kaudit.render.common import canonical, sha256_hex
 from kaudit.render.result import Rendered
 
@@ -27,6 +28,7 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
     objects: list[dict] = [policy.policy_config_map(spec, document, namespace)]
     patches: list[dict] = []
     warnings: list[FieldError] = [w.under("spec.policy") for w in document.warnings]
+    warnings.extend(apiserver_warnings(spec))
     steps = policy.api_server_steps(spec, namespace)
 
     if spec.api_server.install_policy:

@@ -29,9 +29,13 @@ def _comment(lines: list[str]) -> list[str]:
     return [f"# {line}".rstrip() for line in lines]
 
 
-def header_lines(rendered: Rendered, title: str) -> list[str]:
+def header_lines(rendered: Rendered, title: str, static_pod: str = "") -> list[str]:
     lines = [title, "", "kube-apiserver flags (every control-plane node):"]
     lines += [f"  {flag}" for flag in rendered.api_server_flags]
+    if static_pod:
+        lines += ["", "kube-apiserver static pod (kubeadm: /etc/kubernetes/manifests/kube-apiserver.yaml),",
+                  "merge into the kube-apiserver container and the pod's volumes:"]
+        lines += [f"  {line}" for line in static_pod.rstrip("\n").splitlines()]
     lines += ["", "Next steps:"]
     lines += _bullets(rendered.next_steps)
     if rendered.warnings:
@@ -48,9 +52,9 @@ def _bullets(items) -> list[str]:
     return lines
 
 
-def to_yaml(rendered: Rendered, title: str) -> str:
+def to_yaml(rendered: Rendered, title: str, static_pod: str = "") -> str:
     yaml, dumper = _yaml()
-    parts = ["\n".join(_comment(header_lines(rendered, title))) + "\n"]
+    parts = ["\n".join(_comment(header_lines(rendered, title, static_pod))) + "\n"]
     for obj in rendered.objects:
         parts.append("---\n" + yaml.dump(obj, Dumper=dumper, sort_keys=False, default_flow_style=False,
                                          allow_unicode=True, width=120))

@@ -77,10 +77,16 @@ def api_server_steps(collection: AuditCollection, namespace: str) -> list[str]:
         "Add these flags to kube-apiserver on every control-plane node: "
         + " ".join(api_server_flags(collection)) + "."
     )
-    steps.append(
-        f"Give the kube-apiserver pod two hostPath volumes: {api.policy_dir} (the policy, mounted "
-        f"read-only) and {api.log_dir} (the audit log, read-write, type DirectoryOrCreate)."
-    )
+    if api.policy_dir == api.log_dir:
+        steps.append(
+            f"Give the kube-apiserver pod a hostPath volume for {api.log_dir} (the policy and the audit "
+            f"log, read-write, type DirectoryOrCreate)."
+        )
+    else:
+        steps.append(
+            f"Give the kube-apiserver pod two hostPath volumes: {api.policy_dir} (the policy, mounted "
+            f"read-only) and {api.log_dir} (the audit log, read-write, type DirectoryOrCreate)."
+        )
     steps.append(
         "kube-apiserver reads the policy only when it starts: restart it after the file is in "
         "place and again whenever the policy hash changes (on kubeadm nodes, editing "
