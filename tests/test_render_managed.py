@@ -212,3 +212,14 @@ def test_policy_and_log_in_one_directory_need_one_api_server_volume():
     rendered = render(collection({"apiServer": {"policyFile": "/var/log/kube-audit/policy.yaml",
                                                 "logFile": "/var/log/kube-audit/audit.log"}}))
     assert any("a hostPath volume for /var/log/kube-audit" in s for s in rendered.next_steps)
+
+
+def test_policy_installer_objects_follow_install_policy_and_live_in_the_operator_namespace():
+    with_installer = render(collection(), namespace="ops", image="example/kaudit:1")
+    installer = one(with_installer.objects, "DaemonSet", "policy-installer")
+    assert installer["metadata"]["namespace"] == "ops"
+    assert installer["metadata"]["name"] == "kaudit-cluster-policy-installer"
+    assert {c["image"] for c in installer["spec"]["template"]["spec"]["containers"]} == {"example/kaudit:1"}
+    without = render(collection({"apiServer": {"installPolicy": False}}))
+    assert not [o for o in without.objects
+                if o["metadata"]["labels"]["app.kubernetes.io/component"] == "policy-installer"]

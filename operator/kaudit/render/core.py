@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Sequence
 
-from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AuditCollection, parse_collection
+from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, parse_collection
 from kaudit.errors import FieldError
 from kaudit.render import agent_config, policy
 from kaudit.render.apiserver import apiserver_warnings
 from kaudit.render.common import canonical, sha256_hex
+from kaudit.render.installer import installer_objects
 from kaudit.render.result import Rendered
 
 DEFAULT_NAMESPACE = "kaudit-system"
@@ -32,7 +32,7 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
     steps = policy.api_server_steps(spec, namespace)
 
     if spec.api_server.install_policy:
-        objects.extend(_installer_objects(spec, namespace, image))
+        objects.extend(installer_objects(spec, namespace=namespace, image=image))
 
     mode = spec.agent.mode
     if mode != "None":
@@ -81,13 +81,3 @@ def _apply_step(body: dict) -> str:
     return (f"kaudit applies its change to {body['kind']} {meta['namespace']}/{meta['name']} with server-side "
             f"apply (field manager kaudit); the agent pods roll once to pick up the log configuration.")
 
-
-def _installer_objects(spec: AuditCollection, namespace: str, image: str) -> list[dict]:
-    """The node-side policy installer's objects, from the installer's own renderer when present."""
-    try:
-        installer = importlib.import_module("kaudit.render.installer")
-    except ModuleNotFoundError as exc:
-        if exc.name != "kaudit.render.installer":
-            raise
-        return []
-    return list(installer.installer_objects(spec, namespace=namespace, image=image))
