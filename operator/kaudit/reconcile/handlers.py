@@ -1,0 +1,203 @@
+"""kopf handlers: when to reconcile. What a reconcile does lives in ``service.py``.
+
+* create / update / resume of an AuditCollection, and a slow timer as a safety net;
+* drift: events of children, watched with a server-side label selector on ``kaudit.dev/collection``
+  (``settings.watching.label_selectors``; a handler's ``labels=`` filter would only filter in
+  memory after receiving every ConfigMap and DaemonSet of the cluster);
+* delete: a finalizer only for DaemonSet/DatadogAgent modes (the ``when=`` filter decides it per
+  object), which hands the user's object back; owned objects go with their owner reference.
+
+Everything is registered on an explicit :class:`kopf.OperatorRegistry`, so tests and ``kaudit run``
+build the same operator without import-time side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import kopf
+
+from kaudit.k8s import resources as r
+from kaudit.k8s.client import ApiClient, ApiError, Connection, RetryPolicy, TransientApiError
+from kaudit.reconcile.metrics import Metrics
+from kaudit.reconcile.plan import COLLECTION_LABEL
+from kaudit.reconcile.service import OperatorConfig, Outcome, Reconciler, patches_others_objects
+
+logger = logging.getLogger("kaudit.operator")
+
+GROUP, VERSION, PLURAL = r.AUDIT_COLLECTIONS.group, r.AUDIT_COLLECTIONS.version, r.AUDIT_COLLECTIONS.plural
+FINALIZER = "kaudit.dev/release"
+TRANSIENT_DELAY = 5.0  # seconds before kopf retries after the client's own retries gave up
+API_ERROR_DELAY = 60.0  # e.g. 403 from missing RBAC: an administrator has to act first
+
+
+def default_login(**kwargs: Any) -> Any:
+    """In-cluster service account first, then KUBECONFIG / ~/.kube/config (kopf's own readers)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@dataclass
+class Runtime:
+    """What the handlers share: configuration, the API client, the reconciler and metrics."""
+
+    config: OperatorConfig = field(default_factory=OperatorConfig)
+    login: Callable[..., Any] = default_login
+    resync_interval: float = 300.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    force_close: bool = False  # tests: close connections at once instead of keeping them alive
+    render: Callable[..., Any] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    connection_info: Any = None
+    background: list[asyncio.Task] = field(default_factory=list)
+    _reconciler: Reconciler | None = None
+
+    @property
+    def reconciler(self) -> Reconciler:
+        if self._reconciler is None:
+            if self.connection_info is None:
+                raise kopf.TemporaryError("Not logged in to the Kubernetes API yet.", delay=1)
+            connection = Connection.from_connection_info(self.connection_info, force_close=self.force_close)
+            client = ApiClient(connection, retry=self.retry, observer=self.metrics.request)
+            self._reconciler = Reconciler(client, self.config, render=self.render)
+        return self._reconciler
+
+    async def close(self) -> None:
+        if self._reconciler is not None:
+            await self._reconciler.client.close()
+            self._reconciler = None
+
+
+def plain(body: Any) -> dict:
+    return copy.deepcopy(dict(body))
+
+
+def all_collections(index: Any) -> list[dict]:
+    return [value for key in index for value in index[key]]
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    collection_kwargs = dict(registry=registry)
+
+    @kopf.on.startup(**collection_kwargs)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        # kopf's bookkeeping (the last handled spec) in kaudit's own annotation domain; no status.kopf.
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="kaudit.dev", key="last-handled-configuration")
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaudit.dev")
+        for resource in r.CHILD_RESOURCES:
+            settings.watching.label_selectors[resource.group, resource.version, resource.plural] = COLLECTION_LABEL
+        # kaudit posts its own Events for changes and refusals; kopf only for its warnings.
+        settings.posting.level = logging.WARNING
+
+    @kopf.on.login(**collection_kwargs)
+    async def login(**kwargs: Any) -> Any:
+        info = runtime.login(**kwargs)
+        if inspect.isawaitable(info):
+            info = await info
+        if isinstance(info, kopf.ConnectionInfo):
+            runtime.connection_info = info
+        return info
+
+    @kopf.on.cleanup(**collection_kwargs)
+    async def close(**_: Any) -> None:
+        for task in runtime.background:
+            task.cancel()
+        await runtime.close()
+
+    @kopf.index(GROUP, VERSION, PLURAL, id="collections", **collection_kwargs)
+    def collections(name: str, body: kopf.Body, **_: Any) -> dict:
+        return {name: plain(body)}
+
+    async def run(trigger: str, body: dict, others: list[dict]) -> Outcome:
+        started = time.monotonic()
+        try:
+            outcome = await runtime.reconciler.reconcile(body, others=others)
+        except TransientApiError as exc:
+            runtime.metrics.reconciled(trigger, "error", time.monotonic() - started, 0)
+            raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=TRANSIENT_DELAY)
+        except ApiError as exc:
+            runtime.metrics.reconciled(trigger, "error", time.monotonic() - started, 0)
+            raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY)
+        result = "ready" if outcome.ready else "not-ready"
+        runtime.metrics.reconciled(trigger, result, time.monotonic() - started, outcome.writes)
+        return outcome
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, **collection_kwargs)
+    async def created(body: kopf.Body, collections: kopf.Index, **_: Any) -> None:
+        await run("create", plain(body), all_collections(collections))
+
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", **collection_kwargs)
+    async def updated(body: kopf.Body, collections: kopf.Index, **_: Any) -> None:
+        await run("update", plain(body), all_collections(collections))
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, **collection_kwargs)
+    async def resumed(body: kopf.Body, collections: kopf.Index, **_: Any) -> None:
+        await run("resume", plain(body), all_collections(collections))
+
+    async def resync_forever(collections: kopf.Index) -> None:
+        # A plain task rather than @kopf.timer: kopf puts a finalizer on every object a timer
+        # serves, and kaudit wants one only where it has something to hand back.
+        while True:
+            await asyncio.sleep(runtime.resync_interval)
+            bodies = all_collections(collections)
+            for body in bodies:
+                try:
+                    await run("resync", body, bodies)
+                except kopf.TemporaryError as exc:
+                    logger.warning("resync of %s failed: %s", body["metadata"]["name"], exc)
+
+    @kopf.on.startup(**collection_kwargs)
+    async def start_resync(collections: kopf.Index, **_: Any) -> None:
+        runtime.background.append(asyncio.create_task(resync_forever(collections)))
+
+    def needs_release(body: kopf.Body, **_: Any) -> bool:
+        return patches_others_objects(plain(body))
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, when=needs_release, **collection_kwargs)
+    async def deleted(body: kopf.Body, **_: Any) -> None:
+        try:
+            released = await runtime.reconciler.release(plain(body))
+        except TransientApiError as exc:
+            raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=TRANSIENT_DELAY)
+        logger.info("released %d object(s) of %s", released, body["metadata"]["name"])
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, **collection_kwargs)
+    async def collection_gone(type: str, name: str, collections: kopf.Index, **_: Any) -> None:
+        # Another AuditCollection waiting in Conflict may now be the active one.
+        if type != "DELETED":
+            return
+        remaining = [c for c in all_collections(collections) if c["metadata"]["name"] != name]
+        for other in remaining:
+            await run("successor", other, remaining)
+
+    for resource in r.CHILD_RESOURCES:
+        @kopf.on.event(resource.group, resource.version, resource.plural,
+                       labels={COLLECTION_LABEL: kopf.PRESENT}, id=f"drift-{resource.plural}",
+                       **collection_kwargs)
+        async def child_changed(type: str | None, labels: kopf.Labels, collections: kopf.Index,
+                                **_: Any) -> None:
+            if type is None:  # the initial listing: resume handlers cover it
+                return
+            owner = labels.get(COLLECTION_LABEL)
+            bodies = all_collections(collections)
+            parent = next((c for c in bodies if c["metadata"]["name"] == owner), None)
+            if parent is None or parent["metadata"].get("deletionTimestamp"):
+                return
+            try:
+                await run("drift", parent, bodies)
+            except kopf.TemporaryError as exc:
+                # Event handlers are not retried; the resync timer catches up.
+                logger.warning("drift reconcile of %s failed: %s", owner, exc)
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime)
+    return registry

@@ -1,0 +1,357 @@
+"""The pure decision: given what the renderer wants and what the cluster has, which writes to make.
+
+Nothing here talks to the API; every function takes and returns plain dicts, so each rule is
+unit-tested on its own and the async service (``service.py``) stays a thin sequence of calls.
+
+Quiet when converged: an object is re-applied only when its ``kaudit.dev/applied-hash`` annotation
+differs from the hash of what kaudit would send now (the rendering changed, including fields that
+are no longer wanted), or when the live object no longer contains what kaudit sent (someone edited
+or deleted it: drift). Otherwise the plan is empty and the reconcile writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from kaudit.k8s.resources import identity
+
+COLLECTION_LABEL = "kaudit.dev/collection"
+APPLIED_HASH_ANNOTATION = "kaudit.dev/applied-hash"
+# For lists Kubernetes treats as one value (``listType=atomic``): which items kaudit added, so
+# that a release can give the user back exactly their own list.
+ADDED_ITEMS_ANNOTATION = "kaudit.dev/added-items"
+FIELD_MANAGER = "kaudit"
+
+# PodSpec.tolerations is an atomic list: whoever applies it owns all of it, so the renderer sends
+# the user's tolerations plus the missing control-plane ones. CRD lists are atomic unless their
+# schema says otherwise, which is the case for the DatadogAgent override lists.
+ATOMIC_LISTS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
+    ("apps/v1", "DaemonSet"): (("spec", "template", "spec", "tolerations"),),
+    ("datadoghq.com/v2alpha1", "DatadogAgent"): (
+        ("spec", "override", "nodeAgent", "tolerations"),
+        ("spec", "override", "nodeAgent", "volumes"),
+        ("spec", "override", "nodeAgent", "containers", "agent", "volumeMounts"),
+    ),
+}
+
+# Keys that identify an item in the associative lists kaudit renders (``listType=map``).
+MERGE_KEYS = ("name", "mountPath", "containerPort", "uid")
+
+Key = tuple[str, str, "str | None", str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    applies: tuple[dict, ...] = ()  # complete SSA bodies, owned objects first
+    deletes: tuple[Key, ...] = ()  # owned objects the rendering no longer contains
+    releases: tuple[dict, ...] = ()  # live objects kaudit patched and no longer should
+
+    @property
+    def empty(self) -> bool:
+        return not (self.applies or self.deletes or self.releases)
+
+
+@dataclass(frozen=True)
+class Release:
+    """How to hand a patched object back: restore atomic lists first, then an empty apply."""
+
+    restore: dict | None  # a JSON merge patch, or None when no atomic list needs restoring
+    apply: dict  # the (almost) empty SSA body: kaudit then manages no field of the object
+    key: Key = field(default=("", "", None, ""))
+
+
+# --- hashing and ownership ----------------------------------------------------------------------
+
+
+def content_hash(body: dict) -> str:
+    """sha256 of the body as kaudit sends it, ignoring the hash annotation itself."""
+    clean = copy.deepcopy(body)
+    annotations = clean.get("metadata", {}).get("annotations") or {}
+    annotations.pop(APPLIED_HASH_ANNOTATION, None)
+    if not annotations:
+        clean.get("metadata", {}).pop("annotations", None)
+    text = json.dumps(clean, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stamp(body: dict) -> dict:
+    stamped = copy.deepcopy(body)
+    digest = content_hash(stamped)
+    stamped.setdefault("metadata", {}).setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = digest
+    return stamped
+
+
+def owner_reference(owner: dict) -> dict:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def with_owner(body: dict, owner: dict) -> dict:
+    owned = copy.deepcopy(body)
+    owned.setdefault("metadata", {})["ownerReferences"] = [owner_reference(owner)]
+    return owned
+
+
+def is_owned_by(body: dict, owner_uid: str) -> bool:
+    refs = (body.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == owner_uid for ref in refs)
+
+
+def key_of(body: dict) -> Key:
+    return identity(body)
+
+
+# --- comparison -----------------------------------------------------------------------------------
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether ``live`` still holds everything in ``desired`` (extra live fields are fine).
+
+    Lists of objects with a merge key (``name``, ``mountPath``...) are matched item by item on that
+    key, as the API server merges them, so a user's other containers or env vars do not count as
+    drift. Other lists are compared whole, in order.
+    """
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return False
+        return all(key in live and contains(live[key], value) for key, value in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(live, list):
+            return False
+        merge_key = _merge_key(desired)
+        if merge_key is None:
+            return len(live) == len(desired) and all(contains(l, d) for l, d in zip(live, desired))
+        by_key = {item.get(merge_key): item for item in live if isinstance(item, dict)}
+        return all(
+            item[merge_key] in by_key and contains(by_key[item[merge_key]], item) for item in desired
+        )
+    return live == desired
+
+
+def _merge_key(items: list) -> str | None:
+    if not items or not all(isinstance(item, dict) for item in items):
+        return None
+    for key in MERGE_KEYS:
+        if all(key in item for item in items):
+            return key
+    return None
+
+
+def needs_apply(desired: dict, live: dict | None) -> bool:
+    """``desired`` must be stamped (see :func:`stamp`)."""
+    if live is None:
+        return True
+    wanted = desired["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+    have = ((live.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
+    return have != wanted or not contains(live, desired)
+
+
+# --- objects kaudit does not own ------------------------------------------------------------------
+
+
+def _get_path(obj: Any, path: Iterable[str]) -> Any:
+    for step in path:
+        if isinstance(obj, dict):
+            obj = obj.get(step)
+        elif isinstance(obj, list):  # a named item, e.g. containers → "agent"
+            obj = next((item for item in obj if isinstance(item, dict) and item.get("name") == step), None)
+        else:
+            return None
+    return obj
+
+
+def _path_text(path: tuple[str, ...]) -> str:
+    return "." + ".".join(path)
+
+
+def added_items(live: dict | None) -> dict[str, list]:
+    raw = ((live or {}).get("metadata") or {}).get("annotations", {}).get(ADDED_ITEMS_ANNOTATION)
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def user_items(live: dict | None, path: tuple[str, ...]) -> list:
+    """The items of an atomic list that are the user's (not added by kaudit)."""
+    ours = added_items(live).get(_path_text(path), [])
+    return [item for item in (_get_path(live, path) or []) if item not in ours]
+
+
+def record_added_items(patch: dict, live: dict | None) -> dict:
+    """Annotate ``patch`` with the atomic-list items kaudit adds to the user's own items."""
+    recorded: dict[str, list] = {}
+    for path in ATOMIC_LISTS.get((patch.get("apiVersion", ""), patch.get("kind", "")), ()):
+        wanted = _get_path(patch, path)
+        if not isinstance(wanted, list):
+            continue
+        users = user_items(live, path)
+        added = [item for item in wanted if item not in users]
+        if added:
+            recorded[_path_text(path)] = added
+    result = copy.deepcopy(patch)
+    if recorded:
+        annotations = result.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations[ADDED_ITEMS_ANNOTATION] = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
+    return result
+
+
+def release_of(live: dict) -> Release:
+    """Undo kaudit's patch of ``live``: restore atomic lists, then apply an empty body.
+
+    An empty apply as field manager ``kaudit`` removes every field only kaudit manages; fields
+    the user's manager also set (same value) stay. Atomic lists kaudit applied are owned by kaudit
+    alone, so the empty apply would drop the user's items too: a merge patch first puts back the
+    user's own items (guarded by resourceVersion against a concurrent change), then the apply.
+    """
+    api_version, kind, namespace, name = key_of(live)
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    apply = {"apiVersion": api_version, "kind": kind, "metadata": meta}
+    restore: dict | None = None
+    recorded = added_items(live)
+    for path in ATOMIC_LISTS.get((api_version, kind), ()):
+        if not recorded.get(_path_text(path)):
+            continue
+        current = _get_path(live, path) or []
+        mine = user_items(live, path)
+        if mine != current:
+            restore = restore or {"metadata": {"resourceVersion": (live.get("metadata") or {}).get("resourceVersion")}}
+            _set_path(restore, path, mine or None)
+    return Release(restore=restore, apply=apply, key=(api_version, kind, namespace, name))
+
+
+def _set_path(obj: dict, path: tuple[str, ...], value: Any) -> None:
+    for step in path[:-1]:
+        obj = obj.setdefault(step, {})
+    obj[path[-1]] = value
+
+
+def user_view(live: dict | None, manager: str = FIELD_MANAGER) -> dict | None:
+    """The object as its user has it: ``live`` minus the fields only ``manager`` applied.
+
+    The renderer adapts its patch to the existing object (it reuses an existing pointdir mount,
+    adds tolerations only when missing); it must see the object without kaudit's own additions,
+    or the next rendering would drop them as "already there" and the two would flap.
+    """
+    if live is None:
+        return None
+    managed = (live.get("metadata") or {}).get("managedFields") or []
+    ours = [m.get("fieldsV1") or {} for m in managed if m.get("manager") == manager and m.get("operation") == "Apply"]
+    others = [m.get("fieldsV1") or {} for m in managed
+              if not (m.get("manager") == manager and m.get("operation") == "Apply") and not m.get("subresource")]
+    view = copy.deepcopy(live)
+    if ours:
+        _strip(view, _union(ours), _union(others))
+    meta = view.get("metadata") or {}
+    for annotation in (APPLIED_HASH_ANNOTATION, ADDED_ITEMS_ANNOTATION):
+        (meta.get("annotations") or {}).pop(annotation, None)
+    for path in ATOMIC_LISTS.get((live.get("apiVersion", ""), live.get("kind", "")), ()):
+        if _get_path(live, path) is None:
+            continue
+        mine = user_items(live, path)
+        if mine:
+            _set_path(view, path, mine)
+        else:
+            parent = _get_path(view, path[:-1])
+            if isinstance(parent, dict):
+                parent.pop(path[-1], None)
+    return view
+
+
+def _union(trees: list[dict]) -> dict:
+    merged: dict = {}
+    for tree in trees:
+        for key, value in tree.items():
+            merged[key] = _union([merged.get(key) or {}, value or {}]) if key in merged else (value or {})
+    return merged
+
+
+def _strip(obj: Any, ours: dict, others: dict) -> None:
+    """Remove from ``obj`` what ``ours`` (a fieldsV1 tree) owns and ``others`` does not."""
+    for key, sub in ours.items():
+        if key == ".":
+            continue
+        kind, _, name = key.partition(":")
+        if kind == "f" and isinstance(obj, dict) and name in obj:
+            if key not in others:
+                del obj[name]
+            elif sub:
+                _strip(obj[name], sub, others[key])
+        elif kind == "k" and isinstance(obj, list):
+            try:
+                wanted = json.loads(name)
+            except ValueError:
+                continue
+            for index, item in enumerate(obj):
+                if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
+                    if key not in others:
+                        del obj[index]
+                    elif sub:
+                        _strip(item, sub, others[key])
+                    break
+        elif kind == "v" and isinstance(obj, list) and key not in others:
+            try:
+                value = json.loads(name)
+            except ValueError:
+                continue
+            if value in obj:
+                obj.remove(value)
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+def plan_writes(
+    *,
+    owner: dict,
+    objects: Iterable[dict],
+    patches: Iterable[dict],
+    live_children: Iterable[dict],
+    live_targets: dict[Key, dict | None],
+) -> Plan:
+    """Which applies, deletions and releases turn the live state into the rendered one.
+
+    ``live_children``: every live object labelled ``kaudit.dev/collection=<owner>``;
+    ``live_targets``: the live objects the patches are for (found by name, labelled or not).
+    """
+    owner_uid = owner["metadata"]["uid"]
+    children = {key_of(child): child for child in live_children}
+    applies: list[dict] = []
+    wanted_keys: set[Key] = set()
+    for obj in objects:
+        desired = stamp(with_owner(obj, owner))
+        key = key_of(desired)
+        wanted_keys.add(key)
+        if needs_apply(desired, children.get(key)):
+            applies.append(desired)
+    for patch in patches:
+        key = key_of(patch)
+        wanted_keys.add(key)
+        live = live_targets.get(key, children.get(key))
+        desired = stamp(record_added_items(patch, live))
+        if needs_apply(desired, live):
+            applies.append(desired)
+    deletes: list[Key] = []
+    releases: list[dict] = []
+    for key, child in sorted(children.items(), key=lambda item: tuple(str(part) for part in item[0])):
+        if key in wanted_keys:
+            continue
+        if is_owned_by(child, owner_uid):
+            deletes.append(key)
+        else:
+            releases.append(child)
+    return Plan(applies=tuple(applies), deletes=tuple(deletes), releases=tuple(releases))

@@ -1,0 +1,335 @@
+"""One reconcile of one AuditCollection: read, render, decide, write, report.
+
+Called by every kopf handler (create, update, resume, timer, child drift); the handlers only
+choose when. Decisions are in ``plan.py``/``status.py``/``agent.py`` (pure); this module is the
+sequence of API calls around them, all made through :class:`kaudit.k8s.client.ApiClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from kaudit.errors import InvalidInput, Refused
+from kaudit.k8s import resources as r
+from kaudit.k8s.client import ApiClient
+from kaudit.k8s.events import NORMAL, WARNING, post_event
+from kaudit.reconcile import plan as planning
+from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, agent_figures
+from kaudit.reconcile.status import (FALSE, TRUE, UNKNOWN, Condition, condition_changes, render_conditions,
+                                     status_patch, summarise)
+
+logger = logging.getLogger("kaudit.reconcile")
+
+DEFAULT_AGENT_NAMESPACE = "datadog"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespace: str = "kaudit-system"  # POD_NAMESPACE: where non-agent objects and Events live
+    image: str = ""  # "" = the renderer's default image
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did, for handlers (errors), metrics and tests."""
+
+    writes: int = 0
+    ready: bool = False
+    reason: str = ""
+    conditions: list[dict] = field(default_factory=list)
+
+
+def now_text() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def agent_target(collection: dict) -> tuple[r.Resource, str, str] | None:
+    """(resource, namespace, name) of the user's object kaudit patches, or None in other modes."""
+    agent = ((collection.get("spec") or {}).get("agent")) or {}
+    mode = agent.get("mode") or "Managed"
+    namespace = agent.get("namespace") or DEFAULT_AGENT_NAMESPACE
+    if mode == "DaemonSet":
+        return r.DAEMON_SETS, namespace, (agent.get("daemonSet") or {}).get("name") or "datadog-agent"
+    if mode == "DatadogAgent":
+        return r.DATADOG_AGENTS, namespace, (agent.get("datadogAgent") or {}).get("name") or "datadog"
+    return None
+
+
+def agent_mode(collection: dict) -> str:
+    return (((collection.get("spec") or {}).get("agent")) or {}).get("mode") or "Managed"
+
+
+def patches_others_objects(collection: dict) -> bool:
+    """DaemonSet and DatadogAgent modes change a user's object: deleting needs a finalizer."""
+    return agent_target(collection) is not None
+
+
+def active_collection(collections: Iterable[dict]) -> str | None:
+    """The one AuditCollection that is in charge: the oldest one not being deleted."""
+    alive = [c for c in collections if not (c.get("metadata") or {}).get("deletionTimestamp")]
+    if not alive:
+        return None
+    oldest = min(alive, key=lambda c: ((c["metadata"].get("creationTimestamp") or ""), c["metadata"]["name"]))
+    return oldest["metadata"]["name"]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: ApiClient,
+        config: OperatorConfig,
+        *,
+        render: Callable[..., Any] | None = None,
+        clock: Callable[[], str] = now_text,
+    ):
+        self.client = client
+        self.config = config
+        self._render = render
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        # The status last written per collection (by uid): the body a drift event hands us can
+        # predate our own status patch, and comparing with it would patch the same status again.
+        self._written: dict[str, dict] = {}
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def render(self, collection: dict, existing: tuple[dict, ...]) -> Any:
+        render = self._render
+        if render is None:
+            from kaudit.render import render  # the renderer's import cost is paid once, on first use
+        kwargs: dict[str, Any] = {"existing": existing, "namespace": self.config.namespace}
+        if self.config.image:
+            kwargs["image"] = self.config.image
+        return render(collection, **kwargs)
+
+    # --- the reconcile --------------------------------------------------------------------------
+
+    async def reconcile(self, collection: dict, *, others: Iterable[dict] = ()) -> Outcome:
+        name = collection["metadata"]["name"]
+        async with self.lock(name):
+            return await self._reconcile(collection, list(others))
+
+    async def _reconcile(self, collection: dict, others: list[dict]) -> Outcome:
+        name = collection["metadata"]["name"]
+        outcome = Outcome()
+        active = active_collection([collection, *[o for o in others if o["metadata"]["name"] != name]])
+        if active is not None and active != name:
+            message = (f"AuditCollection {active!r} is already active; a cluster has one audit policy. "
+                       f"Delete one of them; this one changes nothing meanwhile.")
+            conditions = [Condition("PolicyValid", UNKNOWN, "Conflict", message),
+                          Condition("AgentConfigured", UNKNOWN, "Conflict", message)]
+            return await self._report(collection, outcome, conditions, extra={})
+
+        target = agent_target(collection)
+        live_target = await self.client.get(*target) if target else None
+        existing = (planning.user_view(live_target),) if live_target else ()
+        try:
+            rendered = self.render(collection, existing)
+        except InvalidInput as exc:
+            return await self._report(collection, outcome, _invalid_conditions(exc), extra={})
+        except Refused as exc:
+            conditions = [Condition("PolicyValid", UNKNOWN, exc.reason, exc.message),
+                          Condition("AgentConfigured", FALSE, exc.reason, exc.message)]
+            return await self._report(collection, outcome, conditions, extra={})
+
+        children = await self._live_children(name)
+        targets = {planning.key_of(live_target): live_target} if live_target else {}
+        writes = planning.plan_writes(owner=collection, objects=rendered.objects, patches=rendered.patches,
+                                      live_children=children, live_targets=targets)
+        applied = await self._execute(collection, writes)
+        outcome.writes += len(writes.applies) + len(writes.deletes) + len(writes.releases)
+
+        figures = await self._agent_figures(collection, rendered, applied, children, live_target)
+        extra = _rendered_status(collection, rendered)
+        if figures is not None:
+            extra["agent"] = figures.as_status()
+            if figures.warning:
+                extra["warnings"] = [*extra.get("warnings", []), f"spec.agent: {figures.warning}"]
+        conditions = [Condition("PolicyValid", TRUE, "Valid", _policy_message(rendered)),
+                      _agent_condition(collection, figures)]
+        return await self._report(collection, outcome, conditions, extra=extra)
+
+    async def _live_children(self, name: str) -> list[dict]:
+        selector = f"{planning.COLLECTION_LABEL}={name}"
+        found: list[dict] = []
+        lists = [(resource, None) for resource in r.CHILD_RESOURCES]
+        lists += [(resource, self.config.namespace) for resource in r.OPERATOR_NAMESPACE_CHILDREN]
+        for resource, namespace in lists:
+            for item in await self.client.list(resource, namespace=namespace, label_selector=selector):
+                # Servers filter by label; filtering again keeps test servers without selectors honest.
+                if ((item.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name:
+                    found.append(item)
+        return found
+
+    async def _execute(self, collection: dict, writes: planning.Plan) -> dict[planning.Key, dict]:
+        applied: dict[planning.Key, dict] = {}
+        for body in writes.applies:
+            result = await self.client.apply(body, force=True)
+            applied[planning.key_of(body)] = result or body
+            await self._event(collection, NORMAL, "Applied", f"Applied {_describe(planning.key_of(body))}.")
+        for key in writes.deletes:
+            resource = r.resource_of({"apiVersion": key[0], "kind": key[1]})
+            await self.client.delete(resource, key[2], key[3])
+            await self._event(collection, NORMAL, "Pruned", f"Deleted {_describe(key)}: no longer rendered.")
+        for live in writes.releases:
+            await self._release_one(collection, live)
+        return applied
+
+    async def _release_one(self, collection: dict, live: dict) -> None:
+        release = planning.release_of(live)
+        resource = r.resource_of(release.apply)
+        if release.restore is not None:
+            await self.client.merge_patch(resource, release.key[2], release.key[3], release.restore)
+        await self.client.apply(release.apply, force=False)
+        await self._event(collection, NORMAL, "Released",
+                          f"Removed kaudit's changes from {_describe(release.key)}.")
+
+    async def release(self, collection: dict) -> int:
+        """Undo kaudit's patches of objects it does not own (the finalizer's work); owned objects
+        go with their owner through the garbage collector. Returns the number of objects released."""
+        name = collection["metadata"]["name"]
+        async with self.lock(name):
+            owner_uid = collection["metadata"]["uid"]
+            patched = [c for c in await self._live_children(name) if not planning.is_owned_by(c, owner_uid)]
+            for live in patched:
+                await self._release_one(collection, live)
+            return len(patched)
+
+    async def _agent_figures(self, collection: dict, rendered: Any, applied: dict, children: list[dict],
+                             live_target: dict | None):
+        mode = agent_mode(collection)
+        if mode in ("None", "DatadogAgent"):
+            return None
+        daemon_set = _agent_daemon_set(mode, rendered, applied, children, live_target)
+        nodes: list[dict] = []
+        for label in CONTROL_PLANE_SELECTORS:
+            nodes = await self.client.list(r.NODES, label_selector=label)
+            if nodes:
+                break
+        pods: list[dict] = []
+        if daemon_set is not None and nodes:
+            namespace = (daemon_set.get("metadata") or {}).get("namespace")
+            match = (((daemon_set.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
+            selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+            pods = await self.client.list(r.PODS, namespace=namespace, label_selector=selector or None)
+        return agent_figures(daemon_set, nodes, pods)
+
+    # --- reporting -------------------------------------------------------------------------------
+
+    async def _report(self, collection: dict, outcome: Outcome, conditions: list[Condition],
+                      extra: dict) -> Outcome:
+        meta = collection["metadata"]
+        live_status = self._written.get(meta.get("uid", "")) or collection.get("status") or {}
+        generation = meta.get("generation") or 0
+        full = [summarise(conditions), *conditions]
+        rendered_conditions = render_conditions(full, previous=live_status.get("conditions") or [],
+                                                generation=generation, now=self._clock())
+        desired = {"observedGeneration": generation, "conditions": rendered_conditions}
+        keep_last_good = not extra  # a refusal keeps the last good policy hash and flags in status
+        for key in ("policy", "apiServerFlags", "nextSteps", "agent"):
+            if key in extra:
+                desired[key] = extra[key]
+            elif keep_last_good and key in live_status:
+                desired[key] = live_status[key]
+        desired["warnings"] = extra.get("warnings", [])
+        patch = status_patch(live_status, desired)
+        if patch is not None:
+            await self.client.merge_patch(r.AUDIT_COLLECTIONS, None, meta["name"], patch, subresource="status")
+            self._written[meta.get("uid", "")] = {**live_status, **desired}
+            outcome.writes += 1
+            for changed in condition_changes(live_status.get("conditions") or [], rendered_conditions):
+                if changed["type"] != "Ready":
+                    continue
+                kind = NORMAL if changed["status"] == TRUE else WARNING
+                await self._event(collection, kind, changed["reason"], changed["message"])
+        ready = rendered_conditions[0]
+        outcome.ready = ready["status"] == TRUE
+        outcome.reason = ready["reason"]
+        outcome.conditions = rendered_conditions
+        return outcome
+
+    async def _event(self, collection: dict, type_: str, reason: str, message: str) -> None:
+        try:
+            await post_event(self.client, collection, namespace=self.config.namespace, type_=type_,
+                             reason=reason, message=message)
+        except Exception as exc:  # an Event is informative; never fail a reconcile for it
+            logger.warning("could not post an Event (%s): %s", reason, exc)
+
+
+def _describe(key: planning.Key) -> str:
+    _, kind, namespace, name = key
+    return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+
+
+def _invalid_conditions(exc: InvalidInput) -> list[Condition]:
+    policy_errors = [e for e in exc.errors if e.path.startswith("spec.policy") or e.path.startswith("spec.apiServer")]
+    other_errors = [e for e in exc.errors if e not in policy_errors]
+    conditions = []
+    if policy_errors:
+        text = "; ".join(str(e) for e in policy_errors)
+        conditions.append(Condition("PolicyValid", FALSE, "InvalidPolicy",
+                                    f"{text}. Nothing was written; the last valid policy stays in place."))
+    else:
+        conditions.append(Condition("PolicyValid", UNKNOWN, "InvalidSpec", "Not evaluated: the spec is invalid."))
+    if other_errors:
+        text = "; ".join(str(e) for e in other_errors)
+        conditions.append(Condition("AgentConfigured", FALSE, "InvalidSpec", f"{text}. Nothing was written."))
+    else:
+        conditions.append(Condition("AgentConfigured", UNKNOWN, "InvalidPolicy", "Not changed: the policy is invalid."))
+    return conditions
+
+
+def _policy_message(rendered: Any) -> str:
+    policy = rendered.policy
+    return f"Policy {policy.short_hash} with {policy.rule_count} rules is valid."
+
+
+def _rendered_status(collection: dict, rendered: Any) -> dict:
+    policy = rendered.policy
+    return {
+        "policy": {"hash": policy.short_hash, "fullHash": policy.hash, "ruleCount": policy.rule_count,
+                   "profile": _profile_of(collection)},
+        "apiServerFlags": list(rendered.api_server_flags),
+        "nextSteps": list(rendered.next_steps),
+        "warnings": [str(w) for w in rendered.warnings],
+    }
+
+
+def _profile_of(collection: dict) -> str:
+    return ((collection.get("spec") or {}).get("policy") or {}).get("profile") or "Default"
+
+
+def _agent_daemon_set(mode: str, rendered: Any, applied: dict, children: list[dict],
+                      live_target: dict | None) -> dict | None:
+    if mode == "DaemonSet":
+        if live_target is None:
+            return None
+        return applied.get(planning.key_of(live_target)) or live_target
+    for obj in rendered.objects:
+        if obj.get("kind") == "DaemonSet" and "agent" == ((obj.get("metadata") or {}).get("labels") or {}).get(
+                "app.kubernetes.io/component"):
+            key = planning.key_of(obj)
+            live = applied.get(key) or next((c for c in children if planning.key_of(c) == key), None)
+            return live or obj
+    return None
+
+
+def _agent_condition(collection: dict, figures) -> Condition:
+    mode = agent_mode(collection)
+    if mode == "None":
+        return Condition("AgentConfigured", TRUE, "NoAgent",
+                         "spec.agent.mode is None: kaudit renders the policy only; collect the log yourself.")
+    if mode == "DatadogAgent":
+        return Condition("AgentConfigured", TRUE, "Applied",
+                         "The DatadogAgent is configured; the Datadog Operator rolls out the agent.")
+    if figures is not None and figures.warning:
+        return Condition("AgentConfigured", FALSE, "NotSchedulable", figures.warning)
+    message = "The agent configuration is applied."
+    if figures is not None:
+        message += " " + figures.message
+    return Condition("AgentConfigured", TRUE, "Applied", message)
