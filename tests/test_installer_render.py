@@ -257,3 +257,25 @@ def test_risky_policy_directories_are_warned_about(policy_file, words):
 
 def test_the_default_paths_raise_no_warning():
     assert apiserver_warnings(collection()) == []
+
+
+
+def _yaml_blocks(text: str) -> list:
+    import re
+
+    import yaml
+
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S)]
+
+
+def test_the_documented_snippets_are_what_kaudit_renders_for_the_defaults():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    default = collection()
+    docs = _yaml_blocks((root / "docs" / "delivery.md").read_text())
+    assert kubeadm_cluster_configuration(default) in docs
+    assert static_pod_changes(default) in docs
+    readme = (root / "README.md").read_text()
+    delivery_section = readme.split("<!-- section: delivery -->")[1].split("<!-- section:")[0]
+    assert kubeadm_cluster_configuration(default) in _yaml_blocks(delivery_section)

@@ -229,3 +229,48 @@ def test_of_two_apiserver_pods_on_a_node_the_running_latest_counts():
     pods = [apiserver_pod("cp-1", "2026-11-20T08:00:00Z"), apiserver_pod("cp-1", "2026-11-22T12:10:00Z"),
             apiserver_pod("cp-1", None)]
     assert apiservers_by_node(pods)["cp-1"].started_at == parse_time("2026-11-22T12:10:00Z")
+
+
+def test_the_lease_reporter_sends_a_server_side_apply_patch():
+    """The real kubernetes client against a local HTTP server standing in for the API."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import kubernetes
+
+    from kaudit.installer.lease import LeaseReporter
+
+    seen: list[tuple[str, str, str, dict]] = []
+
+    class Api(BaseHTTPRequestHandler):
+        def do_PATCH(self):  # noqa: N802 - http.server's naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.command, self.path, self.headers["Content-Type"], body))
+            reply = json.dumps(body).encode()
+            self.send_response(200 if len(seen) == 1 else 403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        configuration = kubernetes.client.Configuration()
+        configuration.host = f"http://127.0.0.1:{server.server_port}"
+        reporter = LeaseReporter(kubernetes.client.ApiClient(configuration))
+        body = lease("cp-1")
+        assert reporter.send(body) is True
+        assert reporter.send(body) is False  # a refused request is logged, not raised
+    finally:
+        server.shutdown()
+    method, path, content_type, sent = seen[0]
+    assert method == "PATCH"
+    assert path.startswith("/apis/coordination.k8s.io/v1/namespaces/kaudit-system/leases/kaudit-cluster-policy-cp-1?")
+    assert "fieldManager=kaudit" in path and "force=true" in path.lower()
+    assert content_type == "application/apply-patch+yaml"
+    assert sent == body

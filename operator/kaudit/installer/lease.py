@@ -106,11 +106,12 @@ def report_lease(
 class LeaseReporter:
     """Sends reports with the pod's service account; failures are logged and retried later."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_client=None) -> None:
         import kubernetes
 
-        kubernetes.config.load_incluster_config()
-        self._api = kubernetes.client.CoordinationV1Api()
+        if api_client is None:  # in the pod: the service account's token and CA
+            kubernetes.config.load_incluster_config()
+        self._api = kubernetes.client.CoordinationV1Api(api_client)
 
     def send(self, body: dict) -> bool:
         meta = body["metadata"]
