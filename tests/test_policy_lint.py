@@ -114,3 +114,10 @@ def test_group_wildcard_needs_136():
     text = HEAD + "rules:\n- {level: None, resources: [{group: '*', resources: ['*/status']}]}\n- {level: Metadata}\n"
     assert "1.36" in lint(text)["rules[0].resources[0].group"]
     assert "rules[0].resources[0].group" not in lint(text, "1.36")
+
+
+def test_shadow_check_is_bounded_for_huge_policies():
+    from kaudit.policy.lint import SHADOW_CHECK_LIMIT
+
+    rules = "".join(f"- {{level: Metadata, users: [u{i}]}}\n" for i in range(SHADOW_CHECK_LIMIT + 1))
+    assert "skipped" in lint(HEAD + "rules:\n" + rules + "- level: None\n")["rules"]

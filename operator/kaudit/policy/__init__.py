@@ -13,14 +13,35 @@ Public API (everything else is internal):
 - ``kaudit.policy.evaluate`` — the rule evaluator (see its docstring).
 """
 
-from kaudit.policy.compose import compose_policy, content_hash
-from kaudit.policy.document import PROFILES, PolicyDocument, PolicyOptions
-from kaudit.policy.lint import lint_policy
-from kaudit.policy.loader import LoadResult, load_policy
-from kaudit.policy.model import Policy, PolicyRule, GroupResources
-from kaudit.policy.validation import validate_policy
+from __future__ import annotations
 
-__all__ = [
-    "PROFILES", "GroupResources", "LoadResult", "Policy", "PolicyDocument", "PolicyOptions", "PolicyRule",
-    "compose_policy", "content_hash", "lint_policy", "load_policy", "validate_policy",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use, so importing kaudit.policy.document (the contract) stays cheap for
+# commands that never touch the engine.
+_EXPORTS = {
+    "compose_policy": "compose", "content_hash": "compose",
+    "PROFILES": "document", "PolicyDocument": "document", "PolicyOptions": "document",
+    "lint_policy": "lint",
+    "LoadResult": "loader", "load_policy": "loader",
+    "GroupResources": "model", "Policy": "model", "PolicyRule": "model",
+    "validate_policy": "validation",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kaudit.policy' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"kaudit.policy.{module}"), name)
+
+
+if TYPE_CHECKING:
+    from kaudit.policy.compose import compose_policy, content_hash
+    from kaudit.policy.document import PROFILES, PolicyDocument, PolicyOptions
+    from kaudit.policy.lint import lint_policy
+    from kaudit.policy.loader import LoadResult, load_policy
+    from kaudit.policy.model import GroupResources, Policy, PolicyRule
+    from kaudit.policy.validation import validate_policy

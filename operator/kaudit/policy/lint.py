@@ -181,7 +181,13 @@ def lint_sensitive_bodies(policy: Policy) -> list[FieldError]:
     ]
 
 
+SHADOW_CHECK_LIMIT = 1000  # the check compares every pair of rules
+
+
 def lint_shadowed(policy: Policy) -> list[FieldError]:
+    if len(policy.rules) > SHADOW_CHECK_LIMIT:
+        return [FieldError("rules", f"{len(policy.rules)} rules: the shadowed-rule check was skipped "
+                                    f"(it runs up to {SHADOW_CHECK_LIMIT} rules)")]
     warnings = []
     for j, rule in enumerate(policy.rules):
         for i in range(j):
