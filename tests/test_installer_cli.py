@@ -162,6 +162,18 @@ def test_report_outside_kubernetes_is_a_clear_error(files):
     assert target.read_text() == policy_text("Metadata")
 
 
+def test_a_report_that_cannot_be_sent_stops_before_anything_is_written(files):
+    source, target = files
+    env = clean_env() | {"NODE_NAME": "cp-1", "POD_NAMESPACE": "kaudit-system"}  # but no API server
+    result = subprocess.run(
+        [sys.executable, "-m", "kaudit", "install-policy", "--from", str(source), "--to", str(target),
+         "--once", "--collection", "cluster"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert_one_line_error(result, "--report", "cannot reach the Kubernetes API")
+    assert target.read_text() == policy_text("Metadata")
+
+
 def test_help_explains_the_command():
     result = subprocess.run([sys.executable, "-m", "kaudit", "install-policy", "--help"],
                             capture_output=True, text=True, timeout=60)

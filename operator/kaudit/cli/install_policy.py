@@ -92,42 +92,39 @@ def run(args) -> int:
 
     source, target = Path(args.source), Path(args.target)
     reporting = args.report if args.report is not None else bool(os.environ.get("NODE_NAME"))
-    identity = _identity(args) if reporting else None
+    reporter = _reporter(args, target) if reporting else None  # before anything is written
     validate = policy_validator(source, args.kubernetes_version)
-    if args.once:
-        result = install_from(source, target, validate)
-        if result.changed:
-            kept = f" (previous kept as {result.previous})" if result.previous else ""
-            print(f"installed policy {result.hash[:12]} at {target}{kept}")
-        else:
-            print(f"unchanged: policy {result.hash[:12]} already at {target}")
-        if identity is not None:
-            _report_once(identity, target, result)
-        return 0
-    return _serve(source, target, validate, args, identity)
+    if not args.once:
+        return _serve(source, target, validate, args, reporter)
+    result = install_from(source, target, validate)
+    if result.changed:
+        kept = f" (previous kept as {result.previous})" if result.previous else ""
+        print(f"installed policy {result.hash[:12]} at {target}{kept}")
+    else:
+        print(f"unchanged: policy {result.hash[:12]} already at {target}")
+    if reporter is not None:
+        from kaudit.installer.follow import Outcome
+
+        reporter.record(Outcome(result=result))
+    return 0
 
 
-def _report_once(identity, target: Path, result) -> None:
-    from kaudit.installer.follow import Outcome
+def _reporter(args, target: Path):
     from kaudit.installer.lease import LeaseReporter
     from kaudit.installer.service import Reporter
 
-    Reporter(LeaseReporter(), identity, target, heartbeat=60).record(Outcome(result=result))
+    identity = _identity(args)
+    try:
+        sender = LeaseReporter()
+    except Exception as exc:  # not in a pod, or no service account token
+        raise KauditError(f"--report: cannot reach the Kubernetes API from this pod: {exc}") from None
+    return Reporter(sender, identity, target, heartbeat=args.heartbeat)
 
 
-def _serve(source: Path, target: Path, validate, args, identity) -> int:
+def _serve(source: Path, target: Path, validate, args, reporter) -> int:
     import logging
 
-    from kaudit.installer.service import Reporter, serve
+    from kaudit.installer.service import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    reporter = None
-    if identity is not None:
-        from kaudit.installer.lease import LeaseReporter
-
-        try:
-            sender = LeaseReporter()
-        except Exception as exc:  # not in a pod, or no service account token
-            raise KauditError(f"--report: cannot reach the Kubernetes API from this pod: {exc}") from None
-        reporter = Reporter(sender, identity, target, heartbeat=args.heartbeat)
     return serve(source, target, validate, interval=args.interval, reporter=reporter)
