@@ -205,6 +205,24 @@ def test_attributes_from_event():
     assert attributes_from_event({"verb": "get", "requestURI": "/api"}).user is None
 
 
+def test_event_details_that_the_policy_did_not_see():
+    # pkg/audit/request.go LogRequestObject fills objectRef.name in from a create's body after the
+    # policy was evaluated on the URL's attributes (no name for a create), so resourceNames rules
+    # never match a plain create; a create on a subresource (pods/x/eviction) has the name in its URL.
+    pol = policy({"level": "Request", "resources": [{"group": "", "resources": ["pods", "pods/eviction"],
+                                                     "resourceNames": ["web-1"]}]})
+    evaluator = Evaluator(pol)
+    create = {"verb": "create", "user": {"username": "u"},
+              "objectRef": {"resource": "pods", "namespace": "shop", "name": "web-1"}}
+    assert evaluator.evaluate_event(create).level == "None"
+    assert attributes_from_event(create).name == ""
+    evict = {"verb": "create", "user": {"username": "u"},
+             "objectRef": {"resource": "pods", "namespace": "shop", "name": "web-1", "subresource": "eviction"}}
+    assert evaluator.evaluate_event(evict).level == "Request"
+    # authorizer attributes carry the URL's decoded path.
+    assert attributes_from_event({"verb": "get", "requestURI": "/logs/a%20b.log?x=%20"}).path == "/logs/a b.log"
+
+
 @pytest.mark.parametrize("bad", [[], {"verb": 3}, {"user": "alice"}, {"user": {"groups": "ops"}},
                                  {"objectRef": "pods"}, {"objectRef": {"resource": ["pods"]}}])
 def test_malformed_events_raise_value_error(bad):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Callable
+from urllib.parse import unquote
 
 from kaudit.policy.model import Policy, PolicyRule
 
@@ -156,6 +157,11 @@ def attributes_from_event(event: dict) -> RequestAttributes:
     """The request attributes of an audit Event: a resource request when ``objectRef.resource``
     is set, else a non-resource request whose path is ``requestURI`` without its query string.
     The user is ``event.user`` (the authenticated user; policy is evaluated before impersonation).
+
+    Two details follow what the policy saw when kube-apiserver evaluated it, not what the event
+    shows later: a create without subresource has no name (the URL has none; kube-apiserver
+    fills ``objectRef.name`` in from the body afterwards, see LogRequestObject in
+    pkg/audit/request.go), and the path is percent-decoded (it is the URL's decoded path).
     """
     if type(event) is not dict:
         raise ValueError("an audit event must be a JSON object")
@@ -180,15 +186,25 @@ def attributes_from_event(event: dict) -> RequestAttributes:
             api_group=_field(ref, "apiGroup", str, "objectRef."),
             resource=resource,
             subresource=_field(ref, "subresource", str, "objectRef."),
-            name=_field(ref, "name", str, "objectRef."),
+            name=_request_name(verb, _field(ref, "subresource", str, "objectRef."), _field(ref, "name", str, "objectRef.")),
         )
     return RequestAttributes(
         user=_field(user, "username", str, "user.") if user is not None else None,
         groups=tuple(groups),
         verb=verb,
         resource_request=False,
-        path=_field(event, "requestURI", str, "").partition("?")[0],
+        path=request_path(_field(event, "requestURI", str, "")),
     )
+
+
+def request_path(request_uri: str) -> str:
+    """The URL path kube-apiserver matches nonResourceURLs against: no query, percent-decoded."""
+    path = request_uri.partition("?")[0]
+    return unquote(path) if "%" in path else path
+
+
+def _request_name(verb: str, subresource: str, name: str) -> str:
+    return "" if verb == "create" and not subresource else name
 
 
 class Evaluator:
@@ -241,11 +257,11 @@ class Evaluator:
             resource = ref.get("resource") if ref else None
             if resource:
                 namespace = ref.get("namespace") or "" if self._uses_namespaces else ""
-                name = ref.get("name") or "" if self._uses_names else ""
-                key = (username, groups, verb, True, namespace, ref.get("apiGroup") or "", resource,
-                       ref.get("subresource") or "", name, "")
+                subresource = ref.get("subresource") or ""
+                name = _request_name(verb, subresource, ref.get("name") or "") if self._uses_names else ""
+                key = (username, groups, verb, True, namespace, ref.get("apiGroup") or "", resource, subresource, name, "")
             else:
-                key = (username, groups, verb, False, "", "", "", "", "", (event.get("requestURI") or "").partition("?")[0])
+                key = (username, groups, verb, False, "", "", "", "", "", request_path(event.get("requestURI") or ""))
             decision = self._cache.get(key)
             if decision is None:
                 if not all(type(v) is str for v in key[2:3] + key[4:]):
