@@ -110,3 +110,11 @@ def test_gitops_doc_embeds_the_tested_script_verbatim():
     indent = re.match(r"\n( +)", block).group(1)
     embedded = "\n".join(line[len(indent):] for line in block.strip("\n").splitlines())
     assert embedded.strip() == SCRIPT.read_text().strip()
+
+
+def test_flux_expressions_use_the_same_converging_reasons_as_the_lua_check():
+    lua_table = SCRIPT.read_text().split("local converging = {", 1)[1].split("}", 1)[0]
+    lua_reasons = set(re.findall(r"(\w+) = true", lua_table))
+    failed_expr = GITOPS_DOC.read_text().split("failed: >-", 1)[1].split("current:", 1)[0]
+    cel_reasons = set(re.findall(r"'(\w+)'", failed_expr.split("c.reason in [", 1)[1].split("]", 1)[0]))
+    assert lua_reasons and cel_reasons == lua_reasons
