@@ -75,13 +75,13 @@ def parse_document(text: str | bytes) -> Any:
 
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
-            raise ValueError(f"file is too large ({len(text)} bytes; the limit is {MAX_BYTES} bytes)")
+            raise ValueError(f"file is too large (over the {MAX_BYTES}-byte limit; a policy is a few kilobytes)")
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
     if len(text) > MAX_BYTES:
-        raise ValueError(f"file is too large ({len(text)} characters; the limit is {MAX_BYTES})")
+        raise ValueError(f"file is too large (over the {MAX_BYTES}-character limit; a policy is a few kilobytes)")
     if "\x00" in text:
         raise ValueError("binary data (NUL byte) is not a YAML document")
     loader = _yaml_loader()
