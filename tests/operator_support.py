@@ -54,7 +54,12 @@ class ApplyEmulator(kmock.KubernetesEmulator):
                 and not request.subresource and request.headers.get("Content-Type", "").startswith(APPLY)):
             key = (request.resource, request.namespace, request.name)
             async with self._lock:
-                if key not in self._objects or self._objects[key].deleted:
+                if key in self._objects and not self._objects[key].deleted:
+                    # Merge associative lists by key as the API server does for these types,
+                    # instead of kmock's whole-list replacement (which would drop the user's
+                    # containers, env and volumes that kaudit's body does not name).
+                    request.data.update(merge_by_keys(self._objects[key].raw, request.data))
+                else:
                     body = copy.deepcopy(request.data)
                     body.setdefault("metadata", {}).setdefault("uid", f"uid-{next(_uids)}")
                     body["metadata"].setdefault("resourceVersion", "1")
@@ -64,6 +69,30 @@ class ApplyEmulator(kmock.KubernetesEmulator):
                         self._objects[key] = body
                     await self._buses[request.resource].put({"type": "ADDED", "object": self._objects[key].raw})
         return await super()._handle(request)
+
+
+MERGE_KEYS = ("name", "mountPath", "containerPort")
+
+
+def merge_by_keys(live: Any, applied: Any) -> Any:
+    """An approximation of server-side apply's merge (additions only, no field ownership)."""
+    if isinstance(live, dict) and isinstance(applied, dict):
+        merged = dict(live)
+        for key, value in applied.items():
+            merged[key] = merge_by_keys(live.get(key), value) if key in live else value
+        return merged
+    if isinstance(live, list) and isinstance(applied, list) and applied and all(isinstance(i, dict) for i in applied):
+        key = next((k for k in MERGE_KEYS if all(k in i for i in applied) and all(isinstance(i, dict) and k in i for i in live)), None)
+        if key is not None:
+            merged = list(live)
+            for item in applied:
+                index = next((n for n, old in enumerate(merged) if old.get(key) == item[key]), None)
+                if index is None:
+                    merged.append(item)
+                else:
+                    merged[index] = merge_by_keys(merged[index], item)
+            return merged
+    return applied
 
 
 def load_yaml(path: str) -> dict:

@@ -1,17 +1,25 @@
 """The real operator (kopf handlers + the real renderer) against kmock: create, update, drift,
-delete, refusals, conflict, faults, restart. kmock lacks server-side apply: where the outcome
-depends on it, the exact requests are asserted."""
+delete, refusals, conflict, faults, restart. kmock lacks server-side apply and garbage collection:
+where the outcome depends on them, the exact requests are asserted."""
 
 from __future__ import annotations
+
+import copy
+import json
 
 import kmock
 import pytest
 
-from operator_support import (APPLY, ApplyEmulator, COLLECTIONS, body_of, collection, condition, describe, is_ready,
-                              load_yaml, prepare, running_operator, status_of, until, writes)
-
+from kaudit.render import render
+from operator_support import (APPLY, COLLECTIONS, ApplyEmulator, body_of, collection, condition, is_ready,
+                              load_yaml, prepare, running_operator, runtime_for, status_of, until, writes)
 
 pytestmark = pytest.mark.kmock(cls=ApplyEmulator)
+
+NAMESPACE = "kaudit-system"
+IMAGE = "kaudit/kaudit:test"
+CREATE_URL = "/apis/kaudit.dev/v1alpha1/auditcollections"
+DS_PATH = "/apis/apps/v1/namespaces/datadog/daemonsets/datadog-agent"
 
 
 @pytest.fixture
@@ -20,10 +28,237 @@ def server(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
     return kmock
 
 
-async def test_managed_create_applies_every_object_then_reports_ready(server):
+def applies(server, since: int = 0) -> list:
+    return [r for r in writes(server, since)
+            if r.method == kmock.method.PATCH and r.headers.get("Content-Type", "").startswith(APPLY)]
+
+
+def child_writes(server, since: int = 0) -> list:
+    return [r for r in writes(server, since) if "auditcollections" not in r.url.path]
+
+
+def rendered_objects(spec: dict, existing=()) -> tuple[dict, ...]:
+    return render(collection(spec=spec), existing=existing, namespace=NAMESPACE, image=IMAGE).objects
+
+
+def user_daemon_set() -> dict:
+    ds = load_yaml("examples/existing/datadog-agent-daemonset.yaml")
+    ds["metadata"].update(uid="uid-ds", resourceVersion="7")
+    return ds
+
+
+DAEMONSET_SPEC = {"agent": {"mode": "DaemonSet", "namespace": "datadog",
+                            "daemonSet": {"name": "datadog-agent", "container": "agent"}}}
+
+
+def handled(server, name: str = "cluster") -> bool:
+    """kopf finished its handling cycle (it records the handled spec last)."""
+    meta = server.objects[COLLECTIONS, None, name]["metadata"]
+    return "kaudit.dev/last-handled-configuration" in (meta.get("annotations") or {})
+
+
+async def create(server, body: dict) -> None:
+    response = await server.post(CREATE_URL, json=body)
+    assert response.status == 200, await response.text()
+
+
+async def test_create_applies_each_object_once_then_one_status_patch(server):
     async with running_operator(server):
         start = len(list(server))
-        await server.post("/apis/kaudit.dev/v1alpha1/auditcollections", json=collection())
+        await create(server, collection())
         await until(lambda: is_ready(server))
-    for r in writes(server, start):
-        if 'auditcollections' in r.url.path: print(describe(r), r.body[:300])
+        await until(lambda: len(writes(server, start)) >= len(rendered_objects(collection()["spec"])) + 3)
+
+    expected = rendered_objects(collection()["spec"])
+    sent = applies(server, start)
+    # One server-side apply per rendered object, in the renderer's order, as field manager kaudit.
+    assert [r.url.path.rsplit("/", 1)[-1] for r in sent] == [o["metadata"]["name"] for o in expected]
+    for request in sent:
+        assert request.params == {"fieldManager": "kaudit", "force": "true"}
+        body = body_of(request)
+        assert body["metadata"]["ownerReferences"] == [{
+            "apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "name": "cluster",
+            "uid": "uid-cluster", "controller": True, "blockOwnerDeletion": True}]
+        assert body["metadata"]["labels"]["kaudit.dev/collection"] == "cluster"
+    # Besides the applies: the POST itself, one status patch, one kopf bookkeeping annotation.
+    others = [(str(r.method), r.url.path) for r in writes(server, start) if r not in sent]
+    assert others == [("method.POST", CREATE_URL),
+                      ("method.PATCH", CREATE_URL + "/cluster/status"),
+                      ("method.PATCH", CREATE_URL + "/cluster")]
+    # Managed mode changes no user object: no finalizer.
+    assert "finalizers" not in server.objects[COLLECTIONS, None, "cluster"]["metadata"]
+    status = status_of(server)
+    assert status["observedGeneration"] == 1
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True", "PolicyValid": "True", "AgentConfigured": "True"}
+    assert status["apiServerFlags"][0] == "--audit-policy-file=/etc/kubernetes/audit-policies/policy.yaml"
+    assert status["policy"]["hash"] == status["policy"]["fullHash"][:12]
+    assert status["agent"] == {"controlPlaneNodes": 1, "desired": 1, "ready": 0,
+                               "message": "0/1 agent pods ready on control-plane nodes."}
+
+
+async def test_restart_with_nothing_changed_writes_nothing(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+    start = len(list(server))
+    runtime = runtime_for(server)
+    async with running_operator(server, runtime):
+        await until(lambda: runtime.metrics.reconciles.get(("resume", "ready"), 0) >= 1)
+    assert writes(server, start, events=True) == []
+
+
+async def test_update_reapplies_only_what_changed_and_bumps_observed_generation(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+        start = len(list(server))
+        await server.patch(CREATE_URL + "/cluster", json={
+            "metadata": {"generation": 2}, "spec": {"policy": {"profile": "WriteRequestBodies"}}})
+        await until(lambda: status_of(server).get("observedGeneration") == 2)
+    paths = [r.url.path for r in applies(server, start)]
+    # Only the policy ConfigMap carries the policy; the agent side does not change.
+    assert paths == ["/api/v1/namespaces/kaudit-system/configmaps/kaudit-cluster-policy"]
+    assert status_of(server)["policy"]["profile"] == "WriteRequestBodies"
+    assert all(c["observedGeneration"] == 2 for c in status_of(server)["conditions"])
+
+
+async def test_deleted_child_is_restored_from_the_watch(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+        path = "/api/v1/namespaces/datadog/configmaps/kaudit-cluster-agent-config"
+        original = copy.deepcopy(dict(server.objects["v1/configmaps", "datadog", "kaudit-cluster-agent-config"]))
+        start = len(list(server))
+        await server.delete(path)
+        await until(lambda: any(r.url.path == path for r in applies(server, start)))
+    restored = server.objects["v1/configmaps", "datadog", "kaudit-cluster-agent-config"]
+    assert restored["data"] == original["data"]
+    # Only the deleted object is written back.
+    assert [r.url.path for r in applies(server, start)] == [path]
+
+
+async def test_edited_child_is_put_back(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+        path = "/api/v1/namespaces/kaudit-system/configmaps/kaudit-cluster-policy"
+        start = len(list(server))
+        await server.patch(path, json={"data": {"policy.yaml": "rules: []\n"}})
+        await until(lambda: any(r.url.path == path for r in applies(server, start)))
+    assert server.objects["v1/configmaps", "kaudit-system", "kaudit-cluster-policy"]["data"]["policy.yaml"] != "rules: []\n"
+
+
+async def test_invalid_policy_sets_policy_valid_false_and_writes_nothing(server):
+    bad = {"agent": {"mode": "Managed"}, "policy": {"rules": [{"level": "Loud"}]}}
+    async with running_operator(server):
+        start = len(list(server))
+        await create(server, collection(spec=bad))
+        await until(lambda: condition(server, "PolicyValid").get("status") == "False")
+    policy_valid = condition(server, "PolicyValid")
+    assert policy_valid["reason"] == "InvalidPolicy"
+    assert policy_valid["message"].startswith("spec.policy.rules[0].level")
+    assert condition(server, "Ready")["status"] == "False"
+    assert child_writes(server, start) == []
+
+
+async def test_invalid_update_keeps_the_last_good_policy(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+        good = status_of(server)["policy"]
+        start = len(list(server))
+        await server.patch(CREATE_URL + "/cluster", json={
+            "metadata": {"generation": 2}, "spec": {"policy": {"rules": [{"level": "Loud"}]}}})
+        await until(lambda: status_of(server).get("observedGeneration") == 2)
+    assert child_writes(server, start) == []
+    assert status_of(server)["policy"] == good
+    assert condition(server, "PolicyValid")["reason"] == "InvalidPolicy"
+
+
+async def test_second_collection_gets_conflict_and_changes_nothing(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+        start = len(list(server))
+        await create(server, collection("second", created="2026-02-01T00:00:00Z"))
+        await until(lambda: condition(server, "Ready", "second").get("reason") == "Conflict")
+    assert "'cluster' is already active" in condition(server, "Ready", "second")["message"]
+    assert child_writes(server, start) == []
+
+
+async def test_daemonset_managed_by_the_datadog_operator_is_refused(server):
+    ds = user_daemon_set()
+    ds["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "datadog-operator"
+    server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = ds
+    async with running_operator(server):
+        start = len(list(server))
+        await create(server, collection(spec=DAEMONSET_SPEC))
+        await until(lambda: condition(server, "AgentConfigured").get("status") == "False")
+    assert condition(server, "AgentConfigured")["reason"] == "ManagedByDatadogOperator"
+    assert "DatadogAgent" in condition(server, "AgentConfigured")["message"]
+    assert child_writes(server, start) == []
+    events = [body_of(r) for r in writes(server, start, events=True) if r.url.path.endswith("/events")]
+    assert any(e["type"] == "Warning" and e["reason"] == "ManagedByDatadogOperator" for e in events)
+
+
+async def test_daemonset_mode_patch_and_release_send_exactly_kaudits_fields(server):
+    server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
+    async with running_operator(server):
+        await create(server, collection(spec=DAEMONSET_SPEC))
+        await until(lambda: is_ready(server))
+        ds_applies = [r for r in applies(server) if r.url.path == DS_PATH]
+        assert len(ds_applies) == 1
+        request = ds_applies[0]
+        assert request.headers["Content-Type"] == "application/apply-patch+yaml"
+        assert request.params == {"fieldManager": "kaudit", "force": "true"}
+        sent = body_of(request)
+        expected = render(collection(spec=DAEMONSET_SPEC), existing=[user_daemon_set()],
+                          namespace=NAMESPACE, image=IMAGE).patches[0]
+        annotations = sent["metadata"].pop("annotations")
+        assert sent == expected  # the renderer's body, nothing more, no owner reference
+        # tolerations are an atomic list: kaudit records which items it added to the user's list.
+        added = json.loads(annotations["kaudit.dev/added-items"])[".spec.template.spec.tolerations"]
+        assert {t["key"] for t in added} == {"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"}
+        assert len(annotations["kaudit.dev/applied-hash"]) == 64
+        assert server.objects[COLLECTIONS, None, "cluster"]["metadata"]["finalizers"] == ["kaudit.dev/release"]
+
+        await until(lambda: handled(server))
+        start = len(list(server))
+        await server.delete(CREATE_URL + "/cluster")
+        await until(lambda: server.objects[COLLECTIONS, None, "cluster"].history[-1] is None)
+    released = [r for r in writes(server, start) if r.url.path == DS_PATH]
+    # First the user's own tolerations go back (guarded by resourceVersion), then an empty apply
+    # without force: kaudit then manages no field, and the API server drops what only it set.
+    assert [r.headers["Content-Type"] for r in released] == ["application/merge-patch+json", APPLY]
+    restore = body_of(released[0])
+    assert restore["spec"] == {"template": {"spec": {"tolerations": user_daemon_set()["spec"]["template"]["spec"]["tolerations"]}}}
+    assert restore["metadata"]["resourceVersion"]
+    assert body_of(released[1]) == {"apiVersion": "apps/v1", "kind": "DaemonSet",
+                                    "metadata": {"name": "datadog-agent", "namespace": "datadog"}}
+    assert released[1].params == {"fieldManager": "kaudit"}
+
+
+async def test_transient_errors_are_retried_and_the_result_is_unchanged(server):
+    error = kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="etcd leader changed")
+    throttled = kmock.KubernetesError(status=429, reason="TooManyRequests", message="slow down")
+    conflict = kmock.KubernetesError(status=409, reason="Conflict", message="the object has been modified")
+    faults = server[kmock.method.PATCH, kmock.namespace("datadog")][:3] << error
+    server[kmock.method.GET, kmock.resource("v1/nodes")][:1] << throttled
+    server[kmock.method.PATCH, kmock.subresource("status")][:1] << conflict
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+    assert len(faults) == 3
+    expected = rendered_objects(collection()["spec"])
+    for obj in expected:
+        meta = obj["metadata"]
+        live = server.objects[_resource_key(obj), meta.get("namespace"), meta["name"]]
+        assert {k: v for k, v in live.items() if k not in ("metadata", "status")} == \
+            {k: v for k, v in obj.items() if k != "metadata"}
+
+
+def _resource_key(obj: dict) -> str:
+    plural = {"ConfigMap": "configmaps", "ServiceAccount": "serviceaccounts", "DaemonSet": "daemonsets",
+              "Role": "roles", "RoleBinding": "rolebindings"}[obj["kind"]]
+    return f"{obj['apiVersion']}/{plural}"

@@ -49,6 +49,7 @@ class Runtime:
     config: OperatorConfig = field(default_factory=OperatorConfig)
     login: Callable[..., Any] = default_login
     resync_interval: float = 300.0
+    transient_delay: float = TRANSIENT_DELAY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     force_close: bool = False  # tests: close connections at once instead of keeping them alive
     render: Callable[..., Any] | None = None
@@ -121,7 +122,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             outcome = await runtime.reconciler.reconcile(body, others=others)
         except TransientApiError as exc:
             runtime.metrics.reconciled(trigger, "error", time.monotonic() - started, 0)
-            raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=TRANSIENT_DELAY)
+            raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=runtime.transient_delay)
         except ApiError as exc:
             runtime.metrics.reconciled(trigger, "error", time.monotonic() - started, 0)
             raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY)
@@ -165,7 +166,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         try:
             released = await runtime.reconciler.release(plain(body))
         except TransientApiError as exc:
-            raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=TRANSIENT_DELAY)
+            raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=runtime.transient_delay)
         logger.info("released %d object(s) of %s", released, body["metadata"]["name"])
 
     @kopf.on.event(GROUP, VERSION, PLURAL, **collection_kwargs)

@@ -117,6 +117,8 @@ class Reconciler:
     async def _reconcile(self, collection: dict, others: list[dict]) -> Outcome:
         name = collection["metadata"]["name"]
         outcome = Outcome()
+        if collection["metadata"].get("deletionTimestamp"):
+            return outcome  # being deleted: the finalizer (or the garbage collector) has the last word
         active = active_collection([collection, *[o for o in others if o["metadata"]["name"] != name]])
         if active is not None and active != name:
             message = (f"AuditCollection {active!r} is already active; a cluster has one audit policy. "
