@@ -41,6 +41,7 @@ def lint(text: str, version: str = "") -> dict[str, str]:
     result = load_policy(text, version)
     assert result.ok, result.errors
     return {w.path: w.message for w in lint_policy(result.policy, unknown_fields=result.unknown_fields,
+                                                   duplicate_fields=result.duplicate_fields,
                                                    kubernetes_version=version)}
 
 
@@ -70,6 +71,9 @@ def test_unknown_resource_in_builtin_group():
     assert 'did you mean "deployments"' in warnings["rules[0].resources[1].resources[0]"]
     assert not any(p.startswith("rules[0].resources[2]") for p in warnings)  # custom groups are not checked
     assert "rules[0].resources[0].resources[1]" not in warnings
+    wrong_group = lint(HEAD + "rules:\n- {level: None, resources: [{group: '', resources: [deployments, pods/logs]}]}\n- level: Metadata\n")
+    assert 'it is in group "apps"' in wrong_group["rules[0].resources[0].resources[0]"]
+    assert 'did you mean "pods/log"' in wrong_group["rules[0].resources[0].resources[1]"]
 
 
 def test_bodies_of_sensitive_resources():
@@ -121,3 +125,10 @@ def test_shadow_check_is_bounded_for_huge_policies():
 
     rules = "".join(f"- {{level: Metadata, users: [u{i}]}}\n" for i in range(SHADOW_CHECK_LIMIT + 1))
     assert "skipped" in lint(HEAD + "rules:\n" + rules + "- level: None\n")["rules"]
+
+
+def test_duplicate_keys_keep_the_last_value():
+    # The YAML-to-JSON step keeps the last of two equal keys without a word.
+    text = HEAD + "rules:\n- level: RequestResponse\n  verbs: [create]\n  level: None\n- level: Metadata\n"
+    assert load_policy(text).policy.rules[0].level == "None"
+    assert "last value" in lint(text)["rules[0].level"]

@@ -198,3 +198,12 @@ def test_dates_stay_strings():
     # Go's YAML decoder gives a date-looking scalar to a string field as text.
     result = load_policy(HEAD + "rules: [{level: None, users: [2024-01-01]}]\n")
     assert result.ok and result.policy.rules[0].users == ("2024-01-01",)
+
+
+def test_alias_bomb_stays_cheap():
+    # Nine levels of ten aliases would be 10**9 nodes if walked naively.
+    levels = ["x0: &a0 {k: 1, k: 2}"] + [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    text = HEAD + "\n".join(levels) + "\nr: &r {level: None, extra: *a8}\nrules: [*r, *r]\n"
+    result = load_policy(text)
+    assert result.ok and len(result.policy.rules) == 2
+    assert "x0.k" in result.duplicate_fields and "x8" in result.unknown_fields

@@ -88,7 +88,8 @@ def _check_file(path: str, kubernetes_version: str):
     result = load_policy(data, kubernetes_version)
     if not result.ok:
         return result, list(result.errors), []
-    warnings = lint_policy(result.policy, unknown_fields=result.unknown_fields, kubernetes_version=kubernetes_version)
+    warnings = lint_policy(result.policy, unknown_fields=result.unknown_fields,
+                           duplicate_fields=result.duplicate_fields, kubernetes_version=kubernetes_version)
     return result, [], warnings
 
 

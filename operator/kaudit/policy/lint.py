@@ -133,6 +133,10 @@ def lint_resources(policy: Policy) -> list[FieldError]:
                     continue
                 close = difflib.get_close_matches(resource, sorted(known), n=1)
                 hint = f'; did you mean "{close[0]}"?' if close else ""
+                elsewhere = [g for g, names in BUILTIN_RESOURCES.items() if resource in names]
+                if elsewhere:
+                    hint = f'; it is in group "{elsewhere[0]}"'
+
                 group = entry.group or "core"
                 warnings.append(FieldError(f"rules[{i}].resources[{j}].resources[{k}]",
                                            f'"{name}" is not a resource of the built-in {group} API group '
@@ -227,10 +231,16 @@ def lint_group_wildcard(policy: Policy, kubernetes_version: str) -> list[FieldEr
     ]
 
 
-def lint_policy(policy: Policy, *, unknown_fields: Iterable[str] = (), kubernetes_version: str = "") -> list[FieldError]:
-    """All warnings for a policy that loads. ``unknown_fields`` comes from LoadResult."""
+def duplicate_field_warnings(paths: Iterable[str]) -> list[FieldError]:
+    return [FieldError(path, "duplicate field: kube-apiserver silently keeps only the last value") for path in paths]
+
+
+def lint_policy(policy: Policy, *, unknown_fields: Iterable[str] = (), duplicate_fields: Iterable[str] = (),
+                kubernetes_version: str = "") -> list[FieldError]:
+    """All warnings for a policy that loads. ``unknown_fields``/``duplicate_fields`` come from LoadResult."""
     return (
         unknown_field_warnings(unknown_fields)
+        + duplicate_field_warnings(duplicate_fields)
         + lint_verbs(policy)
         + lint_resources(policy)
         + lint_sensitive_bodies(policy)

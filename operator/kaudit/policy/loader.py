@@ -12,14 +12,15 @@ lints can point at misspelt keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
 
 from kaudit.errors import FieldError
 from kaudit.policy.model import API_VERSION, KIND, GroupResources, Policy, PolicyRule
 
 MAX_BYTES = 4 * 1024 * 1024  # far above anything a ConfigMap (1 MiB) can deliver
 MAX_DEPTH = 64  # a policy nests 5 levels deep; deeper input is not a policy
+MAX_REPORTED_UNKNOWN = 1000  # unknown fields listed for the lints; hostile input may hold millions
 
 _POLICY_FIELDS = {"apiVersion", "kind", "metadata", "rules", "omitStages", "omitManagedFields"}
 _RULE_FIELDS = {
@@ -37,6 +38,8 @@ class LoadResult:
     errors: tuple[FieldError, ...] = ()
     # Paths of fields the lenient decode drops (e.g. ``rules[3].resources[0].verbs``).
     unknown_fields: tuple[str, ...] = ()
+    # Paths of keys given twice; the decoder keeps the last value.
+    duplicate_fields: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -71,6 +74,37 @@ def parse_document(text: str | bytes) -> Any:
     Raises :class:`ValueError` with a one-line message for binary, oversized, too deeply
     nested or malformed input.
     """
+    return parse_with_duplicates(text)[0]
+
+
+def _duplicate_keys(node: Any, path: str, visited: set[int] | None = None) -> Iterator[str]:
+    """Paths of mapping keys that occur twice (YAML decoders keep the last one silently).
+
+    A node reached again through an alias is not walked again (alias bombs stay linear).
+    """
+    import yaml
+
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            child = f"{path}.{key}" if path else str(key)
+            if key is not None and key in seen:
+                yield child
+            if key is not None:
+                seen.add(key)
+            yield from _duplicate_keys(value_node, child, visited)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{i}]", visited)
+
+
+def parse_with_duplicates(text: str | bytes) -> tuple[Any, tuple[str, ...]]:
+    """:func:`parse_document`, plus the paths of duplicated keys."""
     import yaml
 
     if isinstance(text, bytes):
@@ -84,11 +118,18 @@ def parse_document(text: str | bytes) -> Any:
         raise ValueError(f"file is too large (over the {MAX_BYTES}-character limit; a policy is a few kilobytes)")
     if "\x00" in text:
         raise ValueError("binary data (NUL byte) is not a YAML document")
-    loader = _yaml_loader()
+    loader_class = _yaml_loader()
     try:
-        _check_depth(text, loader)
-        documents = yaml.load_all(text, Loader=loader)
-        return next(documents, None)
+        _check_depth(text, loader_class)
+        loader = loader_class(text)
+        try:
+            node = loader.get_node() if loader.check_node() else None
+            if node is None:
+                return None, ()
+            duplicates = tuple(_duplicate_keys(node, ""))
+            return loader.construct_document(node), duplicates
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -170,7 +211,7 @@ def _mapping(value: Any, path: str, known: set[str], unknown: list[str]) -> dict
         raise _fail(path, "a mapping", value)
     prefix = f"{path}." if path else ""
     for key in value:
-        if not isinstance(key, str) or key not in known:
+        if (not isinstance(key, str) or key not in known) and len(unknown) < MAX_REPORTED_UNKNOWN:
             unknown.append(f"{prefix}{key}")
     return value
 
@@ -269,11 +310,13 @@ def load_policy(source: str | bytes | dict, kubernetes_version: str = "") -> Loa
 
     ``kubernetes_version`` ("1.33") selects version-dependent rules; "" means the newest known.
     """
+    duplicates: tuple[str, ...] = ()
     if isinstance(source, (str, bytes)):
         try:
-            data = parse_document(source)
+            data, duplicates = parse_with_duplicates(source)
         except ValueError as exc:
             return LoadResult(None, (FieldError("", str(exc)),))
     else:
         data = source
-    return decode_policy(data, kubernetes_version)
+    result = decode_policy(data, kubernetes_version)
+    return replace(result, duplicate_fields=duplicates) if duplicates else result
