@@ -125,9 +125,12 @@ def follow(
 
 
 def run_round(content: bytes, target: Path, validate: Callable[[bytes], str]) -> Outcome:
+    """One install as an Outcome; never raises, so the following loop outlives any failure."""
     try:
         return Outcome(result=install(content, target, validate))
     except InvalidInput as exc:
         return Outcome(error="; ".join(str(e) for e in exc.errors))
     except KauditError as exc:
         return Outcome(error=str(exc))
+    except OSError as exc:  # a race with another writer of the directory; the next round retries
+        return Outcome(error=f"{target}: {exc.strerror or exc}")

@@ -139,8 +139,8 @@ def _mtime(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc)
 
 
-def _write_temporary(target: Path, content: bytes) -> Path:
-    """A fully written, fsynced 0600 file beside ``target``; removed again if anything fails."""
+def _write_temporary(target: Path, content: bytes) -> tuple[Path, os.stat_result]:
+    """A fully written, fsynced 0600 file beside ``target`` and its stat; removed if anything fails."""
     # O_EXCL with a random name: never reuse (or follow) something already in the directory.
     for _ in range(100):
         temp = target.parent / f"{_temp_prefix(target)}{os.urandom(6).hex()}{TEMP_SUFFIX}"
@@ -160,9 +160,12 @@ def _write_temporary(target: Path, content: bytes) -> Path:
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            # The mtime now is the install time (a rename does not change it); taken here because
+            # the file may be replaced or removed by someone else as soon as it is in place.
+            written = os.fstat(fd)
         finally:
             os.close(fd)
-    return temp
+    return temp, written
 
 
 @contextmanager
@@ -194,7 +197,7 @@ def _keep_previous(target: Path, current: bytes) -> Path:
     except OSError:
         # No hard links on this file system (or the kernel's protected_hardlinks refused one):
         # write a copy instead, by the same temporary-file route.
-        staging = _write_temporary(target, current)
+        staging, _ = _write_temporary(target, current)
     try:
         os.replace(staging, previous)
     except OSError as exc:
@@ -231,7 +234,7 @@ def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
             os.chmod(target, FILE_MODE)  # mode only: the content is right, keep its mtime
         return InstallResult(target, content_hash, changed=False, installed_at=_mtime(st))
 
-    temp = _write_temporary(target, content)
+    temp, written = _write_temporary(target, content)
     previous = None
     with _removed_on_failure(temp, f"{target}: cannot replace the file"):
         if current is not None:
@@ -241,4 +244,4 @@ def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
         _fsync_directory(target.parent)
     except OSError as exc:
         raise InstallError(f"{target.parent}: written, but cannot sync the directory: {_describe(exc)}") from None
-    return InstallResult(target, content_hash, changed=True, installed_at=_mtime(os.stat(target)), previous=previous)
+    return InstallResult(target, content_hash, changed=True, installed_at=_mtime(written), previous=previous)
