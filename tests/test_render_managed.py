@@ -223,3 +223,9 @@ def test_policy_installer_objects_follow_install_policy_and_live_in_the_operator
     without = render(collection({"apiServer": {"installPolicy": False}}))
     assert not [o for o in without.objects
                 if o["metadata"]["labels"]["app.kubernetes.io/component"] == "policy-installer"]
+
+
+def test_policy_engine_warnings_are_placed_under_spec_policy():
+    # A misspelt key is dropped silently by kube-apiserver (facts 10); the engine warns about it.
+    rendered = render(collection({"policy": {"rules": [{"level": "None", "verbs": ["get"], "resourcez": []}]}}))
+    assert "spec.policy.rules[0].resourcez" in [w.path for w in rendered.warnings]

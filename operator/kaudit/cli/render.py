@@ -24,7 +24,10 @@ examples:
   kaudit render -f examples/managed.yaml
   kaudit render -f examples/daemonset.yaml --existing examples/existing/datadog-agent-daemonset.yaml
   kubectl get datadogagent -n datadog datadog -o yaml | kaudit render -f examples/datadogagent.yaml --existing -
-  kaudit render -f examples/managed.yaml -o json | kubectl apply --dry-run=client -f -
+  kaudit render -f examples/managed.yaml | kubectl apply --server-side --field-manager=kaudit --dry-run=server -f -
+
+Apply the output with server-side apply (as above): the bodies for your own DaemonSet or
+DatadogAgent name only what kaudit adds, which client-side apply would reject as incomplete.
 """
 
 
