@@ -211,3 +211,11 @@ def test_bad_policy_rules_fail_with_spec_policy_paths():
     with pytest.raises(InvalidInput) as caught:
         render(collection({"policy": {"rules": [{"level": "Loud"}]}}))
     assert [e.path for e in caught.value.errors] == ["spec.policy.rules[0].level"]
+
+
+def test_an_agent_configured_by_another_collection_is_refused():
+    live = helm_daemonset()
+    live["metadata"]["labels"]["kaudit.dev/collection"] = "other"
+    with pytest.raises(Refused) as caught:
+        patch_for(live)
+    assert caught.value.reason == "TargetClaimed" and "'other'" in caught.value.message

@@ -20,7 +20,7 @@ from kaudit.render.common import (
     POINTDIR,
     missing_control_plane_tolerations,
 )
-from kaudit.render.targets import find_target
+from kaudit.render.targets import find_target, refuse_if_claimed
 
 VOLUME_PREFIX = "kaudit-"
 CONFIG_VOLUME = "kaudit-agent-config"
@@ -88,14 +88,7 @@ def _refuse_foreign_owner(collection: AuditCollection, live: dict) -> None:
             f"DatadogAgent resource; set spec.agent.mode to DatadogAgent and spec.agent.datadogAgent.name "
             f"to that DatadogAgent instead",
         )
-    claimed = live_labels.get(COLLECTION_LABEL)
-    if claimed and claimed != collection.name:
-        raise Refused(
-            "TargetClaimed",
-            f"DaemonSet {meta.get('namespace', collection.agent.namespace)}/{meta.get('name')} is already "
-            f"configured by AuditCollection {claimed!r}; one agent can serve one collection",
-        )
-
+    refuse_if_claimed(live, collection.name, f"DaemonSet {meta.get('namespace', collection.agent.namespace)}/{meta.get('name')}")
 
 def _find_container(pod_spec: dict, name: str, where: str) -> dict:
     containers = pod_spec.get("containers") or []

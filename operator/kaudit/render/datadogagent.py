@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, Refused
-from kaudit.render.common import AGENT_CONFIG_KEY, COLLECTION_LABEL, CONFIG_HASH_ANNOTATION, missing_control_plane_tolerations
+from kaudit.render.common import (
+    AGENT_CONFIG_KEY,
+    COLLECTION_LABEL,
+    CONFIG_HASH_ANNOTATION,
+    missing_control_plane_tolerations,
+)
 from kaudit.render.daemonset import LOGS_VOLUME, VOLUME_PREFIX
-from kaudit.render.targets import find_target
+from kaudit.render.targets import find_target, refuse_if_claimed
 
 API_VERSION = "datadoghq.com/v2alpha1"
 # extraConfd items are paths below conf.d, as the Operator copies them there.
@@ -30,10 +35,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
     )
     where = f"DatadogAgent {namespace}/{ref.name}"
     spec = live.get("spec") or {}
-    claimed = ((live.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
-    if claimed and claimed != collection.name:
-        raise Refused("TargetClaimed", f"{where} is already configured by AuditCollection {claimed!r}; "
-                                       f"one agent can serve one collection")
+    refuse_if_claimed(live, collection.name, where)
     logs = ((spec.get("features") or {}).get("logCollection") or {})
     if logs.get("enabled") is False:
         raise Refused(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from kaudit.errors import Refused
+from kaudit.render.common import COLLECTION_LABEL
 
 
 def flatten(existing: Sequence[dict]) -> Iterable[dict]:
@@ -32,3 +33,11 @@ def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, 
         f"{kind} {namespace}/{name} was not found among the existing objects; kaudit adapts its "
         f"change to what the {kind} already has, so it needs the live object: {hint}",
     )
+
+
+def refuse_if_claimed(live: dict, collection: str, where: str) -> None:
+    """One agent serves one collection: refuse an object another AuditCollection already configures."""
+    claimed = ((live.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
+    if claimed and claimed != collection:
+        raise Refused("TargetClaimed", f"{where} is already configured by AuditCollection {claimed!r}; "
+                                       f"one agent can serve one collection")
