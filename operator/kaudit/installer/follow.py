@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from kaudit.errors import InvalidInput, KauditError
-from kaudit.installer.writer import InstallError, InstallResult, install
+from kaudit.installer.writer import InstallError, InstallResult, file_id, install
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,9 @@ def install_from(source: Path, target: Path, validate: Callable[[bytes], str]) -
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
-        st = os.lstat(path)
+        return file_id(os.lstat(path))
     except OSError:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def follow(
@@ -115,7 +114,9 @@ def follow(
         else:
             if settled != (content, _signature(target)):
                 outcome = run_round(content, target, validate)
-                settled = (content, _signature(target)) if outcome.result else None
+                # The identity of the file as installed, not a fresh lstat: a change made right after
+                # the install must still look like a change in the next round.
+                settled = (content, outcome.result.file_id) if outcome.result else None
                 if first or outcome.error or (outcome.result and outcome.result.changed):
                     on_outcome(outcome)
             first = False

@@ -53,6 +53,9 @@ class InstallResult:
     changed: bool  # False: the target already had this content and was left alone
     installed_at: datetime  # when the content now in place was written (the target's mtime)
     previous: Path | None = None  # where the replaced file was kept, when there was one
+    # (inode, mtime ns, size) of the file put in place: a later lstat that differs means someone
+    # else replaced, edited or removed it.
+    file_id: tuple[int, int, int] | None = None
 
 
 def previous_path(target: Path) -> Path:
@@ -133,6 +136,10 @@ def remove_stale_temporaries(target: Path) -> None:
                 os.unlink(target.parent / name)
             except OSError:
                 pass
+
+
+def file_id(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _mtime(st: os.stat_result) -> datetime:
@@ -232,7 +239,7 @@ def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
         assert st is not None
         if stat.S_IMODE(st.st_mode) != FILE_MODE:
             os.chmod(target, FILE_MODE)  # mode only: the content is right, keep its mtime
-        return InstallResult(target, content_hash, changed=False, installed_at=_mtime(st))
+        return InstallResult(target, content_hash, changed=False, installed_at=_mtime(st), file_id=file_id(st))
 
     temp, written = _write_temporary(target, content)
     previous = None
@@ -244,4 +251,5 @@ def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
         _fsync_directory(target.parent)
     except OSError as exc:
         raise InstallError(f"{target.parent}: written, but cannot sync the directory: {_describe(exc)}") from None
-    return InstallResult(target, content_hash, changed=True, installed_at=_mtime(written), previous=previous)
+    return InstallResult(target, content_hash, changed=True, installed_at=_mtime(written), previous=previous,
+                         file_id=file_id(written))
