@@ -153,6 +153,8 @@ def _agent_container(collection: AuditCollection) -> dict:
         # Only the audit log: container logs are the job of the cluster's regular agent.
         {"name": "DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL", "value": "false"},
         {"name": "DD_HEALTH_PORT", "value": str(HEALTH_PORT)},
+        # No container discovery: this agent tails one file and has no token to reach the kubelet.
+        {"name": "DD_AUTOCONFIG_FROM_ENVIRONMENT", "value": "false"},
     ]
     mounts = [
         {"name": "config", "mountPath": "/etc/datadog-agent"},
