@@ -169,3 +169,8 @@ def test_policy_rules_are_passed_through_for_the_engine_but_must_be_objects():
     assert errors_of(collection({"policy": {"rules": ["None"]}})) == [
         "spec.policy.rules[0]: Invalid value: expected an object, got string"
     ]
+
+
+def test_empty_managed_image_means_the_pinned_default():
+    # The CRD documents an empty image as "the version this kaudit release pins".
+    assert parse_collection(collection({"agent": {"managed": {"image": ""}}})).agent.managed.image == DEFAULT_AGENT_IMAGE

@@ -311,7 +311,7 @@ def _non_empty_line(value: str) -> str | None:
 
 
 def _image(value: str) -> str | None:
-    if not value or any(c.isspace() for c in value):
+    if any(c.isspace() for c in value):
         return "must be a container image reference without whitespace"
     return None
 
@@ -471,7 +471,7 @@ def _parse_managed(r: _Reader, agent: dict, path: str) -> ManagedAgentSpec:
             elif isinstance(value, str) and not _LABEL_VALUE.match(value):
                 r.invalid(f"{path}.nodeSelector.{key}", value, "must be a valid label value")
     return ManagedAgentSpec(
-        image=r.string(obj, "image", path, d.image, _image),
+        image=r.string(obj, "image", path, d.image, _image) or d.image,  # "" = the pinned default
         api_key_secret_ref=SecretKeyRef(
             name=r.string(secret, "name", f"{path}.apiKeySecretRef", d.api_key_secret_ref.name, _dns_subdomain),
             key=r.string(secret, "key", f"{path}.apiKeySecretRef", d.api_key_secret_ref.key, _config_key),
