@@ -129,7 +129,11 @@ def _locked_down() -> dict:
 
 
 def _seed_container(image: str) -> dict:
-    """Copies the image's /etc/datadog-agent into the writable config volume, as the Helm chart does."""
+    """Copies the image's /etc/datadog-agent into the writable config volume, as the Helm chart does.
+
+    The image gives that directory to dd-agent:root with group read and write, so uid 0 / gid 0
+    reads it through the group bits, without DAC_OVERRIDE; the copies belong to root.
+    """
     return {
         "name": "seed-config",
         "image": image,
