@@ -132,3 +132,11 @@ def test_header_shows_the_static_pod_changes(capsys):
     header = out.split("\n---\n", 1)[0]
     assert "#   spec:" in header and "#       - --audit-log-maxage=30" in header
     assert "#         path: /var/log/kubernetes/apiserver" in header
+
+
+def test_existing_can_come_from_standard_input():
+    result = subprocess.run(
+        [sys.executable, "-m", "kaudit", "render", "-f", str(EXAMPLES / "daemonset.yaml"), "--existing", "-"],
+        input=HELM_DAEMONSET.read_text(), capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert [d for d in yaml.safe_load_all(result.stdout) if d][-1]["metadata"]["name"] == "datadog-agent"
