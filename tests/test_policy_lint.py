@@ -132,3 +132,11 @@ def test_duplicate_keys_keep_the_last_value():
     text = HEAD + "rules:\n- level: RequestResponse\n  verbs: [create]\n  level: None\n- level: Metadata\n"
     assert load_policy(text).policy.rules[0].level == "None"
     assert "last value" in lint(text)["rules[0].level"]
+
+
+def test_wildcards_where_there_are_none():
+    # checker.go compares users, userGroups, verbs and namespaces with plain equality.
+    warnings = lint(HEAD + "rules:\n- {level: None, users: ['*'], userGroups: ['*'], verbs: ['*'], namespaces: ['*']}\n"
+                           "- {level: Metadata}\n")
+    for key in ("users", "userGroups", "verbs", "namespaces"):
+        assert "no wildcard" in warnings[f"rules[0].{key}"]

@@ -112,9 +112,11 @@ def lint_verbs(policy: Policy) -> list[FieldError]:
             warnings.append(FieldError(f"rules[{i}].verbs[{j}]",
                                        f'"{verb}" is not a Kubernetes request verb (verbs are lower-case and '
                                        f"compared exactly), so it never matches{hint}"))
-        if "*" in rule.verbs:
-            warnings.append(FieldError(f"rules[{i}].verbs", 'verbs has no wildcard: "*" matches only a verb '
-                                                            'literally named "*"; leave verbs empty to match all'))
+        for key, values in (("verbs", rule.verbs), ("users", rule.users), ("userGroups", rule.user_groups),
+                            ("namespaces", rule.namespaces)):
+            if "*" in values:
+                warnings.append(FieldError(f"rules[{i}].{key}", f'{key} has no wildcard: "*" matches only the literal '
+                                                                f'string "*"; leave {key} empty to match all'))
     return warnings
 
 
