@@ -238,7 +238,10 @@ def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
     if current == content:
         assert st is not None
         if stat.S_IMODE(st.st_mode) != FILE_MODE:
-            os.chmod(target, FILE_MODE)  # mode only: the content is right, keep its mtime
+            try:
+                os.chmod(target, FILE_MODE)  # mode only: the content is right, keep its mtime
+            except OSError as exc:
+                raise InstallError(f"{target}: cannot set mode 0600: {_describe(exc)}") from None
         return InstallResult(target, content_hash, changed=False, installed_at=_mtime(st), file_id=file_id(st))
 
     temp, written = _write_temporary(target, content)
