@@ -105,6 +105,15 @@ def test_render_with_bad_custom_rules(capsys, write):
     assert err.strip() == 'error: rules[0].level: Unsupported value: "Loud": supported values: "None", "Metadata", "Request", "RequestResponse"'
 
 
+def test_render_takes_custom_rules_from_a_list_or_a_policy(capsys, write):
+    listed = write("rules.yaml", "- {level: RequestResponse, users: [ci-bot]}\n")
+    code, out, _ = run(capsys, "policy", "render", "--profile", "None", "--rules", listed)
+    assert code == 0 and "users: [ci-bot]" in out and "custom rules: 1" in out
+    whole = write("policy.yaml", VALID)
+    code, out, _ = run(capsys, "policy", "render", "--profile", "None", "--rules", whole)
+    assert code == 0 and "custom rules: 2" in out
+
+
 def _cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kaudit", *args], input=stdin, capture_output=True, timeout=60)
 

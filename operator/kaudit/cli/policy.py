@@ -206,7 +206,8 @@ def _register_render(subparsers) -> None:
                     "and content hash. Warnings go to standard error.")
     parser.add_argument("--profile", required=True, choices=PROFILES, help="the built-in profile")
     parser.add_argument("--rules", metavar="FILE",
-                        help="custom rules evaluated before the profile's: a YAML/JSON list of PolicyRule objects")
+                        help="custom rules evaluated before the profile's: a YAML/JSON list of PolicyRule objects "
+                             "(or a Policy, whose rules are taken)")
     parser.add_argument("--omit-read-only", action="store_true",
                         help="stop logging get/list/watch (reads of secrets stay at Metadata)")
     parser.add_argument("--omit-stages", metavar="STAGES", default="RequestReceived",
@@ -228,8 +229,10 @@ def _custom_rules(path: str | None) -> tuple[dict, ...]:
         raise InvalidInput([FieldError(path, str(exc))]) from None
     if data is None:
         return ()
+    if isinstance(data, dict) and isinstance(data.get("rules"), list):  # a whole Policy: take its rules
+        data = data["rules"]
     if not isinstance(data, list):
-        raise InvalidInput([FieldError(path, "must be a list of audit policy rules")])
+        raise InvalidInput([FieldError(path, "must be a list of audit policy rules (or a Policy with rules)")])
     return tuple(data)
 
 
