@@ -228,3 +228,4 @@ def test_report_matches_its_schema(scenario_report, tmp_path):
     events = scenario()
     doc = simulate(loaded(POLICY), [_write(tmp_path, events)], loaded(EVERYTHING_METADATA))
     jsonschema.validate(doc, schema)
+

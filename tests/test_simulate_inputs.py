@@ -71,8 +71,8 @@ def test_gzip_is_recognised_by_content_not_name(tmp_path):
     path = tmp_path / "audit.log"
     ev = event(1, "Metadata", "ResponseComplete", "get", "u", uri="/api/v1/pods", resource="pods")
     path.write_bytes(gzip.compress(line(ev)))
-    (info, lines), = list(iter_files([str(path)]))
-    assert list(lines) == [line(ev)]
+    (info, batches), = list(iter_files([str(path)]))
+    assert list(batches) == [[line(ev)]]
     assert info.compressed and info.lines == 1
 
 
@@ -81,8 +81,8 @@ def test_corrupt_gzip_is_a_clear_error(tmp_path):
     data = gzip.compress(os.urandom(100_000))
     path.write_bytes(data[: len(data) // 2])  # truncated mid-stream
     with pytest.raises(InvalidInput) as exc:
-        for _, lines in iter_files([str(path)]):
-            list(lines)
+        for _, batches in iter_files([str(path)]):
+            list(batches)
     assert str(path) in str(exc.value)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Callable, TextIO
 
 from kaudit.policy.model import Policy
 from kaudit.simulate.report import PolicySource
@@ -34,8 +34,14 @@ def simulate(
     *,
     top: int = 20,
     progress_stream: TextIO | None = None,
+    observer: Callable[[int], None] | None = None,
+    request_cache_size: int | None = None,
 ) -> dict:
-    """Replay ``events`` (paths, directories or ``-``) and return the report document."""
+    """Replay ``events`` (paths, directories or ``-``) and return the report document.
+
+    ``observer``, if given, is called with the number of input bytes read so far, every batch of
+    lines (256 KiB).
+    """
     from kaudit.policy.catalog import SENSITIVE_RESOURCES
     from kaudit.policy.evaluate import Evaluator
     from kaudit.simulate.core import Simulation
@@ -45,12 +51,15 @@ def simulate(
     check_inputs(events)
     paths = order_inputs(events)
     check_inputs(paths)
+    # The simulation caches decisions per request shape itself (with a smaller bound than the
+    # evaluator's event cache), so it calls the evaluator's uncached entry point.
     sim = Simulation(
-        (candidate.policy, Evaluator(candidate.policy).evaluate_event),
-        None if baseline is None else (baseline.policy, Evaluator(baseline.policy).evaluate_event),
+        (candidate.policy, Evaluator(candidate.policy).evaluate),
+        None if baseline is None else (baseline.policy, Evaluator(baseline.policy).evaluate),
         sensitive=SENSITIVE_RESOURCES,
+        **({} if request_cache_size is None else {"request_cache_size": request_cache_size}),
     )
-    progress = Progress(total_size(paths), progress_stream if progress_stream is not None else sys.stderr)
+    progress = Progress(total_size(paths), progress_stream if progress_stream is not None else sys.stderr, observer)
     files: list[InputFile] = []
 
     def tracked():

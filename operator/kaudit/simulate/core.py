@@ -8,10 +8,12 @@ fixed-size, the top-source, exposure and level-change tables are :class:`TopCoun
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from kaudit.policy.evaluate import RequestAttributes, attributes_from_event
 from kaudit.policy.model import LEVEL_RANK, LEVELS, STAGES, Policy
 from kaudit.simulate.counters import TopCounter
 from kaudit.simulate.inputs import InputFile
@@ -24,10 +26,9 @@ WRITTEN_LEVELS = LEVELS[1:]
 _REQUEST_BODY_VERBS = frozenset(("create", "update", "patch"))
 
 
-# A function from an audit Event (dict) to the policy's decision for its request (an object with
-# ``level``, ``omit_stages``, ``omit_managed_fields`` and ``rule``, as the policy engine's
-# ``Evaluator.evaluate_event`` returns); raises ValueError for an event it cannot evaluate.
-Decide = Callable[[dict], Any]
+# A policy's decision for a request's attributes (the policy engine's ``Evaluator.evaluate``): an
+# object with ``level``, ``omit_stages``, ``omit_managed_fields`` and ``rule``.
+Decide = Callable[[RequestAttributes], Any]
 
 
 def resource_label(event: dict) -> str:
@@ -103,14 +104,30 @@ class InputTally:
     by_recorded_level: dict[str, int] = field(default_factory=dict)
 
 
-def _username(event: dict) -> str:
-    user = event.get("user")
-    name = user.get("username") if isinstance(user, dict) else None
-    return name if isinstance(name, str) else ""
+_scan = json.JSONDecoder().scan_once
+REQUEST_CACHE_SIZE = 20_000
+
+
+class _Request:
+    """What every event of one request shape shares: the decisions, the source, the sensitivity."""
+
+    __slots__ = ("decision", "base", "source", "sensitive")
+
+    def __init__(self, decision: Any, base: Any, source: tuple[str, str, str], sensitive: tuple[bool, bool] | None):
+        self.decision = decision
+        self.base = base
+        self.source = source  # (user, verb, resource label) for the top-source and level-change tables
+        self.sensitive = sensitive
 
 
 class Simulation:
-    """Feed it lines (:meth:`feed`); read the tallies afterwards."""
+    """Feed it lines (:meth:`feed`) or whole files (:meth:`run`); read the tallies afterwards.
+
+    Per request shape — the attributes a policy can match, i.e. user, groups, verb and the object
+    reference without its name (unless a rule lists resourceNames) or the URL path — the decisions
+    and labels are computed once and cached (at most ``REQUEST_CACHE_SIZE`` shapes; the cache is
+    emptied when full, which costs time, never correctness).
+    """
 
     def __init__(
         self,
@@ -119,6 +136,7 @@ class Simulation:
         *,
         sensitive: Iterable[tuple[str, str]] = (),
         top_capacity: int = 10_000,
+        request_cache_size: int = REQUEST_CACHE_SIZE,
     ):
         self.input = InputTally()
         self.estimator = SizeEstimator()
@@ -126,10 +144,19 @@ class Simulation:
         self.candidate = PolicyTally(candidate[0], top_capacity)
         self.decide_candidate = candidate[1]
         self.baseline: PolicyTally | None = None
+        self.decide_baseline: Decide | None = None
         self.level_changes = TopCounter(top_capacity)
+        policies = [candidate[0]]
         if baseline is not None:
             self.baseline = PolicyTally(baseline[0], top_capacity)
             self.decide_baseline = baseline[1]
+            policies.append(baseline[0])
+        rules = [rule for p in policies for rule in p.rules]
+        # Attributes no rule looks at stay out of the cache key, so fewer shapes need caching.
+        self._uses_names = any(gr.resource_names for rule in rules for gr in rule.resources)
+        self._uses_namespaces = any(rule.namespaces for rule in rules)
+        self._requests: dict[tuple, _Request] = {}
+        self.request_cache_size = request_cache_size
         self._where = ""
         self._line = 0
 
@@ -143,52 +170,110 @@ class Simulation:
         if len(self.input.malformed_examples) < MALFORMED_EXAMPLES:
             self.input.malformed_examples.append(f"{self._where}:{self._line}: {message}")
 
+    def _parse_slowly(self, content: bytes) -> Any:
+        """The fast parse failed: a blank line, surrounding whitespace, or not JSON at all."""
+        if not content.strip():
+            self.input.blank_lines += 1
+            return None
+        try:
+            return json.loads(content)
+        except RecursionError:
+            self._malformed("not JSON: nested too deeply")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            self._malformed(f"not JSON: {exc}")
+        return None
+
+    def _request(self, event: dict) -> _Request:
+        """The cached facts of the event's request shape; ValueError for an unusable event."""
+        user = event.get("user")
+        ref = event.get("objectRef")
+        verb = event.get("verb")
+        try:
+            if user.__class__ is dict:
+                groups = user.get("groups")
+                username = user.get("username")
+                user_key = (username, tuple(groups) if groups.__class__ is list else groups)
+            else:
+                username, user_key = None, user
+            if ref.__class__ is dict and ref.get("resource"):
+                key = (user_key, verb, ref.get("resource"), ref.get("apiGroup"), ref.get("subresource"),
+                       ref.get("namespace") if self._uses_namespaces else None,
+                       ref.get("name") if self._uses_names else None)
+            elif ref is None or ref.__class__ is dict:
+                uri = event.get("requestURI")
+                key = (user_key, verb, None, uri.partition("?")[0] if uri.__class__ is str else uri)
+            else:
+                key = None
+            request = self._requests.get(key) if key is not None else None
+        except TypeError:  # an unhashable value where a string belongs
+            key = request = None
+        if request is not None:
+            return request
+        attributes = attributes_from_event(event)  # the engine's reading of an event; ValueError if unusable
+        decision = self.decide_candidate(attributes)
+        base = self.decide_baseline(attributes) if self.decide_baseline is not None else None
+        label = resource_label(event)
+        sensitive = None
+        if isinstance(ref, dict) and ref.get("resource"):
+            resource = ref["resource"] + ("/" + ref["subresource"] if ref.get("subresource") else "")
+            sensitive = self.sensitive.get((ref.get("apiGroup") or "", resource))
+        request = _Request(decision, base, (username if isinstance(username, str) else "", verb, label), sensitive)
+        if key is not None:
+            if len(self._requests) >= self.request_cache_size:
+                self._requests.clear()
+            self._requests[key] = request
+        return request
+
     def feed(self, line: bytes) -> None:
         self._line += 1
         content = line.rstrip(b"\r\n")
-        if not content.strip():
-            self.input.blank_lines += 1
-            return
         try:
-            event = json.loads(content)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            self._malformed(f"not JSON: {exc}")
-            return
-        if not isinstance(event, dict):
+            text = content.decode()
+            event, end = _scan(text, 0)
+            if end != len(text):
+                raise ValueError
+        except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError is a ValueError
+            event = self._parse_slowly(content)
+            if event is None:
+                return
+        if event.__class__ is not dict:
             self._malformed("not a JSON object")
             return
         recorded = event.get("level")
         stage = event.get("stage")
-        if recorded not in LEVEL_RANK or recorded == "None" or not isinstance(stage, str) or "verb" not in event:
+        if recorded not in LEVEL_RANK or recorded == "None" or stage.__class__ is not str or "verb" not in event:
             self._malformed("not an audit Event (needs level, stage and verb)")
             return
         try:
-            decision = self.decide_candidate(event)
-            base = self.decide_baseline(event) if self.baseline is not None else None
+            request = self._request(event)
         except ValueError as exc:
             self._malformed(str(exc))
             return
-        self.estimator.calibrate(content, event)
+        if self.estimator.calibrating:
+            self.estimator.calibrate(content, event)
         inp = self.input
         inp.events += 1
         recorded_bytes = len(content) + 1
         inp.recorded_bytes += recorded_bytes
-        inp.by_stage[stage] = inp.by_stage.get(stage, 0) + 1
-        inp.by_recorded_level[recorded] = inp.by_recorded_level.get(recorded, 0) + 1
+        by_stage = inp.by_stage
+        by_stage[stage] = by_stage.get(stage, 0) + 1
+        by_level = inp.by_recorded_level
+        by_level[recorded] = by_level.get(recorded, 0) + 1
 
-        source = (_username(event), event["verb"], resource_label(event))
-        size = self._account(self.candidate, decision, content, event, stage, recorded, recorded_bytes, source)
+        decision = request.decision
+        size = self._account(self.candidate, decision, request, content, event, stage, recorded, recorded_bytes)
+        base = request.base
         if base is not None:
-            base_size = self._account(self.baseline, base, content, event, stage, recorded, recorded_bytes, source)
+            base_size = self._account(self.baseline, base, request, content, event, stage, recorded, recorded_bytes)
             if base.level != decision.level:
-                self.level_changes.add(source + (base.level, decision.level), 1, extra=size - base_size)
+                self.level_changes.add(request.source + (base.level, decision.level), 1, extra=size - base_size)
 
     def _account(
-        self, tally: PolicyTally, decision: Decision, content: bytes, event: dict, stage: str,
-        recorded: str, recorded_bytes: int, source: tuple[str, str, str],
+        self, tally: PolicyTally, decision: Any, request: _Request, content: bytes, event: dict, stage: str,
+        recorded: str, recorded_bytes: int,
     ) -> int:
         """Tally one event under one policy; return the bytes that policy would write for it."""
-        rule = tally.rule_tally(decision.rule)
+        rule = tally.rules[-1 if decision.rule is None else decision.rule]
         rule.matched += 1
         level = decision.level
         if level == "None":
@@ -215,35 +300,40 @@ class Simulation:
         if stage in BODY_STAGES and "RequestReceived" not in decision.omit_stages:
             rule.gap_events += 1
             rule.gap_bytes += self.estimator.request_received_size(content, event, level)
-        tally.top.add(source, size)
-        if rank >= RANK_REQUEST and self.sensitive:
-            self._exposure(tally, event, stage, rank, level, source)
+        tally.top.add(request.source, size)
+        if request.sensitive is not None and rank >= RANK_REQUEST and stage in BODY_STAGES:
+            self._exposure(tally, request, rank, level)
         return size
 
-    def _exposure(
-        self, tally: PolicyTally, event: dict, stage: str, rank: int, level: str, source: tuple[str, str, str],
-    ) -> None:
-        ref = event.get("objectRef")
-        if not isinstance(ref, dict) or not ref.get("resource") or stage not in BODY_STAGES:
-            return
-        resource = ref["resource"] + ("/" + ref["subresource"] if ref.get("subresource") else "")
-        sensitive = self.sensitive.get((ref.get("apiGroup", ""), resource))
-        if sensitive is None:
-            return
-        verb = event.get("verb")
+    @staticmethod
+    def _exposure(tally: PolicyTally, request: _Request, rank: int, level: str) -> None:
+        user, verb, label = request.source
+        request_sensitive, response_sensitive = request.sensitive
         bodies = []
-        if sensitive[0] and verb in _REQUEST_BODY_VERBS:
+        if request_sensitive and verb in _REQUEST_BODY_VERBS:
             bodies.append("request")
-        if sensitive[1] and rank == RANK_REQUEST_RESPONSE and verb != "watch":
+        if response_sensitive and rank == RANK_REQUEST_RESPONSE and verb != "watch":
             bodies.append("response")
         if bodies:
             tally.exposure_events += 1
-            tally.exposure.add((source[2], verb, source[0], level, "+".join(bodies)), 1)
+            tally.exposure.add((label, verb, user, level, "+".join(bodies)), 1)
 
-    def run(self, files: Iterable[tuple[InputFile, Iterable[bytes]]]) -> None:
-        """Feed every line of every file (as :func:`kaudit.simulate.inputs.iter_files` yields them)."""
+    def run(self, files: Iterable[tuple[InputFile, Iterable[list[bytes]]]]) -> None:
+        """Feed every line of every file (as :func:`kaudit.simulate.inputs.iter_files` yields them).
+
+        The cyclic garbage collector is paused meanwhile: parsed events are trees, freed by
+        reference counting, and the collector's passes over them would cost about as much as the
+        parsing itself. It is restored afterwards.
+        """
         feed = self.feed
-        for info, lines in files:
-            self.start_file(info.name)
-            for line in lines:
-                feed(line)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for info, batches in files:
+                self.start_file(info.name)
+                for batch in batches:
+                    for line in batch:
+                        feed(line)
+        finally:
+            if collecting:
+                gc.enable()

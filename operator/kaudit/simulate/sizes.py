@@ -24,9 +24,11 @@ and ``U+2028``/``U+2029``; it can differ only on floating-point numbers written 
 and on the ``\\b``/``\\f`` escapes older Go versions spell as ``\\u0008``/``\\u000c`` — a few bytes in
 events that have them.
 
-A file whose lines are not compact Go JSON (re-encoded by a shipper with spaces, reordered...) is
-detected on its first lines (:meth:`SizeEstimator.calibrate`) and then measured by re-serializing
-every event with the fields the level keeps: slower, same accuracy.
+A file whose lines are not compact JSON (re-encoded by a shipper with spaces...) is detected on its
+first lines (:meth:`SizeEstimator.calibrate`) and then measured by re-serializing every event with
+the fields the level keeps: slower, same accuracy. A compact file whose producer wrote ``<``, ``>``,
+``&`` raw instead of Go's 6-byte escapes is measured from its lines, like a real log: the estimate
+is then low by 5 bytes per such character in the kept fields (mostly ``&`` in ``requestURI``).
 """
 
 from __future__ import annotations
@@ -152,19 +154,24 @@ class SizeEstimator:
 
     def __init__(self) -> None:
         self.reserialize = False
-        self._calibrating = self.CALIBRATION_LINES
+        self.calibrating = self.CALIBRATION_LINES  # lines of the current file still to check
 
     def start_file(self) -> None:
         self.reserialize = False
-        self._calibrating = self.CALIBRATION_LINES
+        self.calibrating = self.CALIBRATION_LINES
 
     def calibrate(self, content: bytes, event: dict) -> None:
-        """Check a file's first events: are its lines compact Go JSON, as kube-apiserver writes?"""
-        if self._calibrating:
-            self._calibrating -= 1
-            if go_json_len(event) != len(content):
+        """Check a file's first events: are its lines compact JSON, as kube-apiserver writes them?
+
+        A line counts as compact when its length is that of the event re-serialized compactly,
+        with Go's HTML-safe escapes or without them (some producers write ``&`` raw).
+        """
+        if self.calibrating:
+            self.calibrating -= 1
+            plain = len(_encode(event).encode("utf-8"))
+            if len(content) != plain and len(content) != go_json_len(event):
                 self.reserialize = True
-                self._calibrating = 0
+                self.calibrating = 0
 
     def size(self, content: bytes, event: dict, rank: int, level: str, omit_managed_fields: bool) -> int:
         """Bytes kube-apiserver would write for ``event`` at ``level`` (newline included)."""
