@@ -241,15 +241,20 @@ _VALID: set[str] = set()
 
 
 # --- manifests/ is generated from the chart ---------------------------------------------------
-# manifests/<file> <- the chart template(s) rendered with default values in namespace kaudit-system,
-# minus Helm's own labels. One source of truth: test_manifests_* fail when they differ.
-GENERATED_MANIFESTS = {
-    "operator.yaml": ("templates/serviceaccount.yaml", "templates/deployment.yaml",
-                      "templates/poddisruptionbudget.yaml"),
-    "rbac.yaml": ("templates/rbac.yaml",),
+# Each generated file is chart templates rendered in namespace kaudit-system, minus Helm's own
+# labels. One source of truth: test_manifests_* fail when a file differs from its rendering.
+# The base is a single --standalone replica: with peering, the ClusterKopfPeering object would be
+# applied in the same `kubectl apply` as its CRD, which fails on a fresh cluster (the CRD is not
+# established yet). manifests/ha/ adds peering on top, applied once the base is in place.
+SINGLE_REPLICA = ("--set", "replicaCount=1")
+GENERATED_MANIFESTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "operator.yaml": (("templates/serviceaccount.yaml", "templates/deployment.yaml"), SINGLE_REPLICA),
+    "rbac.yaml": (("templates/rbac.yaml",), SINGLE_REPLICA),
+    "ha/peering.yaml": (("templates/clusterkopfpeering.yaml", "templates/poddisruptionbudget.yaml"), ()),
+    "ha/deployment-patch.yaml": (("templates/deployment.yaml",), ()),
 }
 GENERATED_HEADER = (
-    "# GENERATED from charts/kaudit ({sources}) with the chart's default values;\n"
+    "# GENERATED from charts/kaudit ({sources}{values});\n"
     "# do not edit: change the chart, then run `python tests/helmtools.py` to regenerate.\n"
 )
 _HELM_ONLY_LINES = ("helm.sh/chart:", "app.kubernetes.io/managed-by: Helm", "# Source: ")
@@ -257,13 +262,14 @@ _HELM_ONLY_LINES = ("helm.sh/chart:", "app.kubernetes.io/managed-by: Helm", "# S
 
 def render_manifests(helm: Runner) -> dict[str, str]:
     rendered = {}
-    for filename, templates in GENERATED_MANIFESTS.items():
+    for filename, (templates, values) in GENERATED_MANIFESTS.items():
         show = [arg for template in templates for arg in ("--show-only", template)]
-        text = helm.run("template", "kaudit", str(CHART), "--namespace", "kaudit-system", *show).stdout
+        text = helm.run("template", "kaudit", str(CHART), "--namespace", "kaudit-system", *values, *show).stdout
         lines = [line for line in text.splitlines() if not line.strip().startswith(_HELM_ONLY_LINES)]
         body = "\n".join(lines).strip()
         body = body[4:] if body.startswith("---\n") else body
-        header = GENERATED_HEADER.format(sources=", ".join(templates))
+        described = f", values {' '.join(values[1::2])}" if values else ", default values"
+        header = GENERATED_HEADER.format(sources=", ".join(templates), values=described)
         rendered[filename] = header + body + "\n"
     return rendered
 
@@ -272,5 +278,6 @@ if __name__ == "__main__":  # regenerate manifests/ from the chart
     tools = fetch_tools()
     runner = Runner(tools.helm, _helm_env(CACHE / "helm-home"))
     for name, content in render_manifests(runner).items():
+        (MANIFESTS / name).parent.mkdir(exist_ok=True)
         (MANIFESTS / name).write_text(content)
         print(f"wrote manifests/{name}")

@@ -71,8 +71,13 @@ def _(objects):
 
 @option("replicaCount", {"replicaCount": 1})
 def _(objects):
-    assert one(objects, "Deployment")["spec"]["replicas"] == 1
-    # A PDB over a single replica would block every node drain.
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    # One replica: no peering (and no peering object), never two pods at once, and no PDB (over a
+    # single replica it would block every node drain).
+    assert "--standalone" in operator_container(objects)["args"]
+    assert not list(objects_of_kind(objects, "ClusterKopfPeering"))
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert not list(objects_of_kind(objects, "PodDisruptionBudget"))
 
 
@@ -90,27 +95,39 @@ def _(objects):
     assert agent_roles == bindings == {"datadog", "monitoring"}
 
 
-@option("operator.logLevel", {"operator": {"logLevel": "debug"}})
+@option("operator.logFormat", {"operator": {"logFormat": "text"}})
 def _(objects):
-    assert "--log-level=debug" in operator_container(objects)["args"]
+    assert "--log-format=text" in operator_container(objects)["args"]
 
 
-@option("operator.healthPort", {"operator": {"healthPort": 8181}})
+@option("operator.verbose", {"operator": {"verbose": True}})
+def _(objects):
+    assert "--verbose" in operator_container(objects)["args"]
+
+
+@option("operator.resyncSeconds", {"operator": {"resyncSeconds": 60}})
+def _(objects):
+    assert "--resync-seconds=60" in operator_container(objects)["args"]
+
+
+@option("operator.livenessPort", {"operator": {"livenessPort": 8181}})
 def _(objects):
     container = operator_container(objects)
+    assert "--liveness-port=8181" in container["args"]
     assert {"name": "health", "containerPort": 8181, "protocol": "TCP"} in container["ports"]
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
 
 
 @option("operator.metricsPort", {"operator": {"metricsPort": 9191}, "metrics": {"service": True}})
 def _(objects):
+    assert "--metrics-port=9191" in operator_container(objects)["args"]
     assert {"name": "metrics", "containerPort": 9191, "protocol": "TCP"} in operator_container(objects)["ports"]
     assert one(objects, "Service")["spec"]["ports"][0]["port"] == 9191
 
 
-@option("operator.extraArgs", {"operator": {"extraArgs": ["--resync-seconds=600"]}})
+@option("operator.extraArgs", {"operator": {"extraArgs": ["--priority=100"]}})
 def _(objects):
-    assert operator_container(objects)["args"][-1] == "--resync-seconds=600"
+    assert operator_container(objects)["args"][-1] == "--priority=100"
 
 
 @option("extraEnv", {"extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]})
@@ -251,10 +268,30 @@ def test_default_render_validates_for_kubernetes_1_29_to_1_37(default_objects):
     assert validation_errors(default_objects) == []
 
 
+def test_default_render_runs_replicas_with_kopf_peering(default_objects):
+    # kaudit run: "--peering NAME" (default kaudit) waits for a ClusterKopfPeering of that name.
+    deployment = one(default_objects, "Deployment")
+    assert deployment["spec"]["replicas"] > 1
+    peering = one(default_objects, "ClusterKopfPeering")
+    assert f"--peering={peering['metadata']['name']}" in operator_container(default_objects)["args"]
+    assert "clusterkopfpeerings.kopf.dev" in {o["metadata"]["name"] for o in objects_of_kind(
+        default_objects, "CustomResourceDefinition")}
+    assert one(default_objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def kaudit_run_accepts(args: list[str]) -> None:
+    """The real `kaudit` argument parser accepts the container's args (argparse exits otherwise)."""
+    from kaudit.cli import build_parser
+
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "run" and parsed.func is not None
+
+
 def test_default_render_runs_the_operator_safely(default_objects):
     spec = pod_spec(default_objects)
     container = operator_container(default_objects)
     assert container["args"][0] == "run"
+    kaudit_run_accepts(container["args"])
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] > 0
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -273,6 +310,7 @@ def test_documented_option_renders_validates_and_takes_effect(helm, tmp_path, na
     objects = helm_template(helm, "-f", str(write_values(tmp_path, values)))
     assert validation_errors(objects) == []
     check(objects)
+    kaudit_run_accepts(operator_container(objects)["args"])
 
 
 def test_helm_lint_strict(helm, tmp_path):

@@ -19,7 +19,7 @@ BAD_VALUES = {
     "bad enum": ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
     "bad namespace name": ({"rbac": {"agentNamespaces": ["Data_Dog"]}}, "at '/rbac/agentNamespaces/0'"),
     "boolean as string": ({"auditCollection": {"create": "yes"}}, "at '/auditCollection/create': got string, want boolean"),
-    "port out of range": ({"operator": {"healthPort": 70000}}, "at '/operator/healthPort'"),
+    "port out of range": ({"operator": {"livenessPort": 70000}}, "at '/operator/livenessPort'"),
     "env without a name": ({"extraEnv": [{"value": "x"}]}, "at '/extraEnv/0'"),
     "collection name too long": ({"auditCollection": {"name": "a" * 40}}, "at '/auditCollection/name'"),
 }

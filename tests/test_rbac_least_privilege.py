@@ -1,0 +1,248 @@
+"""The operator's RBAC (chart and manifests/) is least privilege, and covers what the operator does.
+
+Two sources say what the operator needs:
+- its permission table, ``kaudit.k8s.permissions.PERMISSIONS`` (the operator's own list of calls);
+- what ``kaudit.render.render`` produces for every example: the operator server-side applies those
+  objects (an apply that creates is authorised as ``create`` as well as ``patch``), and when it
+  applies a Role it must already hold every permission that Role grants (Kubernetes refuses to let
+  a subject grant more than it has, unless it holds ``escalate``, which kaudit does not get).
+A granted permission neither source needs fails the test, and so does a needed one not granted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helmtools import (  # noqa: F401  (helm, kubectl and k8s_tools are pytest fixtures)
+    REPO,
+    helm,
+    helm_template,
+    k8s_tools,
+    kubectl,
+    kustomize,
+    objects_of_kind,
+    write_values,
+)
+from kaudit.k8s import resources as api_resources
+from kaudit.k8s.permissions import PERMISSIONS
+from kaudit.render import render
+
+OPERATOR_NAMESPACE = "kaudit-system"
+AGENT_NAMESPACE = "datadog"  # the chart's default rbac.agentNamespaces and spec.agent.namespace's default
+WORKLOAD_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+CLUSTER = None  # "namespace" of a cluster-wide request (cluster-scoped resource, or all namespaces)
+
+# Verbs that let a subject gain more than it was given: kaudit needs none of them.
+DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
+READ_VERBS = {"get", "list", "watch"}
+# Cluster-scoped resources among those kaudit touches (everything else is namespaced).
+CLUSTER_SCOPED = {("kaudit.dev", "auditcollections"), ("kaudit.dev", "auditcollections/status"), ("", "nodes"),
+                  ("apiextensions.k8s.io", "customresourcedefinitions"), ("kopf.dev", "clusterkopfpeerings")}
+
+
+@dataclass(frozen=True)
+class Need:
+    group: str
+    resource: str
+    verb: str
+    namespace: str | None  # CLUSTER for a cluster-wide request
+    why: str = field(compare=False, default="")
+
+
+def plural(kind: str) -> str:
+    return kind.lower() + "s"  # true of every kind kaudit renders (ConfigMap, DaemonSet, Role, Lease...)
+
+
+def group_of(api_version: str) -> str:
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+
+
+# --- what the operator needs -----------------------------------------------------------------
+
+
+def example_renders() -> list:
+    """render() of every example AuditCollection, with the existing agent objects they adapt."""
+    existing = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "examples" / "existing").glob("*.yaml"))]
+    results = []
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        collection = yaml.safe_load(path.read_text())
+        results.append(render(collection, existing=existing, namespace=OPERATOR_NAMESPACE))
+    return results
+
+
+def needs_from_renders() -> set[Need]:
+    needs: set[Need] = set()
+    for rendered in example_renders():
+        for obj in rendered.objects:
+            group, resource = group_of(obj["apiVersion"]), plural(obj["kind"])
+            namespace = obj["metadata"].get("namespace", CLUSTER)
+            why = f"server-side apply of {obj['kind']} {obj['metadata']['name']}"
+            needs.add(Need(group, resource, "patch", namespace, why))
+            needs.add(Need(group, resource, "create", namespace, why + " (an apply that creates)"))
+            if obj["kind"] == "Role":  # no escalation: hold what you grant
+                for rule in obj["rules"]:
+                    for granted_group in rule["apiGroups"]:
+                        for granted in rule["resources"]:
+                            for verb in rule["verbs"]:
+                                needs.add(Need(granted_group, granted, verb, namespace,
+                                               f"granted by the rendered Role {obj['metadata']['name']}"))
+        for patch in rendered.patches:
+            needs.add(Need(group_of(patch["apiVersion"]), plural(patch["kind"]), "patch",
+                           patch["metadata"].get("namespace", CLUSTER), f"apply to the user's {patch['kind']}"))
+    return needs
+
+
+def write_namespaces() -> set[str]:
+    return {OPERATOR_NAMESPACE, AGENT_NAMESPACE}
+
+
+def needs_from_permission_table() -> set[Need]:
+    """PERMISSIONS, placed where the calls go.
+
+    - cluster-scoped resources, and list/watch of the children kaudit watches by label across all
+      namespaces (kaudit.k8s.resources.CHILD_RESOURCES), are cluster-wide requests;
+    - scope "namespace" means the operator namespace;
+    - any other namespaced call goes to a namespace kaudit writes in: the operator namespace or the
+      agent namespace.
+    """
+    children = {(res.group, res.plural) for res in api_resources.CHILD_RESOURCES}
+    needs: set[Need] = set()
+    for permission in PERMISSIONS:
+        key = (permission.group, permission.resource)
+        for verb in permission.verbs:
+            if key in CLUSTER_SCOPED or (key in children and verb in ("list", "watch")):
+                places = {CLUSTER}
+            elif permission.scope == "namespace":
+                places = {OPERATOR_NAMESPACE}
+            elif permission.resource == "pods":
+                places = {AGENT_NAMESPACE}  # agent pods, listed in the agent DaemonSet's namespace
+            elif permission.resource == "datadogagents":
+                places = {AGENT_NAMESPACE}  # only the user's DatadogAgent, next to its agent
+            else:
+                places = write_namespaces()
+            for place in places:
+                needs.add(Need(permission.group, permission.resource, verb, place, permission.why))
+    return needs
+
+
+def all_needs() -> set[Need]:
+    return needs_from_permission_table() | needs_from_renders()
+
+
+# --- what the RBAC grants --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    group: str
+    resource: str
+    verb: str
+    namespace: str | None  # CLUSTER when granted by a ClusterRole through a ClusterRoleBinding
+    role: str
+    resource_names: tuple[str, ...] = ()  # () = every object of the resource
+
+
+def operator_grants(objects: list[dict], service_account: str = "kaudit") -> set[Grant]:
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+             for o in objects if o["kind"] in ("ClusterRole", "Role")}
+    grants: set[Grant] = set()
+    for binding in objects:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        if {"kind": "ServiceAccount", "name": service_account, "namespace": OPERATOR_NAMESPACE} not in binding["subjects"]:
+            continue
+        namespace = binding["metadata"].get("namespace", CLUSTER)
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"])]
+        for rule in role["rules"]:
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for verb in rule["verbs"]:
+                        grants.add(Grant(group, resource, verb, namespace, f"{role['kind']}/{ref['name']}",
+                                         tuple(rule.get("resourceNames", ()))))
+    return grants
+
+
+def allowed(grants: set[Grant], need: Need) -> bool:
+    return any(g.group == need.group and g.resource == need.resource and g.verb == need.verb
+               and (g.namespace is CLUSTER or g.namespace == need.namespace) for g in grants)
+
+
+@pytest.fixture(scope="module")
+def chart_objects(helm) -> list[dict]:
+    return [o for o in helm_template(helm, include_crds=False) if o["kind"] in WORKLOAD_KINDS]
+
+
+@pytest.fixture(scope="module")
+def manifest_objects(kubectl) -> list[dict]:
+    return [o for o in kustomize(kubectl) if o["kind"] in WORKLOAD_KINDS]
+
+
+def rules_of(objects: list[dict]) -> list[tuple[str, dict]]:
+    return [(f"{o['kind']}/{o['metadata']['name']}", rule) for o in objects if "rules" in o for rule in o["rules"]]
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+
+def test_no_wildcards_no_dangerous_verbs_no_non_resource_urls(chart_objects):
+    for role, rule in rules_of(chart_objects):
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(key, []), f"{role}: wildcard in {key}"
+            assert not any("*" in value for value in rule.get(key, [])), f"{role}: wildcard in {key}"
+        assert "nonResourceURLs" not in rule, role
+        assert not DANGEROUS_VERBS & set(rule["verbs"]), f"{role}: {rule['verbs']}"
+
+
+def test_secrets_are_never_granted(chart_objects):
+    # kaudit reads no Secret: the managed agent references its API key Secret by name only.
+    for role, rule in rules_of(chart_objects):
+        assert "secrets" not in rule["resources"], role
+
+
+def test_cluster_wide_grants_are_reads_or_kaudits_own_objects(chart_objects):
+    # Writes cluster-wide: kaudit's own API, or named objects (its ClusterKopfPeering) only.
+    for grant in operator_grants(chart_objects):
+        if grant.namespace is CLUSTER and grant.verb not in {"list", "watch"}:
+            assert grant.group == "kaudit.dev" or grant.resource_names, f"cluster-wide {grant.verb}: {grant}"
+
+
+def test_every_needed_permission_is_granted(chart_objects):
+    grants = operator_grants(chart_objects)
+    missing = sorted(f"{n.verb} {n.group or 'core'}/{n.resource} in {n.namespace or 'the cluster'} ({n.why})"
+                     for n in all_needs() if not allowed(grants, n))
+    assert missing == []
+
+
+def test_every_granted_permission_is_needed(chart_objects):
+    needs = all_needs()
+    unused = []
+    for grant in operator_grants(chart_objects):
+        if grant.namespace is CLUSTER:
+            used = any(n.group == grant.group and n.resource == grant.resource and n.verb == grant.verb
+                       and n.namespace is CLUSTER for n in needs)
+        else:
+            used = Need(grant.group, grant.resource, grant.verb, grant.namespace) in needs
+        if not used:
+            unused.append(f"{grant.role}: {grant.verb} {grant.group or 'core'}/{grant.resource}"
+                          f" in {grant.namespace or 'the cluster'}")
+    assert sorted(unused) == []
+
+
+def test_chart_and_manifests_grant_the_same_rules(chart_objects, manifest_objects):
+    def by_role(objects):
+        return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o.get("rules")
+                for o in objects if o["kind"] in ("ClusterRole", "Role")}
+    assert by_role(manifest_objects) == by_role(chart_objects)
+    assert operator_grants(manifest_objects) == operator_grants(chart_objects)
+
+
+def test_agent_namespace_rules_follow_the_values(helm, tmp_path):
+    values = write_values(tmp_path, {"rbac": {"agentNamespaces": ["monitoring"]}})
+    objects = [o for o in helm_template(helm, "-f", str(values), include_crds=False) if o["kind"] in WORKLOAD_KINDS]
+    namespaces = {g.namespace for g in operator_grants(objects) if g.verb == "patch" and g.resource == "datadogagents"}
+    assert namespaces == {"monitoring"}  # writes move with the value; nothing stays behind in "datadog"
