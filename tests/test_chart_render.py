@@ -341,3 +341,20 @@ def test_notes_give_the_next_step(helm, tmp_path):
     done = helm.run("install", "kaudit", str(CHART), "--dry-run=client", "--namespace", "kaudit-system")
     assert "kubectl wait --for=condition=Ready auditcollection/cluster" in done.stdout
     assert "kind: AuditCollection" in done.stdout  # how to create one when the chart did not
+
+
+def test_artifacthub_annotations_match_the_chart():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    annotations = chart["annotations"]
+    crd_files = [doc for p in sorted(CRDS.glob("*.yaml")) for doc in load_documents(p.read_text())]
+    listed = {c["name"] for c in yaml.safe_load(annotations["artifacthub.io/crds"])}
+    assert listed == {crd["metadata"]["name"] for crd in crd_files}
+    images = yaml.safe_load(annotations["artifacthub.io/images"])
+    assert images[0]["image"] == f"kaudit/kaudit:{chart['appVersion']}"
+    # The example shown on Artifact Hub must be a valid AuditCollection: CRD schema and kaudit's parser.
+    from kaudit.api import parse_collection
+
+    examples = yaml.safe_load(annotations["artifacthub.io/crdsExamples"])
+    assert validation_errors(examples, crd_files) == []
+    for example in examples:
+        parse_collection(example)
