@@ -223,12 +223,20 @@ def test_event_details_that_the_policy_did_not_see():
     assert attributes_from_event({"verb": "get", "requestURI": "/logs/a%20b.log?x=%20"}).path == "/logs/a b.log"
 
 
-@pytest.mark.parametrize("bad", [[], {"verb": 3}, {"user": "alice"}, {"user": {"groups": "ops"}},
-                                 {"objectRef": "pods"}, {"objectRef": {"resource": ["pods"]}}])
+@pytest.mark.parametrize("bad", [[], {"verb": 3}, {"verb": False}, {"user": "alice"}, {"user": {"groups": "ops"}},
+                                 {"user": {"username": False}}, {"user": {"groups": [1]}},
+                                 {"objectRef": "pods"}, {"objectRef": {"resource": ["pods"]}},
+                                 {"objectRef": {"resource": "pods", "namespace": 0}}, {"requestURI": 5}])
 def test_malformed_events_raise_value_error(bad):
-    evaluator = Evaluator(policy({"level": "Metadata", "userGroups": ["ops"]}, {"level": "Request"}))
+    # The fast path checks the fields the policy looks at; this one looks at all of them.
+    evaluator = Evaluator(policy({"level": "Metadata", "userGroups": ["ops"]},
+                                 {"level": "None", "namespaces": ["a"],
+                                  "resources": [{"group": "", "resources": ["pods"], "resourceNames": ["p"]}]},
+                                 {"level": "Request"}))
     with pytest.raises(ValueError):
         evaluator.evaluate_event(bad)
+    with pytest.raises(ValueError):
+        attributes_from_event(bad)
 
 
 def test_cached_event_path_agrees_with_plain_evaluation():

@@ -17,7 +17,8 @@ API (small on purpose; the simulator calls it in a hot loop)::
 ``Decision`` is frozen and there is one instance per rule (plus one for "no rule matched"), so
 decisions can be compared by identity or by ``decision.rule``. ``evaluate_event`` caches
 decisions keyed on the attributes the policy actually looks at (evaluation is a pure function
-of them); it raises ``ValueError`` for an event whose fields have the wrong JSON types.
+of them); it raises ``ValueError`` for an event whose fields have the wrong JSON types (it checks
+the fields the policy looks at; ``attributes_from_event`` checks all of them).
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ def request_path(request_uri: str) -> str:
     return unquote(path) if "%" in path else path
 
 
+def _or_empty(value):
+    return "" if value is None else value
+
+
 def _request_name(verb: str, subresource: str, name: str) -> str:
     return "" if verb == "create" and not subresource else name
 
@@ -241,32 +246,35 @@ class Evaluator:
         try:
             ref = event.get("objectRef")
             user = event.get("user")
-            verb = event.get("verb") or ""
+            verb = event.get("verb")
+            verb = "" if verb is None else verb  # a JSON null is an unset string
             if user is None:
                 username, groups = None, ()
             elif type(user) is not dict:
                 raise TypeError
             elif self._uses_users:
-                username = user.get("username") or ""
-                groups = user.get("groups") or ()
-                if type(groups) is not list and groups != ():
-                    raise TypeError
-                groups = tuple(groups)
+                username = user.get("username")
+                username = "" if username is None else username
+                groups = user.get("groups")
+                groups = () if groups is None else tuple(groups) if type(groups) is list else None
             else:
                 username, groups = "", ()
-            resource = ref.get("resource") if ref else None
+            resource = ref.get("resource") if ref is not None else None
             if resource:
-                namespace = ref.get("namespace") or "" if self._uses_namespaces else ""
-                subresource = ref.get("subresource") or ""
-                name = _request_name(verb, subresource, ref.get("name") or "") if self._uses_names else ""
-                key = (username, groups, verb, True, namespace, ref.get("apiGroup") or "", resource, subresource, name, "")
+                get = ref.get
+                namespace = _or_empty(get("namespace")) if self._uses_namespaces else ""
+                subresource = _or_empty(get("subresource"))
+                name = _request_name(verb, subresource, _or_empty(get("name"))) if self._uses_names else ""
+                key = (username, groups, verb, True, namespace, _or_empty(get("apiGroup")), resource, subresource, name, "")
             else:
-                key = (username, groups, verb, False, "", "", "", "", "", request_path(event.get("requestURI") or ""))
+                uri = event.get("requestURI")
+                key = (username, groups, verb, False, "", "", "", "", "", "" if uri is None else request_path(uri))
             decision = self._cache.get(key)
             if decision is None:
                 if not all(type(v) is str for v in key[2:3] + key[4:]):
                     raise TypeError
-                if (username is not None and type(username) is not str) or any(type(g) is not str for g in groups):
+                if (username is not None and type(username) is not str) or groups is None or \
+                        any(type(g) is not str for g in groups):
                     raise TypeError
                 decision = self._evaluate(*key)
                 if len(self._cache) >= _CACHE_LIMIT:
