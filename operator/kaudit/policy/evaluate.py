@@ -261,11 +261,16 @@ class Evaluator:
                 username, groups = "", ()
             resource = ref.get("resource") if ref is not None else None
             if resource:
+                # Inline "None → ''" (no helper calls): this runs once per event.
                 get = ref.get
-                namespace = _or_empty(get("namespace")) if self._uses_namespaces else ""
-                subresource = _or_empty(get("subresource"))
+                namespace = get("namespace") if self._uses_namespaces else ""
+                namespace = "" if namespace is None else namespace
+                subresource = get("subresource")
+                subresource = "" if subresource is None else subresource
+                api_group = get("apiGroup")
+                api_group = "" if api_group is None else api_group
                 name = _request_name(verb, subresource, _or_empty(get("name"))) if self._uses_names else ""
-                key = (username, groups, verb, True, namespace, _or_empty(get("apiGroup")), resource, subresource, name, "")
+                key = (username, groups, verb, True, namespace, api_group, resource, subresource, name, "")
             else:
                 uri = event.get("requestURI")
                 key = (username, groups, verb, False, "", "", "", "", "", "" if uri is None else request_path(uri))
