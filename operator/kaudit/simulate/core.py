@@ -105,7 +105,7 @@ class InputTally:
 
 
 _scan = json.JSONDecoder().scan_once
-REQUEST_CACHE_SIZE = 20_000
+REQUEST_CACHE_SIZE = 10_000
 
 
 class _Request:

@@ -47,7 +47,7 @@ def _num(value: int) -> str:
     return f"{value:,}"
 
 
-def _policy_sections(report: dict, label: str, recorded: int) -> list[Section]:
+def _policy_sections(report: dict, label: str, recorded: int, cut) -> list[Section]:
     totals = report["totals"]
     bound = " (lower bound: under-recorded events)" if totals["underRecordedEvents"] else ""
     volume = Section(
@@ -72,7 +72,7 @@ def _policy_sections(report: dict, label: str, recorded: int) -> list[Section]:
         [
             ("-" if r["index"] is None else str(r["index"]), r["level"], _num(r["matchedEvents"]),
              _num(r["writtenEvents"]), _num(r["omittedStageEvents"]), human_bytes(r["bytes"]),
-             _share(r["bytes"], totals["bytes"]), _cut(r["summary"]))
+             _share(r["bytes"], totals["bytes"]), cut(r["summary"]))
             for r in report["rules"] if r["matchedEvents"] or r["index"] is not None
         ],
         frozenset({0, 2, 3, 4, 5, 6}),
@@ -109,7 +109,7 @@ def _cut(text: str) -> str:
     return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 3] + "..."
 
 
-def _comparison_sections(comparison: dict) -> list[Section]:
+def _comparison_sections(comparison: dict, cut) -> list[Section]:
     total = comparison["bytes"]
     overview = Section(
         "Comparison with the baseline",
@@ -134,7 +134,7 @@ def _comparison_sections(comparison: dict) -> list[Section]:
         [
             ("-" if r["baselineIndex"] is None else str(r["baselineIndex"]),
              "-" if r["candidateIndex"] is None else str(r["candidateIndex"]), r["level"],
-             human_bytes(r["baseline"]), human_bytes(r["candidate"]), _signed_bytes(r["change"]), _cut(r["summary"]))
+             human_bytes(r["baseline"]), human_bytes(r["candidate"]), _signed_bytes(r["change"]), cut(r["summary"]))
             for r in comparison["rules"] if r["baseline"] or r["candidate"]
         ],
         frozenset({0, 1, 3, 4, 5}),
@@ -151,7 +151,7 @@ def _comparison_sections(comparison: dict) -> list[Section]:
     return [overview, rules, moved]
 
 
-def sections(doc: dict) -> list[Section]:
+def sections(doc: dict, *, cut_summaries: bool = True) -> list[Section]:
     inp = doc["input"]
     head = Section(
         "Input",
@@ -162,10 +162,11 @@ def sections(doc: dict) -> list[Section]:
             + "; stages: " + (", ".join(f"{k} {_num(v)}" for k, v in inp["eventsByStage"].items()) or "-") + ".",
         ] + [f"malformed: {example}" for example in inp["malformedExamples"]],
     )
-    out = [head] + _policy_sections(doc["policy"], "Candidate", inp["recordedBytes"])
+    cut = _cut if cut_summaries else str
+    out = [head] + _policy_sections(doc["policy"], "Candidate", inp["recordedBytes"], cut)
     if doc["baseline"] is not None:
-        base = _policy_sections(doc["baseline"], "Baseline", inp["recordedBytes"])
-        out += [base[0]] + _comparison_sections(doc["comparison"])
+        base = _policy_sections(doc["baseline"], "Baseline", inp["recordedBytes"], cut)
+        out += [base[0]] + _comparison_sections(doc["comparison"], cut)
     if doc["warnings"]:
         out.append(Section("Warnings", [f"- {w}" for w in doc["warnings"]]))
     return out
@@ -198,7 +199,7 @@ def _md_cell(text: str) -> str:
 
 def render_markdown(doc: dict) -> str:
     lines: list[str] = ["# Audit policy simulation", ""]
-    for section in sections(doc):
+    for section in sections(doc, cut_summaries=False):
         lines += [f"## {section.title}", ""]
         if section.lines:
             lines += [line for line in section.lines if line] + [""]
