@@ -274,7 +274,12 @@ def render_manifests(helm: Runner) -> dict[str, str]:
     return rendered
 
 
-if __name__ == "__main__":  # regenerate manifests/ from the chart
+if __name__ == "__main__":  # copy crds/ into the chart, then regenerate manifests/ from the chart
+    import shutil
+
+    for crd in sorted(CRDS.glob("*.yaml")):
+        shutil.copyfile(crd, CHART / "crds" / crd.name)
+        print(f"copied crds/{crd.name} to charts/kaudit/crds/")
     tools = fetch_tools()
     runner = Runner(tools.helm, _helm_env(CACHE / "helm-home"))
     for name, content in render_manifests(runner).items():

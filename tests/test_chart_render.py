@@ -321,13 +321,14 @@ def test_helm_lint_strict(helm, tmp_path):
 
 def test_chart_crds_are_identical_to_the_top_level_crds():
     # The chart cannot reference files outside itself, so it carries a copy; this keeps the copy
-    # exact. To resync: cp crds/*.yaml charts/kaudit/crds/
+    # exact. To resync: python tests/helmtools.py (copies crds/*.yaml, regenerates manifests/).
     top = {p.name: p.read_bytes() for p in CRDS.glob("*.yaml")}
     chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
     assert "auditcollections.kaudit.dev.yaml" in top
     assert sorted(chart) == sorted(top)
     for name in top:
-        assert chart[name] == top[name], f"charts/kaudit/crds/{name} differs from crds/{name}"
+        assert chart[name] == top[name], \
+            f"charts/kaudit/crds/{name} differs from crds/{name}: run `python tests/helmtools.py`"
 
 
 def test_crds_are_not_templated(default_objects, helm):
