@@ -87,10 +87,12 @@ def test_corrupt_gzip_is_a_clear_error(tmp_path):
 
 
 def test_missing_input_is_refused_before_reading(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput) as exc:
-        check_inputs([str(tmp_path / "nope.log"), "-", "-"])
+        check_inputs([str(tmp_path / "nope.log"), "-", "-", str(tmp_path / "empty")])
     assert [e.message for e in exc.value.errors] == [
         "standard input ('-') can be given only once", f"{tmp_path / 'nope.log'}: no such file or directory",
+        f"{tmp_path / 'empty'}: a directory without *.log or *.log.gz files",
     ]
 
 

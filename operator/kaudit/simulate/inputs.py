@@ -102,6 +102,8 @@ def check_inputs(paths: list[str]) -> None:
             errors.append(FieldError("--events", f"{path}: no such file or directory"))
         elif not os.access(path, os.R_OK):
             errors.append(FieldError("--events", f"{path}: permission denied"))
+        elif os.path.isdir(path) and not _expand_directory(path):
+            errors.append(FieldError("--events", f"{path}: a directory without *.log or *.log.gz files"))
     if errors:
         raise InvalidInput(errors)
 
