@@ -16,6 +16,10 @@ side by side and alternately (best of --rounds):
 Memory: VmRSS and VmHWM (peak) from /proc/self/status, sampled when the simulation has read
 10 % and 50 % of the input and at the end; flat memory means the peaks stop growing.
 
+Accuracy: on the first --verify-mb MiB (default 50), every event's estimated size at each level,
+with and without omitManagedFields, is compared with re-serializing the event as that level
+keeps it (same escaping as the file).
+
 Target: simulate >= 0.5 x json.loads, compared by CPU time (wall time printed too).
 """
 
@@ -95,11 +99,52 @@ def time_simulate(path: str, profile: str, baseline: str | None = None) -> tuple
     return timer, doc, samples
 
 
+def verify_estimates(path: str, limit_mb: float) -> tuple[int, int, int]:
+    """Compare the estimator with plain re-serialization on the first ``limit_mb`` MiB of the log:
+    every event at each written level, with and without omitManagedFields.
+    Returns (comparisons, mismatches, largest difference in bytes)."""
+    import copy
+
+    from kaudit.simulate.sizes import SizeEstimator, strip_managed_fields
+
+    def reserialized(event: dict, level: str, omit: bool) -> int:
+        kept = copy.copy(event)
+        kept["level"] = level
+        if level == "Metadata":
+            kept.pop("requestObject", None)
+        if level != "RequestResponse":
+            kept.pop("responseObject", None)
+        for key in ("requestObject", "responseObject"):
+            if omit and key in kept and not (key == "requestObject" and kept.get("verb") == "patch"):
+                kept[key] = strip_managed_fields(kept[key])
+        return len(json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()) + 1
+
+    estimator = SizeEstimator()
+    compared = mismatched = largest = 0
+    read = 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            read += len(raw)
+            if read > limit_mb * 2**20:
+                break
+            content = raw.rstrip(b"\n")
+            event = json.loads(content)
+            estimator.calibrate(content, event)
+            for rank, level in ((1, "Metadata"), (2, "Request"), (3, "RequestResponse")):
+                for omit in (False, True):
+                    difference = abs(estimator.size(content, event, rank, level, omit) - reserialized(event, level, omit))
+                    compared += 1
+                    mismatched += difference != 0
+                    largest = max(largest, difference)
+    return compared, mismatched, largest
+
+
 def _arguments() -> argparse.Namespace:
     """The same generated log and options as bench_policy_eval.py, plus the baseline profile."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for flag, default in (("--size-mb", 200.0), ("--events", "/tmp/kaudit-bench-audit.log"), ("--seed", 1),
-                          ("--profile", "Default"), ("--baseline-profile", "AllRequestBodies"), ("--rounds", 2)):
+                          ("--profile", "Default"), ("--baseline-profile", "AllRequestBodies"), ("--rounds", 2),
+                          ("--verify-mb", 50.0)):
         parser.add_argument(flag, type=type(default), default=default)
     return parser.parse_args()
 
@@ -142,6 +187,10 @@ def main() -> int:
     print(f"report: {doc['input']['events']} events, {doc['input']['malformedLines']} malformed; "
           f"{args.profile} writes {totals['events']} events, {totals['bytes'] / 2**20:.1f} MiB "
           f"of {doc['input']['recordedBytes'] / 2**20:.1f} MiB recorded; exposure {doc['policy']['exposure']['events']}")
+    if args.verify_mb > 0:
+        compared, mismatched, largest = verify_estimates(args.events, args.verify_mb)
+        print(f"estimates vs re-serialization on the first {args.verify_mb:g} MiB: {compared} comparisons, "
+              f"{mismatched} differ, largest difference {largest} bytes")
     return 0
 
 
