@@ -229,3 +229,55 @@ def test_report_matches_its_schema(scenario_report, tmp_path):
     doc = simulate(loaded(POLICY), [_write(tmp_path, events)], loaded(EVERYTHING_METADATA))
     jsonschema.validate(doc, schema)
 
+
+
+# The version-1 contract, key by key and in order. Changing this table means changing the
+# documented schema (docs/simulate.md, report.schema.json): additions only, or a new version.
+V1_KEYS = {
+    "": "kind version input policy baseline comparison warnings",
+    "input": "files events recordedBytes blankLines malformedLines malformedExamples eventsByStage "
+             "eventsByRecordedLevel",
+    "input.files[]": "name compressed lines bytes",
+    "policy": "source hash totals levels dropped rules topSources exposure unrecordedStages",
+    "policy.totals": "events bytes underRecordedEvents underRecordedBytes",
+    "policy.levels": "Metadata Request RequestResponse",
+    "policy.levels.*": "events bytes underRecordedEvents",
+    "policy.dropped": "levelNone omittedStages",
+    "policy.dropped.levelNone": "events recordedBytes",
+    "policy.dropped.omittedStages.*": "events recordedBytes",
+    "policy.rules[]": "index level summary matchedEvents writtenEvents omittedStageEvents bytes underRecordedEvents",
+    "policy.topSources": "exact entries",
+    "policy.topSources.entries[]": "user verb resource events bytes maxError",
+    "policy.exposure": "events entries",
+    "policy.exposure.entries[]": "resource verb user level bodies events",
+    "comparison": "events bytes levels rules exposureEvents levelChanges",
+    "comparison.bytes": "baseline candidate change changePercent",
+    "comparison.levels.*": "baseline candidate change changePercent",
+    "comparison.rules[]": "summary level candidateIndex baselineIndex baseline candidate change changePercent",
+    "comparison.levelChanges": "exact entries",
+    "comparison.levelChanges.entries[]": "user verb resource from to events bytesChange maxError",
+}
+
+
+def _objects(doc, path: str) -> list:
+    found = [doc]
+    for part in filter(None, path.split(".")):
+        name, many = part.removesuffix("[]"), part.endswith("[]")
+        if name == "*":
+            found = [value for obj in found for value in obj.values()]
+        else:
+            found = [obj[name] for obj in found]
+        if many:
+            found = [item for items in found for item in items]
+    return found
+
+
+def test_json_keys_are_the_version_1_contract(tmp_path):
+    doc = simulate(loaded(POLICY), [_write(tmp_path, scenario())], loaded(EVERYTHING_METADATA))
+    assert doc["version"] == 1
+    for path, keys in V1_KEYS.items():
+        objects = _objects(doc, path)
+        assert objects, path  # the scenario exercises every object
+        for obj in objects:
+            assert list(obj) == keys.split(), path
+    assert list(doc["baseline"]) == list(doc["policy"])
