@@ -1,9 +1,10 @@
 """Replay audit events through one or two policies and tally what each would write.
 
-The hot loop parses each line once (``json.loads``), asks the policy engine's evaluator for the
-decision (it caches decisions keyed by the attributes the policy looks at), and estimates the written size from the line
-(:mod:`kaudit.simulate.sizes`). Every accumulator is bounded: per-rule and per-level tallies are
-fixed-size, the top-source, exposure and level-change tables are :class:`TopCounter` instances.
+The hot loop parses each line once, looks the request's shape up in a bounded cache (on a miss it
+asks the policy engine's evaluator for each policy's decision), and estimates the written size from
+the line itself (:mod:`kaudit.simulate.sizes`). Every accumulator is bounded: per-rule and
+per-level tallies are fixed-size; the top-source, exposure and level-change tables are
+:class:`TopCounter` instances.
 """
 
 from __future__ import annotations
@@ -123,9 +124,9 @@ class _Request:
 class Simulation:
     """Feed it lines (:meth:`feed`) or whole files (:meth:`run`); read the tallies afterwards.
 
-    Per request shape — the attributes a policy can match, i.e. user, groups, verb and the object
-    reference without its name (unless a rule lists resourceNames) or the URL path — the decisions
-    and labels are computed once and cached (at most ``REQUEST_CACHE_SIZE`` shapes; the cache is
+    Per request shape — user, groups, verb and the object reference (its namespace and name only
+    when some rule looks at them), or the URL path: a superset of what the evaluator reads — the
+    decisions and labels are computed once and cached (at most ``REQUEST_CACHE_SIZE`` shapes; the cache is
     emptied when full, which costs time, never correctness).
     """
 
