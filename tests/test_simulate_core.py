@@ -281,3 +281,26 @@ def test_json_keys_are_the_version_1_contract(tmp_path):
         for obj in objects:
             assert list(obj) == keys.split(), path
     assert list(doc["baseline"]) == list(doc["policy"])
+
+
+def test_decision_cache_keeps_names_and_namespaces_when_rules_look_at_them(tmp_path):
+    policy = """
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: RequestResponse
+  resources: [{group: "", resources: ["configmaps"], resourceNames: ["special"]}]
+- level: Request
+  namespaces: ["prod"]
+- level: Metadata
+"""
+    # Same user, verb and resource each time; only the name or the namespace differs, and with it
+    # the level: a cache that dropped either would give every event the first event's level.
+    events = [
+        event(1, "Metadata", "ResponseComplete", "get", "u", resource="configmaps", namespace="dev", name="plain"),
+        event(2, "Metadata", "ResponseComplete", "get", "u", resource="configmaps", namespace="dev", name="special"),
+        event(3, "Metadata", "ResponseComplete", "get", "u", resource="configmaps", namespace="prod", name="plain"),
+        event(4, "Metadata", "ResponseComplete", "get", "u", resource="configmaps", namespace="dev", name="plain"),
+    ]
+    doc = simulate(loaded(policy), [_write(tmp_path, events)])
+    assert [r["writtenEvents"] for r in doc["policy"]["rules"]] == [1, 1, 2, 0]
