@@ -21,11 +21,20 @@ def register(policy_subparsers) -> argparse.ArgumentParser:
         "simulate",
         help="estimate the volume and exposure of a policy from recorded audit events",
         description=(
-            "Replay recorded kube-apiserver audit events (audit.k8s.io/v1 Event JSON lines, plain or gzip, "
-            "rotated files in order, '-' for stdin) through a candidate policy and report what it would write: "
-            "events and estimated bytes per rule and per level, dropped events, the top sources of volume, and "
-            "events that would log bodies of sensitive resources. With --baseline, compare with another policy."
+            "Replay recorded kube-apiserver audit events (audit.k8s.io/v1 Event JSON lines, plain or gzip,\n"
+            "rotated files in order, '-' for stdin) through a candidate policy and report what it would\n"
+            "write: events and estimated bytes per rule and per level, dropped events, the top sources of\n"
+            "volume, and events that would log bodies of sensitive resources. With --baseline, compare\n"
+            "with another policy."
         ),
+        epilog=(
+            "examples:\n"
+            "  kaudit policy simulate --profile Default --events /var/log/kubernetes/audit/\n"
+            "  kaudit policy simulate --policy new.yaml --baseline old.yaml --events audit.log.gz "
+            "--fail-if-increase 20 -o json\n\n"
+            f"exit codes: 0 done; 1 bad input; {EXIT_THRESHOLD_EXCEEDED} --fail-if-increase threshold exceeded"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from kaudit.policy.document import PROFILES
 
