@@ -119,7 +119,16 @@ class Reconciler:
         outcome = Outcome()
         if collection["metadata"].get("deletionTimestamp"):
             return outcome  # being deleted: the finalizer (or the garbage collector) has the last word
-        active = active_collection([collection, *[o for o in others if o["metadata"]["name"] != name]])
+        candidates = [collection, *[o for o in others if o["metadata"]["name"] != name]]
+        active = active_collection(candidates)
+        while active is not None and active != name:
+            # The caller's view of other collections can lag (a watch event not processed yet):
+            # confirm the one that would win before refusing this one.
+            live = await self.client.get(r.AUDIT_COLLECTIONS, None, active)
+            if live is not None and not live["metadata"].get("deletionTimestamp"):
+                break
+            candidates = [c for c in candidates if c["metadata"]["name"] != active]
+            active = active_collection(candidates)
         if active is not None and active != name:
             message = (f"AuditCollection {active!r} is already active; a cluster has one audit policy. "
                        f"Delete one of them; this one changes nothing meanwhile.")

@@ -1,0 +1,117 @@
+"""The pure write decisions: drift comparison, hashing, atomic lists, release, user view."""
+
+from __future__ import annotations
+
+import json
+
+from kaudit.reconcile import plan
+from kaudit.reconcile.status import Condition, render_conditions, status_patch, summarise
+
+OWNER = {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": "c", "uid": "u1"}}
+CM = {"apiVersion": "v1", "kind": "ConfigMap",
+      "metadata": {"name": "kaudit-c-policy", "namespace": "ns", "labels": {"kaudit.dev/collection": "c"}},
+      "data": {"policy.yaml": "x"}}
+TOLERATIONS = ("spec", "template", "spec", "tolerations")
+
+
+def ds(tolerations, annotations=None):
+    meta = {"name": "agent", "namespace": "datadog", "resourceVersion": "9"}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta,
+            "spec": {"template": {"spec": {"tolerations": tolerations}}}}
+
+
+def test_contains_matches_keyed_lists_by_key_and_ignores_extra_live_items():
+    live = {"containers": [{"name": "init"}, {"name": "agent", "env": [{"name": "A", "value": "1"},
+                                                                        {"name": "B", "value": "2"}]}]}
+    assert plan.contains(live, {"containers": [{"name": "agent", "env": [{"name": "B", "value": "2"}]}]})
+    assert not plan.contains(live, {"containers": [{"name": "agent", "env": [{"name": "B", "value": "3"}]}]})
+    # Lists without a merge key are compared whole: a missing toleration is drift.
+    assert not plan.contains({"t": [{"key": "a"}]}, {"t": [{"key": "a"}, {"key": "b"}]})
+
+
+def test_converged_object_needs_no_apply_and_edited_or_rehashed_one_does():
+    desired = plan.stamp(plan.with_owner(CM, OWNER))
+    live = json.loads(json.dumps(desired))
+    live["metadata"]["resourceVersion"] = "5"  # server-side additions are not drift
+    assert not plan.needs_apply(desired, live)
+    live["data"]["policy.yaml"] = "edited"
+    assert plan.needs_apply(desired, live)
+    assert plan.needs_apply(desired, None)
+    # A field kaudit no longer renders is only visible through the hash: it must re-apply to drop it.
+    smaller = plan.stamp(plan.with_owner({**CM, "data": {}}, OWNER))
+    assert plan.needs_apply(smaller, json.loads(json.dumps(desired)))
+
+
+def test_plan_prunes_owned_leftovers_and_releases_patched_ones():
+    stale_owned = plan.with_owner({**CM, "metadata": {**CM["metadata"], "name": "old"}}, OWNER)
+    patched = ds([], {"kaudit.dev/applied-hash": "x"})
+    result = plan.plan_writes(owner=OWNER, objects=[CM], patches=[], live_children=[stale_owned, patched],
+                              live_targets={})
+    assert [b["metadata"]["name"] for b in result.applies] == ["kaudit-c-policy"]
+    assert result.deletes == (("v1", "ConfigMap", "ns", "old"),)
+    assert result.releases == (patched,)
+
+
+def test_added_tolerations_are_recorded_and_given_back_on_release():
+    user = [{"key": "dedicated", "effect": "NoSchedule"}]
+    cp = {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
+    body = plan.record_added_items(ds(user + [cp]), ds(user))
+    recorded = json.loads(body["metadata"]["annotations"][plan.ADDED_ITEMS_ANNOTATION])
+    assert recorded == {".spec.template.spec.tolerations": [cp]}
+    # Re-rendering against the patched object records the same item (nothing flaps).
+    live = ds(user + [cp], body["metadata"]["annotations"])
+    again = plan.record_added_items(ds(user + [cp]), live)
+    assert again["metadata"]["annotations"][plan.ADDED_ITEMS_ANNOTATION] == body["metadata"]["annotations"][plan.ADDED_ITEMS_ANNOTATION]
+    release = plan.release_of(live)
+    assert release.restore == {"metadata": {"resourceVersion": "9"},
+                               "spec": {"template": {"spec": {"tolerations": user}}}}
+    assert release.apply == {"apiVersion": "apps/v1", "kind": "DaemonSet",
+                             "metadata": {"name": "agent", "namespace": "datadog"}}
+
+
+def test_release_without_added_items_is_only_the_empty_apply():
+    assert plan.release_of(ds([{"key": "a"}])).restore is None
+
+
+def test_user_view_strips_fields_only_kaudit_applied():
+    live = {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "datadog", "labels": {"app": "x", "kaudit.dev/collection": "c"},
+                     "managedFields": [
+                         {"manager": "helm", "operation": "Update", "fieldsV1": {
+                             "f:metadata": {"f:labels": {"f:app": {}}},
+                             "f:spec": {"f:template": {"f:spec": {"f:containers": {'k:{"name":"agent"}': {
+                                 ".": {}, "f:volumeMounts": {'k:{"mountPath":"/opt/datadog-agent/run"}': {}}}}}}}}},
+                         {"manager": "kaudit", "operation": "Apply", "fieldsV1": {
+                             "f:metadata": {"f:labels": {"f:kaudit.dev/collection": {}}},
+                             "f:spec": {"f:template": {"f:spec": {"f:containers": {'k:{"name":"agent"}': {
+                                 ".": {}, "f:volumeMounts": {
+                                     'k:{"mountPath":"/etc/datadog-agent/conf.d/kubernetes_audit.d"}': {}}}}}}}}},
+                     ]},
+        "spec": {"template": {"spec": {"containers": [{"name": "agent", "volumeMounts": [
+            {"name": "pointdir", "mountPath": "/opt/datadog-agent/run"},
+            {"name": "kaudit", "mountPath": "/etc/datadog-agent/conf.d/kubernetes_audit.d"}]}]}}},
+    }
+    view = plan.user_view(live)
+    assert view["metadata"]["labels"] == {"app": "x"}
+    # The user's pointdir mount stays (the renderer must reuse it); kaudit's own mount is gone.
+    assert view["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] == [
+        {"name": "pointdir", "mountPath": "/opt/datadog-agent/run"}]
+    assert live["metadata"]["labels"]["kaudit.dev/collection"] == "c"  # the input is not mutated
+
+
+def test_status_is_patched_only_when_it_changes_and_transition_time_is_kept():
+    conditions = [Condition("PolicyValid", "True", "Valid", "ok"), Condition("AgentConfigured", "True", "Applied", "ok")]
+    full = [summarise(conditions), *conditions]
+    first = render_conditions(full, previous=[], generation=1, now="T1")
+    second = render_conditions(full, previous=first, generation=1, now="T2")
+    assert first == second  # nothing changed: same dicts, same lastTransitionTime
+    desired = {"observedGeneration": 1, "conditions": second}
+    assert status_patch(desired, desired) is None
+    flipped = render_conditions([summarise([Condition("PolicyValid", "False", "InvalidPolicy", "bad")])],
+                                previous=first, generation=2, now="T3")
+    assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["reason"] == "InvalidPolicy"
+    # Keys kaudit stopped reporting are removed; kopf's own status keys are not touched.
+    assert status_patch({"agent": {}, "kopf": {"x": 1}}, {}) == {"status": {"agent": None}}
