@@ -222,6 +222,25 @@ def test_under_recorded_only_where_a_body_can_exist(tmp_path):
         written_size(events[3], "RequestResponse") + written_size(events[4], "RequestResponse"))
 
 
+def test_connect_and_log_subresources_are_not_under_recorded(tmp_path):
+    everything_rr = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n"
+    events = [
+        # kube-apiserver logs no body for these at any level (see test_simulate_sizes):
+        event(1, "Metadata", "ResponseComplete", "create", "u", uri="/api/v1/namespaces/a/pods/p/exec",
+              resource="pods", namespace="a", name="p", subresource="exec"),
+        event(2, "Metadata", "ResponseComplete", "get", "u", uri="/api/v1/namespaces/a/pods/p/log",
+              resource="pods", namespace="a", name="p", subresource="log"),
+        # an eviction is a create whose request and response bodies the Metadata recording left out
+        event(3, "Metadata", "ResponseComplete", "create", "u", uri="/api/v1/namespaces/a/pods/p/eviction",
+              resource="pods", namespace="a", name="p", subresource="eviction"),
+    ]
+    doc = simulate(loaded(everything_rr), [_write(tmp_path, events)])
+    # 1 under-recorded event (the eviction); all 3 are written, each at its re-levelled size.
+    assert doc["policy"]["totals"]["underRecordedEvents"] == 1
+    assert doc["policy"]["totals"]["underRecordedBytes"] == written_size(events[2], "RequestResponse")
+    assert doc["policy"]["totals"]["bytes"] == sum(written_size(e, "RequestResponse") for e in events)
+
+
 def test_report_matches_its_schema(scenario_report, tmp_path):
     schema = json.loads(resources.files("kaudit.simulate").joinpath("report.schema.json").read_text())
     jsonschema.validate(scenario_report[1], schema)

@@ -114,6 +114,31 @@ def test_bodies_missing():
     assert not bodies_missing(get, 3, 3)
 
 
+def test_no_body_is_missing_where_kube_apiserver_logs_none():
+    # Upstream (k8s.io/apiserver pkg/endpoints/handlers): request objects are logged only by the
+    # create, update, patch and delete handlers; the connect handler (rest.go ConnectResource,
+    # serving pods/exec, attach, portforward and the proxy subresources) logs none, and it writes
+    # no response through WriteObjectNegotiated, the one caller of audit.LogResponseObject.
+    for subresource, verb in (("exec", "create"), ("exec", "get"), ("attach", "create"),
+                              ("portforward", "create"), ("proxy", "get")):
+        connect = event(1, "Metadata", "ResponseComplete", verb, "u", resource="pods", subresource=subresource)
+        assert not bodies_missing(connect, 1, 2), subresource
+        assert not bodies_missing(connect, 1, 3), subresource
+    node_proxy = event(2, "Metadata", "ResponseComplete", "get", "u", resource="nodes", subresource="proxy")
+    assert not bodies_missing(node_proxy, 1, 3)
+    # pods/log returns a ResourceStreamer: WriteObjectNegotiated streams it and returns before
+    # audit.LogResponseObject, so no response body is ever logged for it.
+    logs = event(3, "Metadata", "ResponseComplete", "get", "u", resource="pods", subresource="log")
+    assert not bodies_missing(logs, 1, 3)
+    # An eviction is an ordinary create (create.go logs its body); a custom resource's own
+    # "proxy" subresource is served by the ordinary handlers.
+    eviction = event(4, "Metadata", "ResponseComplete", "create", "u", resource="pods", subresource="eviction")
+    assert bodies_missing(eviction, 1, 2) and bodies_missing(eviction, 1, 3)
+    custom = event(5, "Metadata", "ResponseComplete", "get", "u", resource="widgets", group="example.com",
+                   subresource="proxy")
+    assert bodies_missing(custom, 1, 3)
+
+
 def test_top_counter_is_exact_under_capacity_and_bounded_above():
     counter = TopCounter(capacity=10)
     for key in range(10):

@@ -46,6 +46,11 @@ BODY_VERBS = frozenset(("create", "update", "patch", "delete", "deletecollection
 # Only the events of these stages can carry bodies: RequestReceived is emitted before the
 # handler reads the body, ResponseStarted only for long-running requests before the response.
 BODY_STAGES = frozenset(("ResponseComplete", "Panic"))
+# Core-group subresources served without an audited body: the connect handlers (exec, attach,
+# port-forward, proxy) log neither a request nor a response object, and a pod's log is streamed,
+# which bypasses the response-object logging of ordinary replies.
+_CONNECT_SUBRESOURCES = frozenset(("exec", "attach", "portforward", "proxy"))
+_STREAMED_SUBRESOURCES = frozenset(("log",))
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _MANAGED_FIELDS_KEY = b'"managedFields":'
@@ -134,17 +139,21 @@ def bodies_missing(event: dict, recorded_rank: int, rank: int) -> bool:
     """Whether the recording level may have left out a body the candidate level would write.
 
     True only where a body can exist: a resource request's final event, a verb whose handler logs
-    a request body (for Request), any verb but watch (for the response at RequestResponse).
+    a request body (for Request), any verb but watch (for the response at RequestResponse); never
+    for the connect subresources (``pods/exec``...) nor the response of the streamed ``pods/log``.
     """
     if recorded_rank >= rank or event.get("stage") not in BODY_STAGES:
         return False
     object_ref = event.get("objectRef")
     if not isinstance(object_ref, dict) or not object_ref.get("resource"):
         return False
+    subresource = object_ref.get("subresource") if not object_ref.get("apiGroup") else None
+    if subresource in _CONNECT_SUBRESOURCES:
+        return False
     verb = event.get("verb")
     if rank >= RANK_REQUEST and recorded_rank < RANK_REQUEST and verb in BODY_VERBS:
         return True
-    return rank == RANK_REQUEST_RESPONSE and verb != "watch"
+    return rank == RANK_REQUEST_RESPONSE and verb != "watch" and subresource not in _STREAMED_SUBRESOURCES
 
 
 class SizeEstimator:
