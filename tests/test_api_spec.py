@@ -55,7 +55,7 @@ def test_pinned_agent_image_names_no_registry_host():
 
 def test_unsupported_mode_is_reported_with_its_path_and_the_supported_values():
     assert errors_of(collection({"agent": {"mode": "Foo"}})) == [
-        'spec.agent.mode: Unsupported value "Foo": supported values: '
+        'spec.agent.mode: Unsupported value: "Foo": supported values: '
         '"Managed", "DaemonSet", "DatadogAgent", "None"'
     ]
 
@@ -104,8 +104,8 @@ def test_log_file_must_be_a_file_in_a_directory_the_agent_can_mount(log_file, re
 def test_booleans_are_not_integers_and_integers_not_booleans():
     errors = errors_of(collection({"apiServer": {"logMaxAgeDays": True, "installPolicy": 1}}))
     assert errors == [
-        "spec.apiServer.logMaxAgeDays: Invalid value true: expected an integer",
-        "spec.apiServer.installPolicy: Invalid value 1: expected true or false",
+        "spec.apiServer.logMaxAgeDays: Invalid value: true: expected an integer",
+        "spec.apiServer.installPolicy: Invalid value: 1: expected true or false",
     ]
 
 
@@ -115,7 +115,7 @@ def test_metadata_name_is_required_and_short_enough_for_derived_names():
     assert errors_of(resource) == ["metadata.name: Required value: the AuditCollection needs a name"]
     long_name = "a" * (MAX_COLLECTION_NAME + 1)
     [error] = errors_of(collection(name=long_name))
-    assert error.startswith(f'metadata.name: Invalid value "{long_name}"')
+    assert error.startswith(f'metadata.name: Invalid value: "{long_name}"')
     # The longest derived name still fits a DNS label.
     assert len(f"kaudit-{'a' * MAX_COLLECTION_NAME}-policy-installer") == 63
 
@@ -125,8 +125,8 @@ def test_wrong_kind_and_api_version_are_reported():
     resource["apiVersion"] = "kaudit.dev/v1"
     resource["kind"] = "AuditPolicy"
     assert errors_of(resource) == [
-        'apiVersion: Unsupported value "kaudit.dev/v1": supported values: "kaudit.dev/v1alpha1"',
-        'kind: Unsupported value "AuditPolicy": supported values: "AuditCollection"',
+        'apiVersion: Unsupported value: "kaudit.dev/v1": supported values: "kaudit.dev/v1alpha1"',
+        'kind: Unsupported value: "AuditPolicy": supported values: "AuditCollection"',
     ]
 
 
@@ -174,3 +174,15 @@ def test_policy_rules_are_passed_through_for_the_engine_but_must_be_objects():
 def test_empty_managed_image_means_the_pinned_default():
     # The CRD documents an empty image as "the version this kaudit release pins".
     assert parse_collection(collection({"agent": {"managed": {"image": ""}}})).agent.managed.image == DEFAULT_AGENT_IMAGE
+
+
+def test_unsupported_values_are_worded_as_kubernetes_and_the_policy_engine_word_them():
+    # Kubernetes' field.NotSupported prints `Unsupported value: "X": supported values: "A", "B"`;
+    # the spec model and the policy engine must say the same thing for the same mistake.
+    from kaudit.policy.validation import validate_stages
+
+    [error] = errors_of(collection({"policy": {"omitStages": ["Sometimes"]}}))
+    [engine] = validate_stages(("Sometimes",), "spec.policy.omitStages")
+    assert error == str(engine) == (
+        'spec.policy.omitStages[0]: Unsupported value: "Sometimes": supported values: '
+        '"RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"')

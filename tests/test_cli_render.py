@@ -85,8 +85,8 @@ def test_invalid_input_is_one_line_per_field_path(capsys, tmp_path):
     code, out, err = run(capsys, "render", "-f", str(bad))
     assert code == 1 and out == ""
     assert err.splitlines() == [
-        "error: spec.apiServer.logMaxSizeMB: Invalid value -1: must be greater than or equal to 1",
-        'error: spec.agent.mode: Unsupported value "Foo": supported values: "Managed", "DaemonSet", '
+        "error: spec.apiServer.logMaxSizeMB: Invalid value: -1: must be greater than or equal to 1",
+        'error: spec.agent.mode: Unsupported value: "Foo": supported values: "Managed", "DaemonSet", '
         '"DatadogAgent", "None"',
     ]
 
@@ -116,7 +116,7 @@ def test_whole_process_never_prints_a_traceback(tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and result.stdout == ""
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith('error: metadata.name: Invalid value "Bad_Name"')
+    assert result.stderr.startswith('error: metadata.name: Invalid value: "Bad_Name"')
 
 
 def test_help_describes_every_option():
@@ -140,3 +140,23 @@ def test_existing_can_come_from_standard_input():
         input=HELM_DAEMONSET.read_text(), capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert [d for d in yaml.safe_load_all(result.stdout) if d][-1]["metadata"]["name"] == "datadog-agent"
+
+
+@pytest.mark.parametrize("option", ["-f", "--existing"])
+@pytest.mark.parametrize("content, expected", [
+    ("a: " + "[" * 200_000 + "]" * 200_000 + "\n", "nested too deeply"),  # libyaml's composer would segfault
+    ("".join("{a: " for _ in range(100_000)) + "1" + "}" * 100_000 + "\n", "nested too deeply"),
+    ("- a\n- b\n", "expected an AuditCollection object, got array"),
+    ("\x00\x01", "not valid YAML"),
+], ids=["deep-list", "deep-map", "list", "binary"])
+def test_hostile_input_is_one_line_in_a_whole_process(tmp_path, option, content, expected):
+    # Run as a separate process: a crash in the YAML library would otherwise take pytest down.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    args = ["-f", str(bad)] if option == "-f" else ["-f", str(EXAMPLES / "daemonset.yaml"), "--existing", str(bad)]
+    result = subprocess.run([sys.executable, "-m", "kaudit", "render", *args],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    if option == "-f" or "nested" in expected:
+        assert expected in result.stderr, result.stderr

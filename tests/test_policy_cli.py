@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from kaudit.cli import main
+from test_policy_lint import DATADOG_PAGE_POLICY
 
 VALID = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  nonResourceURLs: ['/healthz*']\n- level: Metadata\n"
 
@@ -132,8 +133,8 @@ def _cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
 )
 def test_bad_input_gives_one_line_and_exit_1(write, content, fragment):
     path = write("bad.yaml", content)
-    for command in (("policy", "validate", path), ("policy", "lint", path)):
-        proc = _cli(*command)
+    for command in (("policy", "validate", path), ("policy", "lint", path), ("policy", "eval", "--policy", path)):
+        proc = _cli(*command, stdin=b"")
         err = proc.stderr.decode()
         assert proc.returncode == 1, err
         assert "Traceback" not in err and len(err.splitlines()) == 1 and fragment in err, err
@@ -146,3 +147,49 @@ def test_missing_file_and_stdin(write):
     proc = _cli("policy", "eval", "--policy", write("p.yaml", VALID), stdin=b'{"verb": "get", "requestURI": "/healthz"}\n\xff\n')
     assert proc.returncode == 0
     assert [json.loads(line).get("rule", "error") for line in proc.stdout.decode().splitlines()] == [0, "error"]
+
+
+@pytest.mark.parametrize("kind", ["empty", "directory"])
+def test_empty_file_or_directory_as_policy_is_one_line_and_exit_1(tmp_path, write, kind):
+    path = write("empty.yaml", "") if kind == "empty" else str(tmp_path)
+    for command in (("policy", "validate", path), ("policy", "lint", path), ("policy", "eval", "--policy", path)):
+        proc = _cli(*command, stdin=b"")
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert err.startswith(f"{path}: "), err
+
+
+def test_validate_on_the_datadog_page_policy_loads_but_warns_about_the_nested_verbs(capsys, write):
+    # facts 1 and 10: kube-apiserver loads the file (exit 0) after dropping the nested key, so the
+    # problem is a warning with the key's field path; --strict turns it into a failure.
+    path = write("datadog.yaml", DATADOG_PAGE_POLICY)
+    code, out, err = run(capsys, "policy", "validate", path)
+    assert code == 0 and out == ""
+    assert err.splitlines() == [
+        f"{path}: warning: rules[3].resources[0].verbs: unknown field: 'verbs' belongs on the rule, not inside "
+        "a resources entry; kube-apiserver drops it silently, so this rule matches every verb"]
+    assert run(capsys, "policy", "validate", "--strict", path)[0] == 1
+    # As loaded, the pods rule logs reads too (the dropped verbs no longer limit it).
+    events = write("e.log", json.dumps({"verb": "get", "user": {"username": "u"},
+                                        "objectRef": {"resource": "pods", "namespace": "a", "name": "p"}}) + "\n")
+    _, out, _ = run(capsys, "policy", "eval", "--policy", path, "--events", events)
+    assert json.loads(out) == {"level": "RequestResponse", "omitStages": ["RequestReceived"],
+                               "omitManagedFields": False, "rule": 3}
+
+
+def test_read_custom_rules_takes_a_list_or_a_policys_rules(write):
+    from kaudit.cli.policy import read_custom_rules
+    from kaudit.errors import InvalidInput
+
+    assert read_custom_rules(None) == ()
+    assert read_custom_rules(write("none.yaml", "")) == ()
+    assert read_custom_rules(write("list.yaml", "- {level: None, users: [a]}\n")) == ({"level": "None", "users": ["a"]},)
+    assert read_custom_rules(write("p.yaml", VALID))[1] == {"level": "Metadata"}
+    for content, fragment in (("level: None\n", "must be a list of audit policy rules"), ("[", "invalid YAML")):
+        path = write("bad.yaml", content)
+        with pytest.raises(InvalidInput) as caught:
+            read_custom_rules(path)
+        [error] = caught.value.errors
+        assert error.path == path and fragment in error.message
+    with pytest.raises(InvalidInput):
+        read_custom_rules(write("missing", "x") + ".absent")

@@ -170,7 +170,7 @@ class _Reader:
         self.errors.append(FieldError(path, message))
 
     def invalid(self, path: str, value: Any, why: str) -> None:
-        self.fail(path, f"Invalid value {_quote(value)}: {why}")
+        self.fail(path, f"Invalid value: {_quote(value)}: {why}")
 
     def mapping(self, parent: dict, key: str, path: str, known: tuple[str, ...]) -> dict:
         """The object at ``parent[key]`` (absent or null = {}); unknown keys reported."""
@@ -208,7 +208,7 @@ class _Reader:
             return default
         if value not in allowed or not isinstance(value, str):
             supported = ", ".join(f'"{a}"' for a in allowed)
-            self.fail(f"{path}.{key}", f"Unsupported value {_quote(value)}: supported values: {supported}")
+            self.fail(f"{path}.{key}", f"Unsupported value: {_quote(value)}: supported values: {supported}")
             return default
         return value
 
@@ -217,7 +217,7 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(f"{path}.{key}", f"Invalid value {_quote(value)}: expected true or false")
+            self.fail(f"{path}.{key}", f"Invalid value: {_quote(value)}: expected true or false")
             return default
         return value
 
@@ -226,7 +226,7 @@ class _Reader:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"{path}.{key}", f"Invalid value {_quote(value)}: expected an integer")
+            self.fail(f"{path}.{key}", f"Invalid value: {_quote(value)}: expected an integer")
             return default
         if value < minimum:
             self.invalid(f"{path}.{key}", value, f"must be greater than or equal to {minimum}")
@@ -349,9 +349,9 @@ def parse_collection(resource: Any) -> AuditCollection:
     if not isinstance(resource, dict):
         raise InvalidInput([FieldError("", f"expected an AuditCollection object, got {_type_name(resource)}")])
     if resource.get("apiVersion") != API_VERSION:
-        r.fail("apiVersion", f"Unsupported value {_quote(resource.get('apiVersion'))}: supported values: \"{API_VERSION}\"")
+        r.fail("apiVersion", f"Unsupported value: {_quote(resource.get('apiVersion'))}: supported values: \"{API_VERSION}\"")
     if resource.get("kind") != KIND:
-        r.fail("kind", f"Unsupported value {_quote(resource.get('kind'))}: supported values: \"{KIND}\"")
+        r.fail("kind", f"Unsupported value: {_quote(resource.get('kind'))}: supported values: \"{KIND}\"")
     for key in sorted(set(resource) - {"apiVersion", "kind", "metadata", "spec", "status"}, key=str):
         r.fail(str(key), f'unknown field "{key}"')
     metadata = r.mapping(resource, "metadata", "metadata", tuple(resource.get("metadata") or {}))
@@ -405,11 +405,11 @@ def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
 
 def _parse_stages(r: _Reader, obj: dict, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
     supported = ", ".join(f'"{s}"' for s in STAGES)
-
-    def check(stage: str) -> str | None:
-        return None if stage in STAGES else f"supported values: {supported}"
-
-    stages = r.string_list(obj, "omitStages", path, default, check)
+    stages = r.string_list(obj, "omitStages", path, default)
+    for i, stage in enumerate(obj.get("omitStages") or ()):
+        if isinstance(stage, str) and stage not in STAGES:
+            r.fail(f"{path}.omitStages[{i}]", f"Unsupported value: {_quote(stage)}: supported values: {supported}")
+    stages = tuple(stage for stage in stages if stage in STAGES)
     # kube-apiserver treats the list as a set; keep the user's order, drop repeats.
     return tuple(dict.fromkeys(stages))
 

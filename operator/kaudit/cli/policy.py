@@ -218,7 +218,15 @@ def _register_render(subparsers) -> None:
     parser.set_defaults(func=run_render)
 
 
-def _custom_rules(path: str | None) -> tuple[dict, ...]:
+def read_custom_rules(path: str | None) -> tuple[dict, ...]:
+    """The custom rules in the file a ``--rules FILE`` option names, as plain mappings.
+
+    The file holds a YAML/JSON list of audit PolicyRule objects, or a whole Policy whose
+    ``rules`` are taken. No path (or an empty file) means no custom rules. The rules are not
+    validated here: ``compose_policy`` does that and names each problem ``rules[i]...``.
+    Raises :class:`InvalidInput` naming the file when it cannot be read or is not such a list.
+    Shared by ``kaudit policy render`` and ``kaudit policy simulate``.
+    """
     from kaudit.policy.loader import parse_document
 
     if not path:
@@ -241,7 +249,7 @@ def run_render(args: argparse.Namespace) -> int:
 
     options = PolicyOptions(
         profile=args.profile,
-        rules=_custom_rules(args.rules),
+        rules=read_custom_rules(args.rules),
         omit_read_only=args.omit_read_only,
         omit_stages=tuple(s.strip() for s in args.omit_stages.split(",") if s.strip()),
         omit_managed_fields=not args.keep_managed_fields,

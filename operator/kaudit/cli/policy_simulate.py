@@ -74,7 +74,7 @@ def register(policy_subparsers) -> argparse.ArgumentParser:
 
 def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool = False):
     """The candidate profile's options from the command line; a baseline profile as shipped."""
-    from kaudit.cli.policy import _custom_rules
+    from kaudit.cli.policy import read_custom_rules
     from kaudit.policy import PolicyOptions
 
     if as_shipped:
@@ -84,7 +84,7 @@ def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool
     )
     return PolicyOptions(
         profile=profile,
-        rules=_custom_rules(args.rules),
+        rules=read_custom_rules(args.rules),
         omit_read_only=args.omit_read_only,
         omit_stages=stages,
         omit_managed_fields=not args.keep_managed_fields,

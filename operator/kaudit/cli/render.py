@@ -68,9 +68,14 @@ def _read(path: str) -> str:
 def _documents(path: str, text: str) -> list:
     import yaml
 
+    from kaudit.policy.loader import check_nesting
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
+        check_nesting(text, loader, every_document=True)  # deep input would crash libyaml, not raise
         return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+    except ValueError as exc:
+        raise InvalidInput([FieldError(path, str(exc))]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path

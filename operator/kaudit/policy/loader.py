@@ -120,7 +120,7 @@ def parse_with_duplicates(text: str | bytes) -> tuple[Any, tuple[str, ...]]:
         raise ValueError("binary data (NUL byte) is not a YAML document")
     loader_class = _yaml_loader()
     try:
-        _check_depth(text, loader_class)
+        check_nesting(text, loader_class)
         loader = loader_class(text)
         try:
             node = loader.get_node() if loader.check_node() else None
@@ -141,11 +141,13 @@ def parse_with_duplicates(text: str | bytes) -> tuple[Any, tuple[str, ...]]:
         raise ValueError(f"document is nested too deeply (limit {MAX_DEPTH} levels)") from None
 
 
-def _check_depth(text: str, loader: type) -> None:
-    """Walk the parser's events of the first document and refuse deep nesting.
+def check_nesting(text: str, loader: type, *, every_document: bool = False) -> None:
+    """Walk the parser's events of the first document (or of all) and refuse deep nesting.
 
-    libyaml's composer recurses per nesting level and crashes the interpreter on very deep
-    input, so the depth is checked on the (iterative) event stream before composing.
+    libyaml's composer recurses per nesting level and crashes the interpreter (a segmentation
+    fault, not an exception) on very deep input, so the depth is checked on the (iterative)
+    event stream before composing. Raises ValueError; the parser's own YAMLError for malformed
+    input passes through.
     """
     import yaml
 
@@ -157,7 +159,7 @@ def _check_depth(text: str, loader: type) -> None:
                 raise ValueError(f"document is nested too deeply (more than {MAX_DEPTH} levels)")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
-        elif isinstance(event, yaml.DocumentEndEvent):
+        elif isinstance(event, yaml.DocumentEndEvent) and not every_document:
             return
 
 
@@ -264,12 +266,12 @@ def _check_type_meta(data: dict) -> list[FieldError]:
         return [FieldError("apiVersion", f'Required value: kube-apiserver needs apiVersion: {API_VERSION} and kind: {KIND}')]
     if api_version != API_VERSION:
         shown = api_version if isinstance(api_version, str) else repr(api_version)
-        return [FieldError("apiVersion", f'Unsupported value: "{shown}": kube-apiserver loads only {API_VERSION} '
+        return [FieldError("apiVersion", f'Unsupported value: "{shown}": supported values: "{API_VERSION}" '
                                          "(v1alpha1 and v1beta1 were removed in Kubernetes 1.24)")]
     if kind != KIND:
         if not kind:
             return [FieldError("kind", f'Required value: must be "{KIND}"')]
-        return [FieldError("kind", f'Unsupported value: "{kind}": must be "{KIND}"')]
+        return [FieldError("kind", f'Unsupported value: "{kind}": supported values: "{KIND}"')]
     return []
 
 
