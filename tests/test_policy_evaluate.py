@@ -6,6 +6,7 @@ Each corner case names the upstream function whose behaviour it pins down. Data 
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -260,3 +261,165 @@ def test_cached_event_path_agrees_with_plain_evaluation():
             event["objectRef"] = ref
         for _ in range(2):  # second call hits the cache
             assert evaluator.evaluate_event(event) is evaluator.evaluate(attributes_from_event(event))
+
+
+# --- The upstream checker test matrix (checker_test.go testAuditLevel, TestChecker,
+# TestCheckerPolicyOmitStages, TestUnionStages), case for case, with our own requests and rules.
+
+CAROL = dict(user="carol@example.com", groups=("people", "builders"))
+MATRIX_REQUESTS = {
+    "namespaced": RequestAttributes(**CAROL, verb="get", resource_request=True, namespace="shop", resource="pods",
+                                    name="web"),
+    "cluster": RequestAttributes(**CAROL, verb="get", resource_request=True, api_group="rbac.authorization.k8s.io",
+                                 resource="clusterroles", name="edit"),
+    "non_resource": RequestAttributes(**CAROL, verb="get", resource_request=False, path="/logs/apiserver.log"),
+    "subresource": RequestAttributes(**CAROL, verb="get", resource_request=True, namespace="shop", resource="pods",
+                                     subresource="log", name="web"),
+    "anonymous": RequestAttributes(user=None, groups=(), verb="get", resource_request=True, namespace="shop",
+                                   resource="pods", name="web"),
+    "role_status_update": RequestAttributes(**CAROL, verb="update", resource_request=True,
+                                            api_group="rbac.authorization.k8s.io", resource="clusterroles",
+                                            subresource="status", name="reviewer"),
+}
+MATRIX_RULES = {
+    "everything": {"level": "Metadata"},
+    "creates": {"level": "Request", "verbs": ["create"]},
+    "carol": {"level": "Metadata", "users": ["carol@example.com"]},
+    "people": {"level": "Metadata", "userGroups": ["people"]},
+    "service_accounts": {"level": "Request", "userGroups": ["system:serviceaccounts"]},
+    "get_pods": {"level": "RequestResponse", "verbs": ["get"], "resources": [{"resources": ["pods"]}]},
+    "get_pod_logs": {"level": "Request", "verbs": ["get"], "resources": [{"resources": ["pods/log"]}]},
+    "get_any": {"level": "Request", "verbs": ["get"], "resources": [{"resources": ["*"]}]},
+    "get_any_log": {"level": "Request", "verbs": ["get"], "resources": [{"resources": ["*/log"]}]},
+    "get_pods_any_sub": {"level": "Request", "verbs": ["get"], "resources": [{"resources": ["pods/*"]}]},
+    "get_cluster_roles": {"level": "RequestResponse", "verbs": ["get"], "namespaces": [""],
+                          "resources": [{"group": "rbac.authorization.k8s.io", "resources": ["clusterroles"]}]},
+    "update_status_any_group": {"level": "RequestResponse", "verbs": ["update"],
+                                "resources": [{"group": "*", "resources": ["*/status"]}]},
+    "get_log_urls": {"level": "RequestResponse", "verbs": ["get"], "nonResourceURLs": ["/logs*"]},
+    "get_metrics": {"level": "Request", "verbs": ["get"], "nonResourceURLs": ["/metrics"]},
+    "edit_role_by_name": {"level": "Request", "resources": [{"group": "rbac.authorization.k8s.io",
+                                                             "resources": ["clusterroles"], "resourceNames": ["edit"]}]},
+    "omit_received": {"level": "Request", "omitStages": ["RequestReceived"]},
+    "panic_only": {"level": "Request", "omitStages": ["RequestReceived", "ResponseStarted", "ResponseComplete"]},
+}
+# (request, expected level, rules in order): testAuditLevel's rows.
+LEVEL_MATRIX = [
+    ("namespaced", "Metadata", ["everything"]),
+    ("namespaced", "None", ["creates"]),
+    ("namespaced", "Metadata", ["carol"]),
+    ("namespaced", "Metadata", ["people"]),
+    ("namespaced", "None", ["service_accounts"]),
+    ("namespaced", "RequestResponse", ["get_pods"]),
+    ("namespaced", "None", ["get_cluster_roles"]),
+    ("namespaced", "None", ["get_log_urls"]),
+    ("namespaced", "None", ["get_metrics"]),
+    ("namespaced", "Metadata", ["get_metrics", "service_accounts", "everything"]),
+    ("namespaced", "RequestResponse", ["get_metrics", "get_pods", "everything"]),
+    ("namespaced", "RequestResponse", ["get_pod_logs", "get_pods"]),
+    ("cluster", "Metadata", ["everything"]),
+    ("cluster", "None", ["creates"]),
+    ("cluster", "Metadata", ["carol"]),
+    ("cluster", "Metadata", ["people"]),
+    ("cluster", "None", ["service_accounts"]),
+    ("cluster", "None", ["get_pods"]),
+    ("cluster", "RequestResponse", ["get_cluster_roles"]),
+    ("cluster", "Request", ["edit_role_by_name", "get_cluster_roles"]),
+    ("cluster", "None", ["get_log_urls"]),
+    ("cluster", "None", ["get_metrics"]),
+    ("cluster", "Metadata", ["get_metrics", "service_accounts", "everything"]),
+    ("cluster", "RequestResponse", ["get_metrics", "get_cluster_roles", "everything"]),
+    ("cluster", "None", ["get_pod_logs", "get_pods"]),
+    ("non_resource", "Metadata", ["everything"]),
+    ("non_resource", "None", ["creates"]),
+    ("non_resource", "Metadata", ["carol"]),
+    ("non_resource", "Metadata", ["people"]),
+    ("non_resource", "None", ["service_accounts"]),
+    ("non_resource", "None", ["get_pods"]),
+    ("non_resource", "None", ["get_cluster_roles"]),
+    ("non_resource", "RequestResponse", ["get_log_urls"]),
+    ("non_resource", "None", ["get_metrics"]),
+    ("non_resource", "Metadata", ["get_metrics", "service_accounts", "everything"]),
+    ("non_resource", "RequestResponse", ["get_log_urls", "get_cluster_roles", "everything"]),
+    ("non_resource", "None", ["get_pod_logs", "get_pods"]),
+    ("subresource", "Request", ["get_pod_logs", "get_pods"]),
+    ("subresource", "Request", ["get_any"]),
+    ("subresource", "Request", ["get_any_log"]),
+    ("subresource", "Request", ["get_pods_any_sub"]),
+    ("anonymous", "None", ["carol"]),
+    ("anonymous", "Metadata", ["carol", "everything"]),
+    ("anonymous", "None", ["people"]),
+    ("anonymous", "Metadata", ["people", "everything"]),
+    ("role_status_update", "RequestResponse", ["update_status_any_group"]),
+]
+TWO_POLICY_STAGES = ("RequestReceived", "ResponseStarted")
+
+
+def matrix_decision(request: str, rule_names: list[str], policy_stages=()):
+    pol = policy(*(MATRIX_RULES[name] for name in rule_names), omit_stages=policy_stages)
+    return Evaluator(pol).evaluate(MATRIX_REQUESTS[request])
+
+
+@pytest.mark.parametrize("policy_stages", [(), TWO_POLICY_STAGES], ids=["no-policy-stages", "policy-stages"])
+@pytest.mark.parametrize("request_name, expected, rule_names", LEVEL_MATRIX)
+def test_upstream_level_matrix(request_name, expected, rule_names, policy_stages):
+    # None of these rules omits stages, so the result carries exactly the policy's stages.
+    decision = matrix_decision(request_name, rule_names, policy_stages)
+    assert decision.level == expected
+    assert decision.omit_stages == frozenset(policy_stages)
+    # The audit-event path (what `kaudit policy eval` uses) decides the same.
+    pol = policy(*(MATRIX_RULES[name] for name in rule_names), omit_stages=policy_stages)
+    assert Evaluator(pol).evaluate_event(event_of(MATRIX_REQUESTS[request_name])) == decision
+
+
+def event_of(attrs: RequestAttributes) -> dict:
+    """The audit Event kube-apiserver writes for a request with these attributes."""
+    event: dict = {"verb": attrs.verb, "requestURI": attrs.path or "/api"}
+    if attrs.user is not None:
+        event["user"] = {"username": attrs.user, "groups": list(attrs.groups)}
+    if attrs.resource_request:
+        ref = {"resource": attrs.resource, "namespace": attrs.namespace, "apiGroup": attrs.api_group,
+               "subresource": attrs.subresource, "name": attrs.name}
+        event["objectRef"] = {key: value for key, value in ref.items() if value}
+    return event
+
+
+RR, RS, RC = "RequestReceived", "ResponseStarted", "ResponseComplete"
+
+
+@pytest.mark.parametrize("policy_stages, request_name, rule_names, expected_level, expected_stages", [
+    # TestChecker: a rule's own omitStages, no policy-level ones.
+    ((), "namespaced", ["omit_received", "get_pods", "everything"], "Request", {RR}),
+    ((), "namespaced", ["panic_only", "get_pods", "everything"], "Request", {RR, RS, RC}),
+    ((), "cluster", ["omit_received", "get_pods", "everything"], "Request", {RR}),
+    ((), "cluster", ["panic_only", "get_pods", "everything"], "Request", {RR, RS, RC}),
+    ((), "non_resource", ["omit_received", "get_pods", "everything"], "Request", {RR}),
+    ((), "non_resource", ["panic_only", "get_pods", "everything"], "Request", {RR, RS, RC}),
+    # TestCheckerPolicyOmitStages: the policy's stages are unioned into the matching rule's.
+    (TWO_POLICY_STAGES, "namespaced", ["omit_received", "get_pods", "everything"], "Request", {RR, RS}),
+    (TWO_POLICY_STAGES, "namespaced", ["panic_only", "get_pods", "everything"], "Request", {RR, RS, RC}),
+    (TWO_POLICY_STAGES, "cluster", ["omit_received", "get_pods", "everything"], "Request", {RR, RS}),
+    (TWO_POLICY_STAGES, "cluster", ["panic_only", "get_pods", "everything"], "Request", {RR, RS, RC}),
+    (TWO_POLICY_STAGES, "non_resource", ["everything", "omit_received", "get_pods"], "Metadata", {RR, RS}),
+    (TWO_POLICY_STAGES, "non_resource", ["panic_only", "get_pods", "everything"], "Request", {RR, RS, RC}),
+])
+def test_upstream_omit_stages_rows(policy_stages, request_name, rule_names, expected_level, expected_stages):
+    decision = matrix_decision(request_name, rule_names, policy_stages)
+    assert (decision.level, decision.omit_stages) == (expected_level, frozenset(expected_stages))
+
+
+@pytest.mark.parametrize("policy_stages, rule_stages, expected", [
+    # TestUnionStages, through the evaluator: set union, repeats collapse.
+    ((), (), set()),
+    ((RR,), (), {RR}),
+    ((RR,), (RR,), {RR}),
+    ((RR,), (RS,), {RR, RS}),
+    ((RR, RR), (RR, RR), {RR}),
+    ((RR, RS), ("Panic", RR), {RR, RS, "Panic"}),
+    ((), (RR,), {RR}),
+])
+def test_upstream_stage_union(policy_stages, rule_stages, expected):
+    pol = policy({"level": "Metadata", "omitStages": list(rule_stages)}, omit_stages=policy_stages)
+    decision = Evaluator(pol).evaluate(POD_GET)
+    assert decision.omit_stages == frozenset(expected)
+    assert json.loads(Evaluator(pol).decision_json(decision))["omitStages"] == sorted(expected)  # no repeats

@@ -207,3 +207,70 @@ def test_alias_bomb_stays_cheap():
     result = load_policy(text)
     assert result.ok and len(result.policy.rules) == 2
     assert "x0.k" in result.duplicate_fields and "x8" in result.unknown_fields
+
+
+# --- The upstream validation table (validation_test.go TestValidatePolicy), with our own data.
+
+VALID_RULES = [
+    {"level": "Metadata"},  # a level alone
+    {"level": "None", "userGroups": ["system:serviceaccounts", "system:nodes"]},
+    {"level": "RequestResponse", "verbs": ["get"], "namespaces": ["kube-system"],
+     "resources": [{"group": "rbac.authorization.k8s.io", "resources": ["roles", "rolebindings"]}]},
+    {"level": "Metadata", "userGroups": ["developers"], "nonResourceURLs": ["/logs*", "/healthz*", "/metrics", "*"]},
+    {"level": "Metadata", "omitStages": ["RequestReceived"]},
+]
+INVALID_RULES = {
+    "empty rule": ({}, "rules[0].level"),
+    "missing level": ({"verbs": ["get"], "resources": [{"resources": ["secrets"]}], "namespaces": ["kube-system"]},
+                      "rules[0].level"),
+    "unknown level": ({"level": "Verbose"}, "rules[0].level"),
+    "URLs and namespaces": ({"level": "Metadata", "namespaces": ["default"], "nonResourceURLs": ["/logs*"]},
+                            "rules[0].nonResourceURLs"),
+    "URLs and resources": ({"level": "Metadata", "resources": [{"resources": ["secrets"]}],
+                            "nonResourceURLs": ["/logs*"]}, "rules[0].nonResourceURLs"),
+    "group with version": ({"level": "Metadata", "resources": [{"group": "apps/v1", "resources": ["deployments"]}]},
+                           "rules[0].resources[0].group"),
+    "URL without slash": ({"level": "Metadata", "nonResourceURLs": ["metrics", "/healthz*"]},
+                          "rules[0].nonResourceURLs[0]"),
+    "empty URL": ({"level": "Metadata", "nonResourceURLs": ["", "/healthz*"]}, "rules[0].nonResourceURLs[0]"),
+    "two stars": ({"level": "Metadata", "nonResourceURLs": ["/debug/*/*", "/metrics"]}, "rules[0].nonResourceURLs[0]"),
+    "inner star": ({"level": "Metadata", "nonResourceURLs": ["/debug/*.txt", "/metrics"]},
+                   "rules[0].nonResourceURLs[0]"),
+    "names without resources": ({"level": "Metadata", "verbs": ["get"], "namespaces": ["kube-system"],
+                                 "resources": [{"resourceNames": ["leader"]}]}, "rules[0].resources[0].resourceNames"),
+    "unknown stage": ({"level": "Metadata", "omitStages": ["Sometimes"]}, "rules[0].omitStages[0]"),
+}
+
+
+def as_policy(rules: list[dict], **extra) -> dict:
+    return {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", **extra, "rules": rules}
+
+
+@pytest.mark.parametrize("rules", [[rule] for rule in VALID_RULES] + [VALID_RULES], ids=lambda r: f"{len(r)} rule(s)")
+def test_upstream_valid_rules_load(rules):
+    assert load_policy(as_policy(rules)).ok
+    assert load_policy(as_policy(rules, omitStages=["RequestReceived"])).ok
+
+
+def test_upstream_policies_without_rules_validate_but_do_not_load():
+    # ValidatePolicy accepts an empty Policy and one with only omitStages; the loader then refuses
+    # zero rules (reader.go), so neither reaches kube-apiserver.
+    from kaudit.policy.model import Policy
+    from kaudit.policy.validation import validate_policy
+
+    assert validate_policy(Policy()) == [] and validate_policy(Policy(omit_stages=("RequestReceived",))) == []
+    for extra in ({}, {"omitStages": ["RequestReceived"]}):
+        assert [e.path for e in load_policy(as_policy([], **extra)).errors] == ["rules"]
+
+
+@pytest.mark.parametrize("rule, path", INVALID_RULES.values(), ids=INVALID_RULES.keys())
+def test_upstream_invalid_rules_are_refused_at_their_path(rule, path):
+    result = load_policy(as_policy([rule]))
+    assert not result.ok and path in [e.path for e in result.errors], result.errors
+
+
+def test_upstream_invalid_rule_after_valid_ones_and_invalid_policy_stages():
+    result = load_policy(as_policy(VALID_RULES + [{}]))
+    assert [str(e) for e in result.errors] == [f"rules[{len(VALID_RULES)}].level: Required value"]
+    result = load_policy(as_policy([{"level": "Metadata"}], omitStages=["Sometimes"]))
+    assert [e.path for e in result.errors] == ["omitStages[0]"]
