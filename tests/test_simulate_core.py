@@ -184,6 +184,21 @@ def test_only_malformed_lines_is_not_fatal(tmp_path):
     assert "not an audit Event" in doc["input"]["malformedExamples"][1]
 
 
+def test_an_unknown_stage_is_a_malformed_line(tmp_path):
+    # audit.k8s.io/v1 knows four stages (RequestReceived, ResponseStarted, ResponseComplete, Panic);
+    # anything else, or a stage that is not a string, is not an event kube-apiserver wrote.
+    good = event(1, "Metadata", "ResponseComplete", "get", "u", resource="pods")
+    odd = [dict(good, stage=f"Stage{n}") for n in range(3)] + [dict(good, stage=["ResponseComplete"])]
+    # A level that is not a string (unhashable, even) is malformed too, not a crash.
+    odd += [dict(good, level=["Metadata"]), dict(good, level={"name": "Metadata"})]
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"".join(line(ev) for ev in [good, *odd]))
+    doc = simulate(loaded(POLICY), [str(path)])
+    assert doc["input"]["events"] == 1 and doc["input"]["malformedLines"] == 6
+    assert doc["input"]["eventsByStage"] == {"ResponseComplete": 1}
+    assert "not an audit Event" in doc["input"]["malformedExamples"][0]
+
+
 def test_unrecorded_request_received_stage(tmp_path):
     # The recording omitted RequestReceived; a candidate without omitStages writes that stage too.
     # Each final-stage event stands for one RequestReceived event: two here (e1, e2 below).

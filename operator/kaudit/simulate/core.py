@@ -23,6 +23,9 @@ from kaudit.simulate.sizes import (
 )
 
 MALFORMED_EXAMPLES = 5
+# Only kube-apiserver's own stage names are accepted: the per-stage counts are keyed by stage, so
+# arbitrary strings there would make them grow with the input.
+_STAGE_NAMES = frozenset(STAGES)
 WRITTEN_LEVELS = LEVELS[1:]
 _REQUEST_BODY_VERBS = frozenset(("create", "update", "patch"))
 
@@ -242,7 +245,8 @@ class Simulation:
             return
         recorded = event.get("level")
         stage = event.get("stage")
-        if recorded not in LEVEL_RANK or recorded == "None" or stage.__class__ is not str or "verb" not in event:
+        if (recorded.__class__ is not str or recorded not in LEVEL_RANK or recorded == "None"
+                or stage.__class__ is not str or stage not in _STAGE_NAMES or "verb" not in event):
             self._malformed("not an audit Event (needs level, stage and verb)")
             return
         try:
