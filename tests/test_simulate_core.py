@@ -218,6 +218,33 @@ def test_unrecorded_request_received_stage(tmp_path):
     assert any("no RequestReceived events" in w for w in doc["warnings"])
 
 
+def test_unrecorded_response_started_stage(tmp_path):
+    # kube-apiserver writes a ResponseStarted event only for long-running requests (its
+    # LongRunningFunc: the verbs watch and proxy, the subresources attach, exec, proxy, log and
+    # portforward). The recording below omitted that stage but kept RequestReceived.
+    watch = event(1, "Metadata", "ResponseComplete", "watch", "u", uri="/api/v1/pods?watch=1", resource="pods")
+    exec_ = event(2, "Metadata", "ResponseComplete", "create", "u", uri="/api/v1/namespaces/a/pods/p/exec",
+                  resource="pods", namespace="a", name="p", subresource="exec")
+    get = event(3, "Metadata", "ResponseComplete", "get", "u", uri="/api/v1/pods", resource="pods")
+    received = [dict(ev, stage="RequestReceived") for ev in (watch, exec_, get)]
+    for ev in received:
+        del ev["responseStatus"]
+    events = received + [watch, exec_, get]
+    log = _write(tmp_path, events)
+    doc = simulate(loaded(EVERYTHING_METADATA), [log])
+    # Two long-running requests, two ResponseStarted events; each is its final event with the
+    # stage renamed (same metadata and response status; no bodies at Metadata anyway).
+    started = [len(line(dict(ev, stage="ResponseStarted"))) for ev in (watch, exec_)]
+    assert doc["policy"]["unrecordedStages"] == {"ResponseStarted": {"events": 2, "approximateBytes": sum(started)}}
+    assert doc["policy"]["totals"]["events"] == 6  # not added to the totals
+    assert any("no ResponseStarted events" in w for w in doc["warnings"])
+    # A policy that omits the stage writes none; an input that has the stage needs no estimate.
+    omitting = EVERYTHING_METADATA.replace("rules:", "omitStages: [ResponseStarted]\nrules:")
+    assert simulate(loaded(omitting), [log])["policy"]["unrecordedStages"] == {}
+    with_stage = _write(tmp_path, events + [dict(watch, stage="ResponseStarted")], name="with-stage.log")
+    assert simulate(loaded(EVERYTHING_METADATA), [with_stage])["policy"]["unrecordedStages"] == {}
+
+
 def test_under_recorded_only_where_a_body_can_exist(tmp_path):
     everything_rr = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n"
     events = [

@@ -28,6 +28,10 @@ MALFORMED_EXAMPLES = 5
 _STAGE_NAMES = frozenset(STAGES)
 WRITTEN_LEVELS = LEVELS[1:]
 _REQUEST_BODY_VERBS = frozenset(("create", "update", "patch"))
+# kube-apiserver's long-running requests (its LongRunningFunc): these verbs, and these subresources
+# of any resource. Only they get a ResponseStarted event, one per request.
+_LONG_RUNNING_VERBS = frozenset(("watch", "proxy"))
+_LONG_RUNNING_SUBRESOURCES = frozenset(("attach", "exec", "proxy", "log", "portforward"))
 
 
 # A policy's decision for a request's attributes (the policy engine's ``Evaluator.evaluate``): an
@@ -60,13 +64,17 @@ def sensitive_bodies(catalog: Iterable[tuple[str, str]]) -> dict[tuple[str, str]
     return table
 
 
+def is_long_running(event: dict) -> bool:
+    ref = event.get("objectRef")
+    subresource = ref.get("subresource") if isinstance(ref, dict) and ref.get("resource") else None
+    return event.get("verb") in _LONG_RUNNING_VERBS or subresource in _LONG_RUNNING_SUBRESOURCES
+
+
 class RuleTally:
-    __slots__ = ("matched", "written", "omitted", "bytes", "under_recorded", "gap_events", "gap_bytes")
+    __slots__ = ("matched", "written", "omitted", "bytes", "under_recorded")
 
     def __init__(self) -> None:
         self.matched = self.written = self.omitted = self.bytes = self.under_recorded = 0
-        # Final-stage events whose RequestReceived event the policy would also write.
-        self.gap_events = self.gap_bytes = 0
 
 
 class PolicyTally:
@@ -84,6 +92,9 @@ class PolicyTally:
         self.top = TopCounter(top_capacity)
         self.exposure = TopCounter(top_capacity)
         self.exposure_events = 0
+        # Per stage: [events, approximate bytes] the policy would write in that stage, counted from
+        # each request's final event — reported only when the input lacks the stage altogether.
+        self.stage_gaps = {"RequestReceived": [0, 0], "ResponseStarted": [0, 0]}
 
     def rule_tally(self, rule: int | None) -> RuleTally:
         return self.rules[-1] if rule is None else self.rules[rule]
@@ -115,13 +126,15 @@ REQUEST_CACHE_SIZE = 10_000
 class _Request:
     """What every event of one request shape shares: the decisions, the source, the sensitivity."""
 
-    __slots__ = ("decision", "base", "source", "sensitive")
+    __slots__ = ("decision", "base", "source", "sensitive", "long_running")
 
-    def __init__(self, decision: Any, base: Any, source: tuple[str, str, str], sensitive: tuple[bool, bool] | None):
+    def __init__(self, decision: Any, base: Any, source: tuple[str, str, str], sensitive: tuple[bool, bool] | None,
+                 long_running: bool = False):
         self.decision = decision
         self.base = base
         self.source = source  # (user, verb, resource label) for the top-source and level-change tables
         self.sensitive = sensitive
+        self.long_running = long_running
 
 
 class Simulation:
@@ -221,7 +234,8 @@ class Simulation:
         if isinstance(ref, dict) and ref.get("resource"):
             resource = ref["resource"] + ("/" + ref["subresource"] if ref.get("subresource") else "")
             sensitive = self.sensitive.get((ref.get("apiGroup") or "", resource))
-        request = _Request(decision, base, (username if isinstance(username, str) else "", verb, label), sensitive)
+        request = _Request(decision, base, (username if isinstance(username, str) else "", verb, label), sensitive,
+                           is_long_running(event))
         if key is not None:
             if len(self._requests) >= self.request_cache_size:
                 self._requests.clear()
@@ -302,9 +316,15 @@ class Simulation:
             rule.under_recorded += 1
             tally.level_under[level] += 1
             tally.under_recorded_bytes += size
-        if stage in BODY_STAGES and "RequestReceived" not in decision.omit_stages:
-            rule.gap_events += 1
-            rule.gap_bytes += self.estimator.request_received_size(content, event, level)
+        if stage in BODY_STAGES:
+            if "RequestReceived" not in decision.omit_stages:
+                gap = tally.stage_gaps["RequestReceived"]
+                gap[0] += 1
+                gap[1] += self.estimator.request_received_size(content, event, level)
+            if request.long_running and stage == "ResponseComplete" and "ResponseStarted" not in decision.omit_stages:
+                gap = tally.stage_gaps["ResponseStarted"]
+                gap[0] += 1
+                gap[1] += self.estimator.response_started_size(content, event, level)
         tally.top.add(request.source, size)
         if request.sensitive is not None and rank >= RANK_REQUEST and stage in BODY_STAGES:
             self._exposure(tally, request, rank, level)

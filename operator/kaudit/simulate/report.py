@@ -72,12 +72,10 @@ def policy_report(tally: PolicyTally, source: PolicySource, top: int, input_stag
             "bytes": rule_tally.bytes,
             "underRecordedEvents": rule_tally.under_recorded,
         })
-    unrecorded: dict[str, Any] = {}
-    gap_events = sum(r.gap_events for r in tally.rules)
-    if gap_events and not input_stages.get("RequestReceived"):
-        unrecorded["RequestReceived"] = {
-            "events": gap_events, "approximateBytes": sum(r.gap_bytes for r in tally.rules),
-        }
+    unrecorded: dict[str, Any] = {
+        stage: {"events": events, "approximateBytes": approximate}
+        for stage, (events, approximate) in tally.stage_gaps.items() if events and not input_stages.get(stage)
+    }
     return {
         "source": source.description,
         "hash": source.hash,

@@ -224,3 +224,12 @@ class SizeEstimator:
         if "responseStatus" in event:
             size -= len("responseStatus") + 4 + go_json_len(event["responseStatus"])
         return size
+
+    def response_started_size(self, content: bytes, event: dict, level: str) -> int:
+        """Approximate size of the ResponseStarted event of the long-running request ``event`` completed.
+
+        That event has the response status but no bodies (a long-running request logs none) and
+        names another stage; the rest of the metadata is the same.
+        """
+        size = self.size(content, event, RANK_METADATA, level, False)
+        return size + len("ResponseStarted") - len(event.get("stage", ""))
