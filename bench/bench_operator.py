@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import tempfile
 import statistics
 import sys
 import time
@@ -28,10 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import kmock  # noqa: E402
+import yaml  # noqa: E402
 
 from kaudit.render import render  # noqa: E402
 from operator_support import (COLLECTIONS, ApplyEmulator, collection, is_ready, prepare, running_operator,  # noqa: E402
                               runtime_for, until, writes)
+
+
+def handled(server, name: str) -> bool:
+    meta = server.objects[COLLECTIONS, None, name]["metadata"]
+    return "kaudit.dev/last-handled-configuration" in (meta.get("annotations") or {})
 
 
 def rss_mib() -> float:
@@ -65,15 +73,14 @@ async def main(cycles: int) -> None:
             start = len(list(server))
             await server.post("/apis/kaudit.dev/v1alpha1/auditcollections", json=collection("probe"))
             await until(lambda: is_ready(server, "probe"))
-            await until(lambda: "kaudit.dev/last-handled-configuration" in (
-                server.objects[COLLECTIONS, None, "probe"]["metadata"].get("annotations") or {}))
+            await until(lambda: handled(server, "probe"))
             await asyncio.sleep(0.3)  # let the drift events from kaudit's own applies settle
             reads, writes_ = operator_requests(server, start)
             writes_ -= 1  # the benchmark's own POST
             reconciles = sum(runtime.metrics.reconciles.values())
             status_patches = sum(1 for r in writes(server, start) if r.url.path.endswith("/status"))
             print(f"objects rendered: {objects}")
-            print(f"create: {reconciles} reconciles (1 create + drift events of kaudit's own applies), "
+            print(f"create: {reconciles} reconcile(s) (watch events of kaudit's own applies are recognised and skipped), "
                   f"{reads} reads, {writes_} writes = {objects} applies + {status_patches} status patch(es) "
                   f"+ {writes_ - objects - status_patches} kopf bookkeeping patch(es)")
             print(f"per reconcile: {reads / reconciles:.1f} reads, {writes_ / reconciles:.2f} writes")
@@ -92,21 +99,28 @@ async def main(cycles: int) -> None:
                     stuck += 1
                 else:
                     latencies.append(time.perf_counter() - began)
+                await until(lambda: handled(server, name))  # kopf's own bookkeeping, after Ready
                 await server.delete(f"/apis/kaudit.dev/v1alpha1/auditcollections/{name}")
                 await until(lambda: server.objects[COLLECTIONS, None, name].history[-1] is None)
-                await asyncio.sleep(0.05)  # let kopf drop the deleted collection from its index
+                # kmock matches each request against its whole request log (quadratic over a long
+                # run); a fresh log per cycle keeps the mock, not the operator, out of the figures.
+                server._requests.clear()
             latencies.sort()
             p95 = latencies[max(0, int(len(latencies) * 0.95) - 1)]
             print(f"cycles not Ready within 2 s: {stuck} of {cycles}")
             print(f"create→Ready over {len(latencies)} cycles: median {statistics.median(latencies) * 1000:.1f} ms, "
                   f"p95 {p95 * 1000:.1f} ms")
 
-        # Idle: one converged collection, the resync timer compressed.
-        await server.post("/apis/kaudit.dev/v1alpha1/auditcollections", json=collection("idle"))
+            await server.post("/apis/kaudit.dev/v1alpha1/auditcollections", json=collection("idle"))
+            await until(lambda: is_ready(server, "idle") and handled(server, "idle"))
+
+        # Idle: one converged collection, after an operator restart, with the resync compressed.
         runtime = runtime_for(server, resync_interval=0.05)
+        start = len(list(server))
         async with running_operator(server, runtime):
-            await until(lambda: is_ready(server, "idle"))
-            await asyncio.sleep(0.5)
+            await until(lambda: runtime.metrics.reconciles.get(("resume", "ready"), 0) >= 1)
+            _, restart_writes = operator_requests(server, start)
+            print(f"restart: {restart_writes} writes")
             start = len(list(server))
             before = runtime.metrics.reconciles.copy()
             await asyncio.sleep(3.0)
@@ -114,7 +128,35 @@ async def main(cycles: int) -> None:
                 sum(v for k, v in before.items() if k[0] == "resync")
             _, idle_writes = operator_requests(server, start)
             print(f"idle: {resyncs} resyncs, {idle_writes} writes")
-            print(f"idle RSS (operator + kmock + renderer in one process): {rss_mib():.1f} MiB")
+            print(f"RSS of this process (operator + kmock and its request log + renderer): {rss_mib():.1f} MiB")
+
+        print(f"idle RSS of 'kaudit run' as its own process: {await subprocess_rss(server):.1f} MiB")
+
+
+async def subprocess_rss(server) -> float:
+    """Run the real command against the mock (plain HTTP kubeconfig) and read its RSS once idle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": str(server.url).rstrip("/")}}],
+            "users": [{"name": "kmock", "user": {"token": "bench"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+        }))
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": "kaudit-system"}
+        start = len(list(server))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kaudit", "run", "--standalone", "--liveness-port", "0", "--metrics-port", "0",
+            "--log-format", "text", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=open(os.environ.get("KAUDIT_BENCH_LOG", os.devnull), "w"))
+        try:
+            # The resume reconcile of "idle" ends with the pods listing; then the operator idles.
+            await until(lambda: any("/pods" in r.url.path for r in list(server)[start:]), timeout=30)
+            await asyncio.sleep(2.0)
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+        finally:
+            process.terminate()
+            await process.wait()
 
 
 if __name__ == "__main__":

@@ -77,12 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
-    asyncio.run(kopf.operator(
-        registry=registry,
-        clusterwide=True,
-        standalone=args.standalone,
-        peering_name=args.peering,
-        priority=priority,
-        liveness_endpoint=liveness,
-    ))
+    # A peering name makes peering mandatory in kopf: replicas never run unpeered and fight.
+    peering = {"standalone": True} if args.standalone else {"peering_name": args.peering, "priority": priority}
+    asyncio.run(kopf.operator(registry=registry, clusterwide=True, liveness_endpoint=liveness, **peering))
     return 0

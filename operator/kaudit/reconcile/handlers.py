@@ -96,6 +96,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             settings.watching.label_selectors[resource.group, resource.version, resource.plural] = COLLECTION_LABEL
         # kaudit posts its own Events for changes and refusals; kopf only for its warnings.
         settings.posting.level = logging.WARNING
+        # kopf waits this long for more events of an object before handling them (default 0.1 s).
+        # AuditCollections change rarely and the bursts of child events that kaudit's own applies
+        # cause are recognised and skipped, so a short window mostly shortens create→Ready.
+        settings.batching.batch_window = 0.02
 
     @kopf.on.login(**collection_kwargs)
     async def login(**kwargs: Any) -> Any:
@@ -116,10 +120,16 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     def collections(name: str, body: kopf.Body, **_: Any) -> dict:
         return {name: plain(body)}
 
-    async def run(trigger: str, body: dict, others: list[dict]) -> Outcome:
+    async def run(trigger: str, body: dict | None, others: list[dict], *, latest: Any = None) -> Outcome | None:
+        """Reconcile ``body``, or (``latest``) the freshest state of a collection, with metrics."""
         started = time.monotonic()
         try:
-            outcome = await runtime.reconciler.reconcile(body, others=others)
+            if latest is not None:
+                outcome = await runtime.reconciler.reconcile_latest(latest[0], latest[1])
+                if outcome is None:
+                    return None
+            else:
+                outcome = await runtime.reconciler.reconcile(body, others=others)
         except TransientApiError as exc:
             runtime.metrics.reconciled(trigger, "error", time.monotonic() - started, 0)
             raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=runtime.transient_delay)
@@ -142,17 +152,26 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def resumed(body: kopf.Body, collections: kopf.Index, **_: Any) -> None:
         await run("resume", plain(body), all_collections(collections))
 
+    def freshest(collections: kopf.Index, name: str) -> tuple[str, Callable[[], tuple[dict | None, list[dict]]]]:
+        def lookup() -> tuple[dict | None, list[dict]]:
+            bodies = all_collections(collections)
+            body = next((b for b in bodies if b["metadata"]["name"] == name), None)
+            if body is not None and body["metadata"].get("deletionTimestamp"):
+                body = None
+            return body, bodies
+        return name, lookup
+
     async def resync_forever(collections: kopf.Index) -> None:
         # A plain task rather than @kopf.timer: kopf puts a finalizer on every object a timer
         # serves, and kaudit wants one only where it has something to hand back.
         while True:
             await asyncio.sleep(runtime.resync_interval)
-            bodies = all_collections(collections)
-            for body in bodies:
+            for body in all_collections(collections):
+                name = body["metadata"]["name"]
                 try:
-                    await run("resync", body, bodies)
+                    await run("resync", None, [], latest=freshest(collections, name))
                 except kopf.TemporaryError as exc:
-                    logger.warning("resync of %s failed: %s", body["metadata"]["name"], exc)
+                    logger.warning("resync of %s failed: %s", name, exc)
 
     @kopf.on.startup(**collection_kwargs)
     async def start_resync(collections: kopf.Index, **_: Any) -> None:
@@ -174,25 +193,24 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         # Another AuditCollection waiting in Conflict may now be the active one.
         if type != "DELETED":
             return
-        remaining = [c for c in all_collections(collections) if c["metadata"]["name"] != name]
-        for other in remaining:
-            await run("successor", other, remaining)
+        for other in all_collections(collections):
+            if other["metadata"]["name"] != name:
+                await run("successor", None, [], latest=freshest(collections, other["metadata"]["name"]))
 
     for resource in r.CHILD_RESOURCES:
         @kopf.on.event(resource.group, resource.version, resource.plural,
                        labels={COLLECTION_LABEL: kopf.PRESENT}, id=f"drift-{resource.plural}",
                        **collection_kwargs)
-        async def child_changed(type: str | None, labels: kopf.Labels, collections: kopf.Index,
-                                **_: Any) -> None:
+        async def child_changed(type: str | None, body: kopf.Body, labels: kopf.Labels,
+                                collections: kopf.Index, **_: Any) -> None:
             if type is None:  # the initial listing: resume handlers cover it
                 return
+            if type != "DELETED" and runtime._reconciler is not None \
+                    and runtime._reconciler.is_own_echo(plain(body)):
+                return  # the watch event of kaudit's own apply: nothing drifted
             owner = labels.get(COLLECTION_LABEL)
-            bodies = all_collections(collections)
-            parent = next((c for c in bodies if c["metadata"]["name"] == owner), None)
-            if parent is None or parent["metadata"].get("deletionTimestamp"):
-                return
             try:
-                await run("drift", parent, bodies)
+                await run("drift", None, [], latest=freshest(collections, owner))
             except kopf.TemporaryError as exc:
                 # Event handlers are not retried; the resync timer catches up.
                 logger.warning("drift reconcile of %s failed: %s", owner, exc)
