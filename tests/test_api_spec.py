@@ -186,3 +186,16 @@ def test_unsupported_values_are_worded_as_kubernetes_and_the_policy_engine_word_
     assert error == str(engine) == (
         'spec.policy.omitStages[0]: Unsupported value: "Sometimes": supported values: '
         '"RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"')
+
+
+def test_unknown_keys_in_custom_policy_rules_are_errors():
+    # The CRD keeps unknown keys inside spec.policy.rules (preserve-unknown-fields) so that kaudit
+    # can refuse them: kube-apiserver would drop them silently and widen the rule (facts 10),
+    # e.g. the Datadog page's `verbs` inside a resources entry (facts 1).
+    errors = errors_of(collection({"policy": {"rules": [
+        {"level": "None", "verb": ["watch"]},
+        {"level": "RequestResponse", "resources": [{"group": "", "resources": ["pods"], "verbs": ["create"]}]},
+        {"level": "Metadata", "users": ["a"], "resources": [{"group": "apps", "resourceNames": ["x"]}]},
+    ]}}))
+    assert [e.split(": ")[0] for e in errors] == ["spec.policy.rules[0].verb", "spec.policy.rules[1].resources[0].verbs"]
+    assert 'unknown field "verb"' in errors[0] and "belongs on the rule" in errors[1]

@@ -423,3 +423,31 @@ def test_upstream_stage_union(policy_stages, rule_stages, expected):
     decision = Evaluator(pol).evaluate(POD_GET)
     assert decision.omit_stages == frozenset(expected)
     assert json.loads(Evaluator(pol).decision_json(decision))["omitStages"] == sorted(expected)  # no repeats
+
+
+def test_event_caches_are_bounded_and_reducing_users_keeps_every_answer(monkeypatch):
+    # A log with many distinct users must not grow the caches without bound (500k entries took
+    # hundreds of MB), and folding unnamed users into one key must not change any decision.
+    from kaudit.policy import evaluate as evaluate_module
+
+    pol = policy({"level": "None", "users": ["system:kube-proxy", ""], "verbs": ["watch"]},
+                 {"level": "Request", "userGroups": ["devs", "ops"], "resources": [{"resources": ["pods"]}]},
+                 {"level": "RequestResponse", "userGroups": ["ops"]},
+                 {"level": "Metadata"})
+    many_users = [{"verb": verb, "requestURI": "/api", "objectRef": {"resource": "pods", "namespace": "a"},
+                   **({} if i % 7 == 0 else {"user": {"username": ["", "system:kube-proxy", f"user{i}"][i % 3],
+                                                      "groups": [f"team{i}"] + (["devs"] if i % 2 else [])
+                                                      + (["ops"] if i % 5 == 0 else [])}})}
+                  for i in range(300) for verb in ("get", "watch")]
+    evaluator = Evaluator(pol)
+    for event in many_users:
+        assert evaluator.evaluate_event(event) is evaluator.evaluate(attributes_from_event(event))
+    # Hundreds of distinct events, but the rules tell apart only a handful of shapes: user None,
+    # "", kube-proxy or another; groups with devs and/or ops or neither; two verbs.
+    assert len(evaluator._reduced_cache) <= 4 * 4 * 2 < 10 * 4 * 4 * 2 < len(evaluator._cache)
+
+    monkeypatch.setattr(evaluate_module, "_CACHE_LIMIT", 16)
+    evaluator = Evaluator(pol)
+    for event in many_users * 2:
+        assert evaluator.evaluate_event(event) is evaluator.evaluate(attributes_from_event(event))
+        assert len(evaluator._cache) <= 16 and len(evaluator._reduced_cache) <= 16

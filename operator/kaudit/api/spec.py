@@ -393,6 +393,8 @@ def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):
             r.fail(f"{path}.rules[{i}]", f"Invalid value: expected an object, got {_type_name(rule)}")
+        else:
+            _check_rule_fields(r, rule, f"{path}.rules[{i}]")
     default = PolicySpec()
     return PolicySpec(
         profile=r.enum(obj, "profile", path, default.profile, PROFILES),
@@ -401,6 +403,26 @@ def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
         omit_stages=_parse_stages(r, obj, path, default.omit_stages),
         omit_managed_fields=r.boolean(obj, "omitManagedFields", path, default.omit_managed_fields),
     )
+
+
+def _check_rule_fields(r: _Reader, rule: dict, path: str) -> None:
+    """Unknown keys in a custom rule are errors: kube-apiserver would drop them silently, and a
+    rule without its misspelt (or misplaced) constraint matches more than its author wrote.
+    Everything else about the rule is the policy engine's to check."""
+    from kaudit.policy.model import GROUP_RESOURCES_FIELDS, RULE_FIELDS
+
+    for key in sorted(set(rule) - RULE_FIELDS, key=str):
+        r.fail(f"{path}.{key}", f'unknown field "{key}": kube-apiserver would drop it silently and the rule '
+                                "would match more than written")
+    entries = rule.get("resources")
+    for j, entry in enumerate(entries if isinstance(entries, list) else ()):
+        if not isinstance(entry, dict):
+            continue
+        for key in sorted(set(entry) - GROUP_RESOURCES_FIELDS, key=str):
+            why = ("verbs belongs on the rule, not inside a resources entry; kube-apiserver would drop it and the "
+                   "rule would match every verb") if key == "verbs" else \
+                "kube-apiserver would drop it silently and the rule would match more than written"
+            r.fail(f"{path}.resources[{j}].{key}", f'unknown field "{key}": {why}')
 
 
 def _parse_stages(r: _Reader, obj: dict, path: str, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -16,18 +16,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from kaudit.errors import FieldError
-from kaudit.policy.model import API_VERSION, KIND, GroupResources, Policy, PolicyRule
+from kaudit.policy.model import (API_VERSION, GROUP_RESOURCES_FIELDS, KIND, RULE_FIELDS, GroupResources, Policy,
+                                 PolicyRule)
 
 MAX_BYTES = 4 * 1024 * 1024  # far above anything a ConfigMap (1 MiB) can deliver
 MAX_DEPTH = 64  # a policy nests 5 levels deep; deeper input is not a policy
 MAX_REPORTED_UNKNOWN = 1000  # unknown fields listed for the lints; hostile input may hold millions
 
 _POLICY_FIELDS = {"apiVersion", "kind", "metadata", "rules", "omitStages", "omitManagedFields"}
-_RULE_FIELDS = {
-    "level", "users", "userGroups", "verbs", "resources", "namespaces",
-    "nonResourceURLs", "omitStages", "omitManagedFields",
-}
-_GROUP_RESOURCES_FIELDS = {"group", "resources", "resourceNames"}
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,7 @@ def _bool(value: Any, path: str) -> bool | None:
     return value
 
 
-def _mapping(value: Any, path: str, known: set[str], unknown: list[str]) -> dict:
+def _mapping(value: Any, path: str, known: set[str] | frozenset[str], unknown: list[str]) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -219,7 +215,7 @@ def _mapping(value: Any, path: str, known: set[str], unknown: list[str]) -> dict
 
 
 def decode_group_resources(value: Any, path: str, unknown: list[str]) -> GroupResources:
-    data = _mapping(value, path, _GROUP_RESOURCES_FIELDS, unknown)
+    data = _mapping(value, path, GROUP_RESOURCES_FIELDS, unknown)
     return GroupResources(
         group=_string(data.get("group"), f"{path}.group"),
         resources=_strings(data.get("resources"), f"{path}.resources"),
@@ -229,7 +225,7 @@ def decode_group_resources(value: Any, path: str, unknown: list[str]) -> GroupRe
 
 def decode_rule(value: Any, path: str, unknown: list[str]) -> PolicyRule:
     """One PolicyRule from its JSON/YAML form; raises _DecodeError on a type mismatch."""
-    data = _mapping(value, path, _RULE_FIELDS, unknown)
+    data = _mapping(value, path, RULE_FIELDS, unknown)
     resources = data.get("resources")
     if resources is not None and not isinstance(resources, list):
         raise _fail(f"{path}.resources", "a list of mappings", resources)

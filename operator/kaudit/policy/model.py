@@ -17,6 +17,12 @@ LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Stages an event can be emitted at (upstream's Stage constants), in request order.
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
+# The JSON field names kube-apiserver decodes; it drops any other key silently.
+RULE_FIELDS = frozenset({
+    "level", "users", "userGroups", "verbs", "resources", "namespaces",
+    "nonResourceURLs", "omitStages", "omitManagedFields",
+})
+GROUP_RESOURCES_FIELDS = frozenset({"group", "resources", "resourceNames"})
 
 
 @dataclass(frozen=True)
