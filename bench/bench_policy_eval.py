@@ -25,22 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _pin_one_cpu() -> str:
-    if hasattr(os, "sched_setaffinity"):
-        cpu = min(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    return "not pinned (no sched_setaffinity)"
-
-
-def _ensure_events(path: str, size_mb: float, seed: int) -> None:
-    if os.path.exists(path) and os.path.getsize(path) >= size_mb * 1024 * 1024:
-        return
-    from gen_events import generate
-
-    events, size = generate(path, size_mb, seed)
-    print(f"generated {events} events ({size / 2**20:.0f} MiB) into {path}")
+from _common import ensure_events as _ensure_events, pin_one_cpu as _pin_one_cpu  # noqa: E402
 
 
 def time_json_loads(path: str) -> tuple[float, float]:

@@ -33,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_policy_eval import _ensure_events, _pin_one_cpu  # noqa: E402
+from _common import log_arguments, prepare_log  # noqa: E402
 
 
 class Timer:
@@ -141,21 +141,16 @@ def verify_estimates(path: str, limit_mb: float) -> tuple[int, int, int]:
 
 def _arguments() -> argparse.Namespace:
     """The same generated log and options as bench_policy_eval.py, plus the baseline profile."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for flag, default in (("--size-mb", 200.0), ("--events", "/tmp/kaudit-bench-audit.log"), ("--seed", 1),
-                          ("--profile", "Default"), ("--baseline-profile", "AllRequestBodies"), ("--rounds", 2),
-                          ("--verify-mb", 50.0)):
-        parser.add_argument(flag, type=type(default), default=default)
+    parser = log_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    parser.add_argument("--baseline-profile", default="AllRequestBodies")
+    parser.add_argument("--verify-mb", type=float, default=50.0)
     return parser.parse_args()
 
 
 def main() -> int:
     args = _arguments()
-    _ensure_events(args.events, args.size_mb, args.seed)
-    pinned = _pin_one_cpu()
-    size = os.path.getsize(args.events)
-    # Count the lines once, which also brings the file into the page cache for every timed run.
-    lines = sum(1 for _ in open(args.events, "rb"))
+    log = prepare_log(args)
+    pinned, lines = log.pinned, log.lines
     start_memory = memory_kib()
     loads: list[Timer] = []
     sims: list[Timer] = []
@@ -169,7 +164,7 @@ def main() -> int:
         loads.append(time_json_loads(args.events))
     both, _, _ = time_simulate(args.events, args.profile, args.baseline_profile)
 
-    mib = size / 2**20
+    mib = log.mib
     loads_cpu, sim_cpu = min(t.cpu for t in loads), min(t.cpu for t in sims)
     loads_wall, sim_wall = min(t.wall for t in loads), min(t.wall for t in sims)
     print(f"file: {args.events}, {mib:.0f} MiB, {lines} lines; {pinned}; best of {args.rounds}; "
