@@ -262,3 +262,88 @@ def _resource_key(obj: dict) -> str:
     plural = {"ConfigMap": "configmaps", "ServiceAccount": "serviceaccounts", "DaemonSet": "daemonsets",
               "Role": "roles", "RoleBinding": "rolebindings"}[obj["kind"]]
     return f"{obj['apiVersion']}/{plural}"
+
+
+DDA_PATH = "/apis/datadoghq.com/v2alpha1/namespaces/datadog/datadogagents/datadog"
+DATADOGAGENT_SPEC = {"agent": {"mode": "DatadogAgent", "namespace": "datadog", "datadogAgent": {"name": "datadog"}}}
+
+
+def user_datadog_agent() -> dict:
+    dda = load_yaml("examples/existing/datadogagent.yaml")
+    dda["metadata"].update(uid="uid-dda", resourceVersion="3")
+    return dda
+
+
+async def test_datadogagent_mode_patches_the_resource_and_gives_it_back(server):
+    server.objects["datadoghq.com/v2alpha1/datadogagents", "datadog", "datadog"] = user_datadog_agent()
+    async with running_operator(server):
+        await create(server, collection(spec=DATADOGAGENT_SPEC))
+        await until(lambda: is_ready(server) and handled(server))
+        [request] = [r for r in applies(server) if r.url.path == DDA_PATH]
+        assert request.params == {"fieldManager": "kaudit", "force": "true"}
+        sent = body_of(request)
+        annotations = sent["metadata"].pop("annotations")
+        expected = render(collection(spec=DATADOGAGENT_SPEC), existing=[user_datadog_agent()],
+                          namespace=NAMESPACE, image=IMAGE).patches[0]
+        assert sent == expected
+        added = json.loads(annotations["kaudit.dev/added-items"])
+        assert list(added) == [".spec.override.nodeAgent.tolerations"]
+        assert condition(server, "AgentConfigured")["reason"] == "Applied"
+
+        start = len(list(server))
+        await server.delete(CREATE_URL + "/cluster")
+        await until(lambda: server.objects[COLLECTIONS, None, "cluster"].history[-1] is None)
+    released = [r for r in writes(server, start) if r.url.path == DDA_PATH]
+    assert [r.headers["Content-Type"] for r in released] == ["application/merge-patch+json", APPLY]
+    user_tolerations = user_datadog_agent()["spec"]["override"]["nodeAgent"]["tolerations"]
+    assert body_of(released[0])["spec"] == {"override": {"nodeAgent": {"tolerations": user_tolerations}}}
+    assert body_of(released[1]) == {"apiVersion": "datadoghq.com/v2alpha1", "kind": "DatadogAgent",
+                                    "metadata": {"name": "datadog", "namespace": "datadog"}}
+
+
+async def test_idle_resyncs_write_nothing(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server) and handled(server))
+    runtime = runtime_for(server, resync_interval=0.02)
+    start = len(list(server))
+    async with running_operator(server, runtime):
+        await until(lambda: runtime.metrics.reconciles.get(("resync", "ready"), 0) >= 3)
+    assert writes(server, start, events=True) == []
+
+
+async def test_exhausted_retries_fail_the_handler_and_kopf_retries_it(server):
+    unavailable = kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="down")
+    # More failures than the client's four attempts: the first handler run gives up.
+    faults = server[kmock.method.PATCH, kmock.namespace("datadog")][:5] << unavailable
+    runtime = runtime_for(server, transient_delay=0.01)
+    async with running_operator(server, runtime):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+    assert len(faults) == 5
+    assert runtime.metrics.reconciles[("create", "error")] == 1
+    assert runtime.metrics.reconciles[("create", "ready")] == 1
+
+
+async def test_agent_that_cannot_reach_control_plane_nodes_is_reported(server):
+    del server.objects["v1/nodes", None, "cp-1"]
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: condition(server, "AgentConfigured").get("status") == "False")
+    agent = condition(server, "AgentConfigured")
+    assert agent["reason"] == "NotSchedulable"
+    assert "No control-plane node is visible" in agent["message"]
+    assert any(w.startswith("spec.agent: No control-plane node") for w in status_of(server)["warnings"])
+    assert status_of(server)["agent"]["controlPlaneNodes"] == 0
+
+
+async def test_every_change_is_an_event(server):
+    async with running_operator(server):
+        start = len(list(server))
+        await create(server, collection())
+        await until(lambda: is_ready(server) and handled(server))
+    events = [body_of(r) for r in writes(server, start, events=True) if r.url.path.endswith("/events")]
+    applied = [e["message"] for e in events if e["reason"] == "Applied"]
+    assert len(applied) == len(rendered_objects(collection()["spec"]))
+    assert all(e["involvedObject"]["uid"] == "uid-cluster" for e in events)
+    assert [e["reason"] for e in events if e["reason"] not in ("Applied",)] == ["Reconciled"]

@@ -26,16 +26,13 @@ APPLIED_HASH_ANNOTATION = "kaudit.dev/applied-hash"
 ADDED_ITEMS_ANNOTATION = "kaudit.dev/added-items"
 FIELD_MANAGER = "kaudit"
 
-# PodSpec.tolerations is an atomic list: whoever applies it owns all of it, so the renderer sends
-# the user's tolerations plus the missing control-plane ones. CRD lists are atomic unless their
-# schema says otherwise, which is the case for the DatadogAgent override lists.
+# PodSpec.tolerations is an atomic list (``listType=atomic``): whoever applies it owns all of it,
+# so the renderer sends the user's tolerations plus the missing control-plane ones. The same holds
+# for the DatadogAgent's ``override.nodeAgent.tolerations``; its volumes and volume mounts are
+# keyed lists there, so kaudit's items come and go on their own.
 ATOMIC_LISTS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
     ("apps/v1", "DaemonSet"): (("spec", "template", "spec", "tolerations"),),
-    ("datadoghq.com/v2alpha1", "DatadogAgent"): (
-        ("spec", "override", "nodeAgent", "tolerations"),
-        ("spec", "override", "nodeAgent", "volumes"),
-        ("spec", "override", "nodeAgent", "containers", "agent", "volumeMounts"),
-    ),
+    ("datadoghq.com/v2alpha1", "DatadogAgent"): (("spec", "override", "nodeAgent", "tolerations"),),
 }
 
 # Keys that identify an item in the associative lists kaudit renders (``listType=map``).
