@@ -111,6 +111,32 @@ def test_exposure(scenario_report):
     }
 
 
+def test_a_failed_read_exposes_no_response_body(tmp_path):
+    # kube-apiserver answers a refused or missing read with a Status (responsewriters.ErrorNegotiated),
+    # so RequestResponse logs that Status, not the Secret. A refused create still logs its request body
+    # (create.go records it before admission and storage can fail).
+    everything_rr = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n"
+    events = [
+        event(1, "RequestResponse", "ResponseComplete", "get", "eve", resource="secrets", namespace="a", name="s",
+              code=403, response={"kind": "Status", "code": 403}),
+        event(2, "RequestResponse", "ResponseComplete", "get", "eve", resource="secrets", namespace="a", name="s",
+              code=200, response={"kind": "Secret"}),
+        event(3, "RequestResponse", "ResponseComplete", "create", "eve", resource="secrets", namespace="a",
+              code=422, request={"kind": "Secret"}, response={"kind": "Status", "code": 422}),
+    ]
+    doc = simulate(loaded(everything_rr), [_write(tmp_path, events)])
+    # e2 exposes its response; e3 its request only; e1 nothing.
+    assert doc["policy"]["exposure"] == {
+        "events": 2,
+        "entries": [
+            {"resource": "secrets", "verb": "create", "user": "eve", "level": "RequestResponse",
+             "bodies": "request", "events": 1},
+            {"resource": "secrets", "verb": "get", "user": "eve", "level": "RequestResponse",
+             "bodies": "response", "events": 1},
+        ],
+    }
+
+
 def test_top_sources(scenario_report):
     e, doc = scenario_report
     top = doc["policy"]["topSources"]

@@ -64,6 +64,13 @@ def sensitive_bodies(catalog: Iterable[tuple[str, str]]) -> dict[tuple[str, str]
     return table
 
 
+def _succeeded(event: dict) -> bool:
+    """Whether the response carried an object rather than an error Status (no code: assume so)."""
+    status = event.get("responseStatus")
+    code = status.get("code") if isinstance(status, dict) else None
+    return not isinstance(code, int) or code < 300
+
+
 def is_long_running(event: dict) -> bool:
     ref = event.get("objectRef")
     subresource = ref.get("subresource") if isinstance(ref, dict) and ref.get("resource") else None
@@ -327,17 +334,19 @@ class Simulation:
                 gap[1] += self.estimator.response_started_size(content, event, level)
         tally.top.add(request.source, size)
         if request.sensitive is not None and rank >= RANK_REQUEST and stage in BODY_STAGES:
-            self._exposure(tally, request, rank, level)
+            self._exposure(tally, request, rank, level, event)
         return size
 
     @staticmethod
-    def _exposure(tally: PolicyTally, request: _Request, rank: int, level: str) -> None:
+    def _exposure(tally: PolicyTally, request: _Request, rank: int, level: str, event: dict) -> None:
         user, verb, label = request.source
         request_sensitive, response_sensitive = request.sensitive
         bodies = []
+        # The request body is logged whether or not the request succeeds; the response of a
+        # failed one is a Status, which holds no object.
         if request_sensitive and verb in _REQUEST_BODY_VERBS:
             bodies.append("request")
-        if response_sensitive and rank == RANK_REQUEST_RESPONSE and verb != "watch":
+        if response_sensitive and rank == RANK_REQUEST_RESPONSE and verb != "watch" and _succeeded(event):
             bodies.append("response")
         if bodies:
             tally.exposure_events += 1
