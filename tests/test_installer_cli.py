@@ -98,6 +98,14 @@ def test_unreadable_source(files):
     assert target.read_text() == policy_text("Metadata")
 
 
+def test_an_unparsable_kubernetes_version_is_refused_before_anything_is_written(files):
+    source, target = files
+    result = kaudit("--from", str(source), "--to", str(target), "--once", "--kubernetes-version", "latest")
+    assert_one_line_error(result, "--kubernetes-version", "'latest'")
+    assert target.read_text() == policy_text("Metadata")
+    assert sorted(os.listdir(target.parent)) == ["policy.yaml"]
+
+
 def test_missing_target_directory(files, tmp_path):
     source, _ = files
     target = tmp_path / "no-such-dir" / "policy.yaml"

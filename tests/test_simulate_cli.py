@@ -103,6 +103,9 @@ def test_profile_with_options(files):
     (["--events", "MISSING"], "--events: MISSING: no such file or directory"),
     (["--events", "LOG", "--omit-read-only"], "--policy: --rules, --omit-read-only, --omit-stages and "
                                               "--keep-managed-fields apply to --profile only"),
+    # A typo must not silently mean "the newest version" (which accepts more than older ones).
+    (["--events", "LOG", "--kubernetes-version", "1,33"],
+     "--kubernetes-version: expected a version such as \"1.33\", got '1,33'"),
 ])
 def test_bad_input_is_one_line_exit_1(files, tmp_path, args, message):
     args = [a.replace("LOG", files["log"]).replace("MISSING", str(tmp_path / "missing.log")) for a in args]
