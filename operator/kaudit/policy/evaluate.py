@@ -30,12 +30,13 @@ from urllib.parse import unquote
 
 from kaudit.policy.model import Policy, PolicyRule
 
-# evaluate_event keeps two bounded caches (each cleared when full, so memory stays at a few
-# megabytes whatever the log holds): one keyed on the event's own attributes, hit by repeats of
-# the same request, and one keyed on the attributes reduced to what the rules can tell apart
-# (a user no rule names is "any other user"), which stays small however many users the log has.
+# evaluate_event's cache is cleared when it reaches this many entries, so its memory stays at a
+# few megabytes whatever the log holds. Its keys leave out what no rule looks at and fold every
+# username no rule lists into one (rules compare usernames only for equality), so a log with
+# thousands of users still fits: a 200 MB generated log needs about 10k keys.
 _CACHE_LIMIT = 16_384
-# Stands for every username that no rule's ``users`` lists; never equal to a real username.
+# Stands for every username that no rule's ``users`` lists; never equal to a real username, so
+# it fails every ``users`` check while ``userGroups`` checks still see the request's groups.
 _OTHER_USER = object()
 
 
@@ -232,9 +233,7 @@ class Evaluator:
         self._uses_names = any(e.resource_names for r in rules for e in r.resources)
         self._uses_namespaces = any(r.namespaces for r in rules)
         self._rule_users = frozenset(user for r in rules for user in r.users)
-        self._rule_groups = frozenset(group for r in rules for group in r.user_groups)
         self._cache: dict[tuple, Decision] = {}
-        self._reduced_cache: dict[tuple, Decision] = {}
 
     def evaluate(self, attrs: RequestAttributes) -> Decision:
         return self._evaluate(attrs.user, attrs.groups, attrs.verb, attrs.resource_request, attrs.namespace,
@@ -245,26 +244,6 @@ class Evaluator:
             if matches(*values):
                 return decision
         return self._default
-
-    def _evaluate_reduced(self, key: tuple) -> Decision:
-        """Evaluate a type-checked cache key, through the cache of reduced keys.
-
-        Rules compare the username only for equality with their ``users`` and the groups only
-        for overlap with their ``userGroups``, so a username no rule lists can stand in as
-        ``_OTHER_USER`` and the groups can shrink to those some rule lists (sorted), without
-        changing any rule's answer. ``None`` (no user at all) stays ``None``.
-        """
-        username, groups = key[0], key[1]
-        if username is not None and username not in self._rule_users:
-            username = _OTHER_USER
-        reduced = (username, tuple(sorted(self._rule_groups.intersection(groups)))) + key[2:]
-        decision = self._reduced_cache.get(reduced)
-        if decision is None:
-            decision = self._evaluate(*reduced)
-            if len(self._reduced_cache) >= _CACHE_LIMIT:
-                self._reduced_cache.clear()
-            self._reduced_cache[reduced] = decision
-        return decision
 
     def decision_json(self, decision: Decision) -> str:
         """``{"level": ..., "omitStages": [...], "omitManagedFields": ..., "rule": ...}`` as one line."""
@@ -283,7 +262,12 @@ class Evaluator:
                 raise TypeError
             elif self._uses_users:
                 username = user.get("username")
-                username = "" if username is None else username
+                if username is None:
+                    username = ""
+                elif type(username) is not str:
+                    raise TypeError
+                if username not in self._rule_users:
+                    username = _OTHER_USER  # keeps the cache small however many users the log has
                 groups = user.get("groups")
                 groups = () if groups is None else tuple(groups) if type(groups) is list else None
             else:
@@ -307,10 +291,9 @@ class Evaluator:
             if decision is None:
                 if not all(type(v) is str for v in key[2:3] + key[4:]):
                     raise TypeError
-                if (username is not None and type(username) is not str) or groups is None or \
-                        any(type(g) is not str for g in groups):
+                if groups is None or any(type(g) is not str for g in groups):
                     raise TypeError
-                decision = self._evaluate_reduced(key)
+                decision = self._evaluate(*key)
                 if len(self._cache) >= _CACHE_LIMIT:
                     self._cache.clear()
                 self._cache[key] = decision
