@@ -160,3 +160,24 @@ def test_hostile_input_is_one_line_in_a_whole_process(tmp_path, option, content,
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
     if option == "-f" or "nested" in expected:
         assert expected in result.stderr, result.stderr
+
+
+def test_version_and_top_level_help_in_a_whole_process():
+    from kaudit import __version__
+
+    result = subprocess.run([sys.executable, "-m", "kaudit", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert (result.returncode, result.stdout) == (0, f"kaudit {__version__}\n")
+    result = subprocess.run([sys.executable, "-m", "kaudit", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    for command in ("render", "policy", "run", "install-policy"):
+        assert f"    {command}" in result.stdout
+    # No command: the usage on stderr and exit 2, like any other usage error.
+    result = subprocess.run([sys.executable, "-m", "kaudit"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "usage: kaudit" in result.stderr
+
+
+def test_the_kaudit_console_script_is_declared():
+    from importlib.metadata import entry_points
+
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "kaudit"]
+    assert script.value == "kaudit.cli:main"

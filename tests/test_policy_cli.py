@@ -193,3 +193,17 @@ def test_read_custom_rules_takes_a_list_or_a_policys_rules(write):
         assert error.path == path and fragment in error.message
     with pytest.raises(InvalidInput):
         read_custom_rules(write("missing", "x") + ".absent")
+
+
+@pytest.mark.parametrize("subcommand, mentions", [
+    ("validate", ["--strict", "--kubernetes-version", "FILE: warning: FIELD: MESSAGE"]),
+    ("lint", ["FILE", "Exit 1 when there is any finding"]),
+    ("eval", ["--policy FILE", "--events FILE", '{"error": "..."}']),
+    ("render", ["--profile", "--rules FILE", "--omit-read-only", "--omit-stages", "--keep-managed-fields"]),
+])
+def test_every_policy_subcommand_has_help_a_user_can_act_on(subcommand, mentions):
+    proc = _cli("policy", subcommand, "--help")
+    out = " ".join(proc.stdout.decode().split())  # argparse wraps lines
+    assert proc.returncode == 0
+    for text in mentions:
+        assert " ".join(text.split()) in out, text
