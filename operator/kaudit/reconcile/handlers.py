@@ -96,10 +96,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             settings.watching.label_selectors[resource.group, resource.version, resource.plural] = COLLECTION_LABEL
         # kaudit posts its own Events for changes and refusals; kopf only for its warnings.
         settings.posting.level = logging.WARNING
-        # kopf waits this long for more events of an object before handling them (default 0.1 s).
-        # AuditCollections change rarely and the bursts of child events that kaudit's own applies
-        # cause are recognised and skipped, so a short window mostly shortens create→Ready.
-        settings.batching.batch_window = 0.02
 
     @kopf.on.login(**collection_kwargs)
     async def login(**kwargs: Any) -> Any:
