@@ -99,3 +99,51 @@ def test_crd_is_a_valid_custom_resource_definition_for_every_supported_version()
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for minor in range(29, 38):
         kubernetes_validate.validate(CRD, f"1.{minor}", strict=True)
+
+
+def test_status_the_operator_writes_validates_against_the_status_schema():
+    # Built from the operator's and installer's own status pieces, so a field they add without a
+    # schema entry (which the API server would prune) fails here.
+    jsonschema = pytest.importorskip("jsonschema")
+    from datetime import datetime, timezone
+
+    from kaudit.installer.reports import ApiServer, NodeReport, installed_condition, node_entries
+    from kaudit.reconcile.agent import AgentFigures
+    from kaudit.reconcile.status import Condition, render_conditions, summarise
+    from kaudit.render import render
+
+    rendered = render(collection())
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    nodes = node_entries(
+        [NodeReport("cp-1", rendered.policy.hash, started), NodeReport("cp-2", "0" * 64, started)],
+        {"cp-1": ApiServer("cp-1", started), "cp-3": ApiServer("cp-3", None)}, rendered.policy.hash)
+    assert {type(n["restartRequired"]) for n in nodes} >= {bool, str}  # true/false and "unknown"
+    installed = installed_condition(nodes, {}, rendered.policy.hash)
+    parts = [Condition("PolicyValid", "True", "Valid", "ok"), Condition("AgentConfigured", "False", "Rollout", "1/2"),
+             Condition(installed["type"], installed["status"], installed["reason"], installed["message"])]
+    status = {
+        "observedGeneration": 4,
+        "conditions": render_conditions([summarise(parts), *parts], previous=[], generation=4,
+                                        now="2026-01-02T03:04:05Z"),
+        "policy": {"hash": rendered.policy.hash[:12], "fullHash": rendered.policy.hash,
+                   "ruleCount": rendered.policy.rule_count, "profile": "Default"},
+        "apiServerFlags": list(rendered.api_server_flags),
+        "warnings": [str(w) for w in rendered.warnings] or ["spec.policy.rules[0].level: example"],
+        "nextSteps": list(rendered.next_steps),
+        "agent": AgentFigures(desired=2, ready=1, control_plane_nodes=3, message="1 of 2 ready").as_status(),
+        "nodes": nodes,
+    }
+    status_schema = SCHEMA["properties"]["status"]
+
+    def closed(node):
+        """The schema with unknown properties refused, as the API server's pruning would drop them."""
+        node = dict(node)
+        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node["additionalProperties"] = False
+            node["properties"] = {k: closed(v) for k, v in node["properties"].items()}
+        if isinstance(node.get("items"), dict):
+            node["items"] = closed(node["items"])
+        return node
+
+    jsonschema.validate(status, closed(status_schema))
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "PolicyValid", "AgentConfigured", "PolicyInstalled"}
