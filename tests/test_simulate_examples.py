@@ -44,7 +44,9 @@ def log_directory(tmp_path_factory) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("document, command, shown", examples(), ids=lambda value: str(value)[:40])
+@pytest.mark.parametrize("document, command, shown", [
+    pytest.param(*example, id=f"{example[0]}#{number}") for number, example in enumerate(examples(), 1)
+])
 def test_the_documented_output_is_what_the_command_prints(log_directory, document, command, shown):
     args = shlex.split(command)
     assert args[:3] == ["kaudit", "policy", "simulate"] and LOG_NAME in args
