@@ -207,3 +207,16 @@ def test_every_policy_subcommand_has_help_a_user_can_act_on(subcommand, mentions
     assert proc.returncode == 0
     for text in mentions:
         assert " ".join(text.split()) in out, text
+
+
+@pytest.mark.parametrize("command", [["validate", "P"], ["lint", "P"], ["eval", "--policy", "P", "--events", "E"],
+                                     ["render", "--profile", "Default"]])
+def test_an_unreadable_kubernetes_version_is_refused_not_taken_as_the_newest(capsys, write, command):
+    # It decides what loads (group "*" needs 1.36), so a typo must not silently mean "newest".
+    path = write("p.yaml", VALID)
+    events = write("e.log", '{"verb": "get", "requestURI": "/healthz"}\n')
+    argv = ["policy", *[{"P": path, "E": events}.get(a, a) for a in command], "--kubernetes-version", "one.thirty"]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err == "error: --kubernetes-version: expected a version such as \"1.33\", got 'one.thirty'\n"
+    assert run(capsys, *argv[:-1], "v1.33.2")[0] == 0

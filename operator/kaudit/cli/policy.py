@@ -55,6 +55,15 @@ def _version_argument(parser: argparse.ArgumentParser) -> None:
                         help="kube-apiserver version the policy is for (default: the newest kaudit knows)")
 
 
+def _check_version(args: argparse.Namespace) -> None:
+    """A version kaudit cannot read must not silently mean "the newest" (it decides what loads)."""
+    from kaudit.policy.validation import parse_minor
+
+    if args.kubernetes_version and parse_minor(args.kubernetes_version) is None:
+        raise InvalidInput([FieldError("--kubernetes-version",
+                                       f'expected a version such as "1.33", got {args.kubernetes_version!r}')])
+
+
 # --- reading and reporting --------------------------------------------------------------------
 
 def _read_limited(path: str) -> bytes:
@@ -107,6 +116,7 @@ def _register_validate(subparsers) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    _check_version(args)
     failed = False
     for path in args.files:
         _, errors, warnings = _check_file(path, args.kubernetes_version)
@@ -126,6 +136,7 @@ def _register_lint(subparsers) -> None:
 
 
 def run_lint(args: argparse.Namespace) -> int:
+    _check_version(args)
     _, errors, warnings = _check_file(args.file, args.kubernetes_version)
     _print_findings(args.file, errors, warnings)
     return 1 if errors or warnings else 0
@@ -178,6 +189,8 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
 
 def run_eval(args: argparse.Namespace) -> int:
     from kaudit.policy.evaluate import Evaluator
+
+    _check_version(args)
 
     result, errors, _ = _check_file(args.policy, args.kubernetes_version)
     if errors:
@@ -246,6 +259,8 @@ def read_custom_rules(path: str | None) -> tuple[dict, ...]:
 
 def run_render(args: argparse.Namespace) -> int:
     from kaudit.policy import PolicyOptions, compose_policy
+
+    _check_version(args)
 
     options = PolicyOptions(
         profile=args.profile,
