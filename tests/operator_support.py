@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import datetime
 import itertools
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ import kmock
 import kopf
 import yaml
 
+from kaudit.installer import lease
 from kaudit.k8s.client import RetryPolicy
 from kaudit.reconcile.handlers import Runtime, build_registry
 from kaudit.reconcile.service import OperatorConfig
@@ -122,6 +124,8 @@ def prepare(server: kmock.KubernetesEmulator) -> None:
     server.resources[COLLECTIONS] = kmock.ResourceInfo(
         kind="AuditCollection", singular="auditcollection", namespaced=False, subresources={"status"},
         verbs={"get", "list", "watch", "patch"})
+    server.resources["coordination.k8s.io/v1/leases"] = kmock.ResourceInfo(
+        kind="Lease", singular="lease", namespaced=True, verbs={"get", "list", "watch", "patch", "create"})
     server.resources["datadoghq.com/v2alpha1/datadogagents"] = kmock.ResourceInfo(
         kind="DatadogAgent", singular="datadogagent", namespaced=True, verbs={"get", "list", "watch", "patch"})
     server.objects["v1/nodes", None, "cp-1"] = control_plane_node()
@@ -143,26 +147,65 @@ def runtime_for(server: kmock.KubernetesEmulator, **overrides: Any) -> Runtime:
     return Runtime(**options)
 
 
+def live_object(server: kmock.KubernetesEmulator, plural: str, namespace: str | None, name: str) -> Any:
+    for (resource, obj_namespace, obj_name), obj in list(server.objects.items()):
+        if resource.plural == plural and obj_namespace == namespace and obj_name == name and not obj.deleted:
+            return obj
+    return None
+
+
+async def fake_installer(server: kmock.KubernetesEmulator, node: str = "cp-1") -> None:
+    """Plays the node-side policy installer on one control-plane node: whenever a policy
+    ConfigMap appears or changes, it reports the installed hash in a Lease through the API
+    (so the operator's watch sees it), exactly as the installer's own report body says."""
+    while True:
+        for (resource, namespace, name), obj in list(server.objects.items()):
+            if resource.plural != "configmaps" or obj.deleted or not name.endswith("-policy"):
+                continue
+            meta = obj.get("metadata") or {}
+            collection_name = (meta.get("labels") or {}).get("kaudit.dev/collection")
+            digest = (meta.get("annotations") or {}).get("kaudit.dev/policy-hash")
+            if not collection_name or not digest:
+                continue
+            report = live_object(server, "leases", namespace, lease.report_name(collection_name, node))
+            if report is not None and report["metadata"]["annotations"].get(lease.ANNOTATION_HASH) == digest:
+                continue  # already reported: the installer rewrites nothing when nothing changed
+            now = datetime.datetime.now(datetime.timezone.utc)
+            body = lease.report_lease(
+                lease.Identity(collection=collection_name, node=node, namespace=namespace),
+                policy_file="/etc/kubernetes/audit-policies/policy.yaml", installed_hash=digest,
+                installed_at=now, error="", now=now, lease_seconds=3600)
+            path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+            if report is not None:
+                await server.patch(f"{path}/{body['metadata']['name']}", json=body)
+            else:
+                await server.post(path, json={**body, "metadata": {**body["metadata"], "uid": f"uid-{next(_uids)}"}})
+        await asyncio.sleep(0.005)
+
+
 @contextlib.asynccontextmanager
-async def running_operator(server: kmock.KubernetesEmulator, runtime: Runtime | None = None
-                           ) -> AsyncIterator[Runtime]:
+async def running_operator(server: kmock.KubernetesEmulator, runtime: Runtime | None = None, *,
+                           installer: bool = True) -> AsyncIterator[Runtime]:
     """kopf.operator() in this event loop; returns once its watches are established."""
     runtime = runtime or runtime_for(server)
     registry = build_registry(runtime)
+    helpers = [asyncio.create_task(fake_installer(server))] if installer else []
     seen_before = len(list(server))
     task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True, standalone=True))
     try:
         await until(lambda: _watching(server, seen_before), timeout=10)
         yield runtime
     finally:
+        for helper in helpers:
+            helper.cancel()
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, *helpers, return_exceptions=True)
         await runtime.close()
 
 
 def _watching(server: kmock.KubernetesEmulator, since: int) -> bool:
     plurals = {r.params.get("watch") and r.resource.plural for r in list(server)[since:] if r.resource is not None}
-    return {"auditcollections", "configmaps", "daemonsets", "serviceaccounts"} <= plurals
+    return {"auditcollections", "configmaps", "daemonsets", "serviceaccounts", "leases"} <= plurals
 
 
 async def until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) -> None:

@@ -4,6 +4,7 @@ where the outcome depends on them, the exact requests are asserted."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 
@@ -11,8 +12,9 @@ import kmock
 import pytest
 
 from kaudit.render import render
-from operator_support import (APPLY, COLLECTIONS, ApplyEmulator, body_of, collection, condition, is_ready,
-                              load_yaml, prepare, running_operator, runtime_for, status_of, until, writes)
+from operator_support import (APPLY, COLLECTIONS, ApplyEmulator, body_of, collection, condition, fake_installer,
+                              is_ready, load_yaml, prepare, running_operator, runtime_for, status_of, until,
+                              writes)
 
 pytestmark = pytest.mark.kmock(cls=ApplyEmulator)
 
@@ -34,7 +36,8 @@ def applies(server, since: int = 0) -> list:
 
 
 def child_writes(server, since: int = 0) -> list:
-    return [r for r in writes(server, since) if "auditcollections" not in r.url.path]
+    """The operator's writes to children (the fake installer's node reports are not the operator's)."""
+    return [r for r in writes(server, since) if "auditcollections" not in r.url.path and "/leases" not in r.url.path]
 
 
 def rendered_objects(spec: dict, existing=()) -> tuple[dict, ...]:
@@ -80,17 +83,25 @@ async def test_create_applies_each_object_once_then_one_status_patch(server):
             "apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "name": "cluster",
             "uid": "uid-cluster", "controller": True, "blockOwnerDeletion": True}]
         assert body["metadata"]["labels"]["kaudit.dev/collection"] == "cluster"
-    # Besides the applies: the POST itself, one status patch, one kopf bookkeeping annotation.
-    others = [(str(r.method), r.url.path) for r in writes(server, start) if r not in sent]
-    assert others == [("method.POST", CREATE_URL),
-                      ("method.PATCH", CREATE_URL + "/cluster/status"),
-                      ("method.PATCH", CREATE_URL + "/cluster")]
+    # Besides the applies: the test's POST, kopf's one bookkeeping patch, and one status patch,
+    # or two when the installer's node report arrives after the first one (Installing → Installed).
+    others = [(str(r.method), r.url.path) for r in writes(server, start)
+              if r not in sent and "/leases" not in r.url.path]
+    assert others[0] == ("method.POST", CREATE_URL)
+    assert others.count(("method.PATCH", CREATE_URL + "/cluster")) == 1
+    assert 1 <= others.count(("method.PATCH", CREATE_URL + "/cluster/status")) <= 2
+    assert len(others) <= 4
     # Managed mode changes no user object: no finalizer.
     assert "finalizers" not in server.objects[COLLECTIONS, None, "cluster"]["metadata"]
     status = status_of(server)
     assert status["observedGeneration"] == 1
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Ready": "True", "PolicyValid": "True", "AgentConfigured": "True"}
+        "Ready": "True", "PolicyValid": "True", "PolicyInstalled": "True", "AgentConfigured": "True"}
+    # The fake installer reported from cp-1; there is no kube-apiserver mirror pod in kmock.
+    assert status["nodes"] == [{
+        "name": "cp-1", "installedHash": status["policy"]["fullHash"],
+        "installedAt": status["nodes"][0]["installedAt"], "restartRequired": "unknown",
+        "message": "no kube-apiserver mirror pod on this node: restart state unknown"}]
     assert status["apiServerFlags"][0] == "--audit-policy-file=/etc/kubernetes/audit-policies/policy.yaml"
     assert status["policy"]["hash"] == status["policy"]["fullHash"][:12]
     assert status["agent"] == {"controlPlaneNodes": 1, "desired": 1, "ready": 0,
@@ -347,3 +358,30 @@ async def test_every_change_is_an_event(server):
     assert len(applied) == len(rendered_objects(collection()["spec"]))
     assert all(e["involvedObject"]["uid"] == "uid-cluster" for e in events)
     assert [e["reason"] for e in events if e["reason"] not in ("Applied",)] == ["Reconciled"]
+
+
+async def test_ready_waits_for_the_installer_and_reports_a_required_restart(server):
+    # A kube-apiserver mirror pod on cp-1 that started long before any install.
+    server.objects["v1/pods", "kube-system", "kube-apiserver-cp-1"] = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "kube-apiserver-cp-1", "namespace": "kube-system", "uid": "uid-apiserver",
+                     "resourceVersion": "1", "labels": {"component": "kube-apiserver"}},
+        "spec": {"nodeName": "cp-1"},
+        "status": {"containerStatuses": [{"name": "kube-apiserver",
+                                          "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
+    runtime = runtime_for(server)
+    async with running_operator(server, runtime, installer=False):
+        await create(server, collection())
+        await until(lambda: condition(server, "PolicyInstalled").get("status") == "False")
+        assert condition(server, "Ready")["status"] == "False"
+        assert condition(server, "PolicyInstalled")["reason"] == "Installing"
+        assert status_of(server)["nodes"][0]["message"] == "no report from the policy installer on this node"
+        # The installer reports through a Lease; its watch event alone brings the status up to date.
+        installer = asyncio.create_task(fake_installer(server))
+        try:
+            await until(lambda: condition(server, "PolicyInstalled").get("reason") == "RestartRequired")
+        finally:
+            installer.cancel()
+    assert condition(server, "Ready")["status"] == "True"  # the file is in place; the restart is the user's step
+    assert status_of(server)["nodes"][0]["restartRequired"] is True
+    assert "restart it" in condition(server, "PolicyInstalled")["message"]

@@ -39,6 +39,7 @@ DAEMON_SETS = Resource("apps", "v1", "daemonsets", "DaemonSet", namespaced=True)
 DATADOG_AGENTS = Resource("datadoghq.com", "v2alpha1", "datadogagents", "DatadogAgent", namespaced=True)
 ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", namespaced=True)
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", namespaced=True)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
@@ -48,10 +49,13 @@ CHILD_RESOURCES = (CONFIG_MAPS, SERVICE_ACCOUNTS, DAEMON_SETS, DATADOG_AGENTS)
 # What kaudit renders only in its own namespace (the installer's RBAC): pruned, not watched, so
 # the operator needs no cluster-wide RBAC read access; the resync timer repairs drift there.
 OPERATOR_NAMESPACE_CHILDREN = (ROLES, ROLE_BINDINGS)
+# What the policy installer writes (one Lease per node): watched by label, read, never written.
+REPORT_RESOURCES = (LEASES,)
 
 _BY_KIND = {
     (r.api_version, r.kind): r
-    for r in (AUDIT_COLLECTIONS, NODES, PODS, EVENTS, *CHILD_RESOURCES, *OPERATOR_NAMESPACE_CHILDREN)
+    for r in (AUDIT_COLLECTIONS, NODES, PODS, EVENTS, *CHILD_RESOURCES, *OPERATOR_NAMESPACE_CHILDREN,
+              *REPORT_RESOURCES)
 }
 
 

@@ -92,7 +92,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="kaudit.dev", key="last-handled-configuration")
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaudit.dev")
-        for resource in r.CHILD_RESOURCES:
+        for resource in (*r.CHILD_RESOURCES, *r.REPORT_RESOURCES):
             settings.watching.label_selectors[resource.group, resource.version, resource.plural] = COLLECTION_LABEL
         # kaudit posts its own Events for changes and refusals; kopf only for its warnings.
         settings.posting.level = logging.WARNING
@@ -193,7 +193,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             if other["metadata"]["name"] != name:
                 await run("successor", None, [], latest=freshest(collections, other["metadata"]["name"]))
 
-    for resource in r.CHILD_RESOURCES:
+    for resource in (*r.CHILD_RESOURCES, *r.REPORT_RESOURCES):
         @kopf.on.event(resource.group, resource.version, resource.plural,
                        labels={COLLECTION_LABEL: kopf.PRESENT}, id=f"drift-{resource.plural}",
                        **collection_kwargs)

@@ -25,6 +25,10 @@ from kaudit.reconcile.status import (FALSE, TRUE, UNKNOWN, Condition, condition_
 logger = logging.getLogger("kaudit.reconcile")
 
 DEFAULT_AGENT_NAMESPACE = "datadog"
+INSTALLER_COMPONENT = "policy-installer"
+# kubeadm's kube-apiserver mirror pods: their container start tells whether the policy is loaded.
+APISERVER_NAMESPACE = "kube-system"
+APISERVER_SELECTOR = "component=kube-apiserver"
 
 
 @dataclass(frozen=True)
@@ -196,15 +200,40 @@ class Reconciler:
         applied = await self._execute(collection, writes)
         outcome.writes += len(writes.applies) + len(writes.deletes) + len(writes.releases)
 
-        figures = await self._agent_figures(collection, rendered, applied, children, live_target)
+        figures, installed = await asyncio.gather(
+            self._agent_figures(collection, rendered, applied, children, live_target),
+            self._policy_installed(collection, rendered))
         extra = _rendered_status(collection, rendered)
         if figures is not None:
             extra["agent"] = figures.as_status()
             if figures.warning:
                 extra["warnings"] = [*extra.get("warnings", []), f"spec.agent: {figures.warning}"]
-        conditions = [Condition("PolicyValid", TRUE, "Valid", _policy_message(rendered)),
-                      _agent_condition(collection, figures)]
+        conditions = [Condition("PolicyValid", TRUE, "Valid", _policy_message(rendered))]
+        if installed is not None:
+            extra["nodes"], installed_condition = installed
+            conditions.append(installed_condition)
+        conditions.append(_agent_condition(collection, figures))
         return await self._report(collection, outcome, conditions, extra=extra)
+
+    async def _policy_installed(self, collection: dict, rendered: Any) -> tuple[list[dict], Condition] | None:
+        """Node by node: which policy the installer wrote and whether kube-apiserver has loaded it.
+
+        None when kaudit does not install the policy (spec.apiServer.installPolicy: false).
+        """
+        if not any(_component(obj) == INSTALLER_COMPONENT for obj in rendered.objects):
+            return None
+        from kaudit.installer.reports import aggregate
+
+        name = collection["metadata"]["name"]
+        leases, pods = await asyncio.gather(
+            self.client.list(r.LEASES, namespace=self.config.namespace,
+                             label_selector=f"{planning.COLLECTION_LABEL}={name}"),
+            self.client.list(r.PODS, namespace=APISERVER_NAMESPACE, label_selector=APISERVER_SELECTOR))
+        leases = [lease for lease in leases
+                  if ((lease.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name]
+        summary = aggregate(leases, pods, rendered.policy.hash, now=datetime.datetime.now(datetime.timezone.utc))
+        found = summary.condition
+        return summary.nodes, Condition(found["type"], found["status"], found["reason"], found["message"])
 
     async def _live_children(self, name: str) -> list[dict]:
         selector = f"{planning.COLLECTION_LABEL}={name}"
@@ -278,12 +307,18 @@ class Reconciler:
         meta = collection["metadata"]
         live_status = self._written.get(meta.get("uid", "")) or collection.get("status") or {}
         generation = meta.get("generation") or 0
+        keep_last_good = not extra  # a refusal keeps the last good policy, flags and node reports
+        if keep_last_good:
+            given = {c.type for c in conditions}
+            conditions = [*conditions, *(
+                Condition(c["type"], c["status"], c["reason"], c.get("message", ""))
+                for c in live_status.get("conditions") or []
+                if c.get("type") not in given and c.get("type") != "Ready")]
         full = [summarise(conditions), *conditions]
         rendered_conditions = render_conditions(full, previous=live_status.get("conditions") or [],
                                                 generation=generation, now=self._clock())
         desired = {"observedGeneration": generation, "conditions": rendered_conditions}
-        keep_last_good = not extra  # a refusal keeps the last good policy hash and flags in status
-        for key in ("policy", "apiServerFlags", "nextSteps", "agent"):
+        for key in ("policy", "apiServerFlags", "nextSteps", "agent", "nodes"):
             if key in extra:
                 desired[key] = extra[key]
             elif keep_last_good and key in live_status:
@@ -311,6 +346,10 @@ class Reconciler:
                              reason=reason, message=message)
         except Exception as exc:  # an Event is informative; never fail a reconcile for it
             logger.warning("could not post an Event (%s): %s", reason, exc)
+
+
+def _component(obj: dict) -> str:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component", "")
 
 
 def _describe(key: planning.Key) -> str:

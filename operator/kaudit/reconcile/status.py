@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-CONDITION_TYPES = ("Ready", "PolicyValid", "AgentConfigured")
+CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured")
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 
@@ -67,7 +67,7 @@ def status_patch(live: dict | None, desired: dict[str, Any]) -> dict | None:
 
 
 MANAGED_STATUS_KEYS = ("observedGeneration", "conditions", "policy", "apiServerFlags", "warnings",
-                       "nextSteps", "agent")
+                       "nextSteps", "agent", "nodes")
 
 
 def condition_changes(previous: Iterable[dict], current: list[dict]) -> list[dict]:
