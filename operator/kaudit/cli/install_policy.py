@@ -90,12 +90,11 @@ def _identity(args):
 def run(args) -> int:
     from kaudit.installer.follow import install_from, policy_validator
 
-    from kaudit.policy.validation import parse_minor
+    from kaudit.cli.policy import _check_version
 
-    if args.kubernetes_version and parse_minor(args.kubernetes_version) is None:
-        # Silently validating for the newest version instead could install a policy the node's
-        # older kube-apiserver refuses at start.
-        raise KauditError(f'--kubernetes-version: expected a version such as "1.33", got {args.kubernetes_version!r}')
+    # Validating for the newest version instead could install a policy the node's older
+    # kube-apiserver refuses at start.
+    _check_version(args)
     source, target = Path(args.source), Path(args.target)
     reporting = args.report if args.report is not None else bool(os.environ.get("NODE_NAME"))
     reporter = _reporter(args, target) if reporting else None  # before anything is written

@@ -132,18 +132,16 @@ def _check_args(args: argparse.Namespace) -> None:
         errors.append(FieldError("--fail-if-increase", "must be a percentage >= 0"))
     if args.top < 1:
         errors.append(FieldError("--top", "must be at least 1"))
-    from kaudit.policy.validation import parse_minor
-
-    if args.kubernetes_version and parse_minor(args.kubernetes_version) is None:
-        errors.append(FieldError("--kubernetes-version", f'expected a version such as "1.33", got {args.kubernetes_version!r}'))
     if errors:
         raise InvalidInput(errors)
 
 
 def run(args: argparse.Namespace) -> int:
+    from kaudit.cli.policy import _check_version
     from kaudit.simulate import simulate
     from kaudit.simulate.views import render
 
+    _check_version(args)
     _check_args(args)
     version = args.kubernetes_version
     candidate = _load_file(args.policy, "--policy", version) if args.policy else _load_profile(args, args.profile)
