@@ -67,6 +67,10 @@ def test_missing_api_version_and_kind_is_refused():
     assert errors_of("rules:\n- level: Metadata\n")[0].startswith("apiVersion: Required value")
 
 
+def test_missing_api_version_with_a_kind_is_a_required_value():
+    assert errors_of("kind: Policy\nrules: [{level: None}]\n") == ['apiVersion: Required value: must be "audit.k8s.io/v1"']
+
+
 def test_wrong_kind_is_refused():
     # The universal decoder only knows kind Policy for a policy file.
     assert errors_of("apiVersion: audit.k8s.io/v1\nkind: Event\nrules: [{level: None}]\n")[0].startswith("kind:")

@@ -260,6 +260,8 @@ def _check_type_meta(data: dict) -> list[FieldError]:
     kind = data.get("kind")
     if not api_version and not kind:
         return [FieldError("apiVersion", f'Required value: kube-apiserver needs apiVersion: {API_VERSION} and kind: {KIND}')]
+    if not api_version:
+        return [FieldError("apiVersion", f'Required value: must be "{API_VERSION}"')]
     if api_version != API_VERSION:
         shown = api_version if isinstance(api_version, str) else repr(api_version)
         return [FieldError("apiVersion", f'Unsupported value: "{shown}": supported values: "{API_VERSION}" '
