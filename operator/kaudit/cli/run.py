@@ -57,7 +57,12 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import sys
 
+    # kopf imports the kubernetes client's model classes when that package is installed (the
+    # node-side installer needs it), only to recognise such objects in helpers the operator does not
+    # use with them: kaudit passes plain dicts. Blocking the import saves about 20 MiB of memory.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     import kopf
 
     from kaudit.reconcile.handlers import Runtime, build_registry
