@@ -354,7 +354,9 @@ def parse_collection(resource: Any) -> AuditCollection:
         r.fail("kind", f"Unsupported value: {_quote(resource.get('kind'))}: supported values: \"{KIND}\"")
     for key in sorted(set(resource) - {"apiVersion", "kind", "metadata", "spec", "status"}, key=str):
         r.fail(str(key), f'unknown field "{key}"')
-    metadata = r.mapping(resource, "metadata", "metadata", tuple(resource.get("metadata") or {}))
+    raw_metadata = resource.get("metadata")
+    # Any metadata key is fine (it is ObjectMeta's), but metadata itself must be an object.
+    metadata = r.mapping(resource, "metadata", "metadata", tuple(raw_metadata) if isinstance(raw_metadata, dict) else ())
     name = _parse_name(r, metadata)
     spec = r.mapping(resource, "spec", "spec", ("policy", "apiServer", "agent", "logs"))
     collection = AuditCollection(
@@ -428,7 +430,8 @@ def _check_rule_fields(r: _Reader, rule: dict, path: str) -> None:
 def _parse_stages(r: _Reader, obj: dict, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
     supported = ", ".join(f'"{s}"' for s in STAGES)
     stages = r.string_list(obj, "omitStages", path, default)
-    for i, stage in enumerate(obj.get("omitStages") or ()):
+    raw = obj.get("omitStages")
+    for i, stage in enumerate(raw if isinstance(raw, list) else ()):
         if isinstance(stage, str) and stage not in STAGES:
             r.fail(f"{path}.omitStages[{i}]", f"Unsupported value: {_quote(stage)}: supported values: {supported}")
     stages = tuple(stage for stage in stages if stage in STAGES)

@@ -20,7 +20,7 @@ from kaudit.render.common import (
     POINTDIR,
     missing_control_plane_tolerations,
 )
-from kaudit.render.targets import find_target, refuse_if_claimed
+from kaudit.render.targets import DAEMON_SET_SHAPE, find_target, refuse_if_claimed
 
 VOLUME_PREFIX = "kaudit-"
 CONFIG_VOLUME = "kaudit-agent-config"
@@ -39,6 +39,7 @@ def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str
     live = find_target(
         existing, "apps", "DaemonSet", ref.name, namespace,
         f"kubectl get daemonset -n {namespace} {ref.name} -o yaml > ds.yaml, then pass --existing ds.yaml",
+        DAEMON_SET_SHAPE,
     )
     _refuse_foreign_owner(collection, live)
     pod_spec = ((live.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -95,7 +96,7 @@ def _find_container(pod_spec: dict, name: str, where: str) -> dict:
     for container in containers:
         if container.get("name") == name:
             return container
-    names = ", ".join(c.get("name", "?") for c in containers) or "none"
+    names = ", ".join(c.get("name") or "?" for c in containers) or "none"
     raise Refused(
         "TargetNotFound",
         f"DaemonSet {where} has no container {name!r} (it has: {names}); "

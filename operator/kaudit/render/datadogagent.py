@@ -18,7 +18,7 @@ from kaudit.render.common import (
     missing_control_plane_tolerations,
 )
 from kaudit.render.daemonset import LOGS_VOLUME, VOLUME_PREFIX
-from kaudit.render.targets import find_target, refuse_if_claimed
+from kaudit.render.targets import DATADOG_AGENT_SHAPE, find_target, refuse_if_claimed
 
 API_VERSION = "datadoghq.com/v2alpha1"
 # extraConfd items are paths below conf.d, as the Operator copies them there.
@@ -32,6 +32,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
     live = find_target(
         existing, "datadoghq.com", "DatadogAgent", ref.name, namespace,
         f"kubectl get datadogagent -n {namespace} {ref.name} -o yaml > dda.yaml, then pass --existing dda.yaml",
+        DATADOG_AGENT_SHAPE,
     )
     where = f"DatadogAgent {namespace}/{ref.name}"
     spec = live.get("spec") or {}

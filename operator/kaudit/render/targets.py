@@ -2,10 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from kaudit.errors import Refused
+from kaudit.errors import FieldError, InvalidInput, Refused
 from kaudit.render.common import COLLECTION_LABEL
+
+# The parts of a live object the renderer reads, as a shape: a dict is an object whose listed
+# keys have those shapes, a one-item list a list of items of that shape, ``str`` a string.
+# Absent or null fields are fine; a wrong type is bad input (a hand-edited --existing file),
+# reported by path instead of failing deep inside the renderer.
+_TOLERATION = {"key": str, "operator": str, "effect": str, "value": str}
+_MOUNT = {"name": str, "mountPath": str}
+_CONTAINER = {"name": str, "env": [{"name": str}], "volumeMounts": [_MOUNT], "securityContext": {}}
+DAEMON_SET_SHAPE = {
+    "metadata": {"labels": {}, "annotations": {}},
+    "spec": {"template": {"metadata": {"labels": {}, "annotations": {}}, "spec": {
+        "containers": [_CONTAINER], "initContainers": [_CONTAINER],
+        "volumes": [{"name": str, "hostPath": {"path": str}}], "tolerations": [_TOLERATION], "securityContext": {},
+    }}},
+}
+DATADOG_AGENT_SHAPE = {
+    "metadata": {"labels": {}, "annotations": {}},
+    "spec": {"features": {"logCollection": {}}, "override": {"nodeAgent": {
+        "extraConfd": {"configMap": {"name": str}},
+        "containers": {"agent": {"volumeMounts": [_MOUNT]}},
+        "volumes": [{"name": str}],
+        "tolerations": [_TOLERATION],
+    }}},
+}
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def shape_errors(value: Any, shape: Any, path: str) -> list[FieldError]:
+    """Where ``value`` does not have ``shape`` (see DAEMON_SET_SHAPE), as FieldErrors."""
+    if value is None:
+        return []
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return [FieldError(path, f"Invalid value: expected an object, got {_json_type(value)}")]
+        return [e for key, sub in shape.items() for e in shape_errors(value.get(key), sub, f"{path}.{key}")]
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return [FieldError(path, f"Invalid value: expected a list, got {_json_type(value)}")]
+        return [e for i, item in enumerate(value)
+                for e in (shape_errors(item, shape[0], f"{path}[{i}]") if item is not None
+                          else [FieldError(f"{path}[{i}]", "Invalid value: null is not a list item")])]
+    if not isinstance(value, shape):
+        return [FieldError(path, f"Invalid value: expected a string, got {_json_type(value)}")]
+    return []
 
 
 def flatten(existing: Sequence[dict]) -> Iterable[dict]:
@@ -13,20 +61,28 @@ def flatten(existing: Sequence[dict]) -> Iterable[dict]:
     for obj in existing:
         if not isinstance(obj, dict):
             continue
-        if obj.get("kind") == "List" or (obj.get("kind", "").endswith("List") and "items" in obj):
-            yield from flatten(obj.get("items") or [])
+        kind = obj.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(obj.get("items"), list):
+            yield from flatten(obj["items"])
         else:
             yield obj
 
 
 def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, namespace: str,
-                hint: str) -> dict:
-    """The object of that kind, name and namespace, or Refused(TargetNotFound) saying how to supply it."""
+                hint: str, shape: dict | None = None) -> dict:
+    """The object of that kind, name and namespace, or Refused(TargetNotFound) saying how to supply it.
+
+    With ``shape``, an object whose fields have the wrong types is InvalidInput naming them.
+    """
     for obj in flatten(existing):
         if obj.get("kind") != kind or str(obj.get("apiVersion", "")).split("/")[0] != api_group.split("/")[0]:
             continue
-        meta = obj.get("metadata") or {}
-        if meta.get("name") == name and meta.get("namespace", namespace) == namespace:
+        meta = obj.get("metadata")
+        if isinstance(meta, dict) and meta.get("name") == name and meta.get("namespace", namespace) == namespace:
+            errors = shape_errors(obj, shape or {}, "")
+            if errors:
+                where = f"the existing {kind} {namespace}/{name}"
+                raise InvalidInput(FieldError(f"{where}: {e.path.lstrip('.')}", e.message) for e in errors)
             return obj
     raise Refused(
         "TargetNotFound",
