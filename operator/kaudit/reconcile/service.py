@@ -29,6 +29,8 @@ INSTALLER_COMPONENT = "policy-installer"
 # kubeadm's kube-apiserver mirror pods: their container start tells whether the policy is loaded.
 APISERVER_NAMESPACE = "kube-system"
 APISERVER_SELECTOR = "component=kube-apiserver"
+# Ready=False reasons that are steps on the way, not problems: their Events are Normal.
+PROGRESS_REASONS = frozenset({"Installing", "NoReports"})
 
 
 @dataclass(frozen=True)
@@ -332,7 +334,8 @@ class Reconciler:
             for changed in condition_changes(live_status.get("conditions") or [], rendered_conditions):
                 if changed["type"] != "Ready":
                     continue
-                kind = NORMAL if changed["status"] == TRUE else WARNING
+                progressing = changed["reason"] in PROGRESS_REASONS
+                kind = NORMAL if changed["status"] == TRUE or progressing else WARNING
                 await self._event(collection, kind, changed["reason"], changed["message"])
         ready = rendered_conditions[0]
         outcome.ready = ready["status"] == TRUE
