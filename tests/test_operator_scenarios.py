@@ -387,3 +387,26 @@ async def test_ready_waits_for_the_installer_and_reports_a_required_restart(serv
     assert condition(server, "Ready")["status"] == "True"  # the file is in place; the restart is the user's step
     assert status_of(server)["nodes"][0]["restartRequired"] is True
     assert "restart it" in condition(server, "PolicyInstalled")["message"]
+
+
+async def test_switching_away_from_daemonset_mode_hands_the_daemonset_back(server):
+    server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
+    async with running_operator(server):
+        await create(server, collection(spec=DAEMONSET_SPEC))
+        await until(lambda: is_ready(server) and handled(server))
+        start = len(list(server))
+        await server.patch(CREATE_URL + "/cluster", json={"metadata": {"generation": 2},
+                                                          "spec": {"agent": {"mode": "None"}}})
+        await until(lambda: status_of(server).get("observedGeneration") == 2 and is_ready(server))
+    released = [r for r in writes(server, start) if r.url.path == DS_PATH]
+    empty = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "datadog-agent", "namespace": "datadog"}}
+    assert released[0].headers["Content-Type"] == "application/merge-patch+json"
+    assert body_of(released[1]) == empty and released[1].headers["Content-Type"] == APPLY
+    # A real API server drops the kaudit.dev/collection label with that apply (only kaudit set it),
+    # so the DaemonSet stops being listed as kaudit's; kmock keeps it, and a later reconcile may
+    # repeat the same harmless empty apply.
+    assert all(body_of(r) == empty for r in released[2:])
+    # The agent-config ConfigMap kaudit owned is no longer rendered in mode None: deleted.
+    deleted = [r.url.path for r in writes(server, start) if str(r.method) == "method.DELETE"]
+    assert deleted == ["/api/v1/namespaces/datadog/configmaps/kaudit-cluster-agent-config"]
+    assert condition(server, "AgentConfigured")["reason"] == "NoAgent"
