@@ -226,16 +226,36 @@ def test_event_details_that_the_policy_did_not_see():
 
 @pytest.mark.parametrize("bad", [[], {"verb": 3}, {"verb": False}, {"user": "alice"}, {"user": {"groups": "ops"}},
                                  {"user": {"username": False}}, {"user": {"groups": [1]}},
+                                 {"user": {"groups": ["ops", ["nested"]]}}, {"user": {"groups": ["ops", None]}},
                                  {"objectRef": "pods"}, {"objectRef": {"resource": ["pods"]}},
-                                 {"objectRef": {"resource": "pods", "namespace": 0}}, {"requestURI": 5}])
+                                 {"objectRef": {"resource": "pods", "namespace": 0}},
+                                 {"objectRef": {"resource": "pods", "name": ["p"]}},
+                                 {"verb": "create", "objectRef": {"resource": "pods", "name": 7}}, {"requestURI": 5}])
 def test_malformed_events_raise_value_error(bad):
-    # The fast path checks the fields the policy looks at; this one looks at all of them.
+    # The first policy looks at every attribute; the second at none, and still a wrongly typed
+    # event is malformed (the cache keys leave unused attributes out, so they are checked apart).
     evaluator = Evaluator(policy({"level": "Metadata", "userGroups": ["ops"]},
                                  {"level": "None", "namespaces": ["a"],
                                   "resources": [{"group": "", "resources": ["pods"], "resourceNames": ["p"]}]},
                                  {"level": "Request"}))
     with pytest.raises(ValueError):
         evaluator.evaluate_event(bad)
+    blind = Evaluator(policy({"level": "None", "verbs": ["watch"]}, {"level": "Metadata"}))
+    with pytest.raises(ValueError):
+        blind.evaluate_event(bad)
+
+
+@pytest.mark.parametrize("field, value", [("username", 5), ("groups", [1]), ("groups", "ops"),
+                                          ("namespace", 0), ("name", ["p"])])
+def test_a_cached_decision_does_not_hide_a_malformed_field_the_policy_ignores(field, value):
+    blind = Evaluator(policy({"level": "Metadata"}))
+    good = {"verb": "get", "user": {"username": "u", "groups": ["g"]},
+            "objectRef": {"resource": "pods", "namespace": "a", "name": "p"}}
+    blind.evaluate_event(good)  # caches the decision for the well-formed part of the key
+    bad = {**good, "user": dict(good["user"]), "objectRef": dict(good["objectRef"])}
+    (bad["user"] if field in ("username", "groups") else bad["objectRef"])[field] = value
+    with pytest.raises(ValueError):
+        blind.evaluate_event(bad)
     with pytest.raises(ValueError):
         attributes_from_event(bad)
 

@@ -17,8 +17,8 @@ API (small on purpose; the simulator calls it in a hot loop)::
 ``Decision`` is frozen and there is one instance per rule (plus one for "no rule matched"), so
 decisions can be compared by identity or by ``decision.rule``. ``evaluate_event`` caches
 decisions keyed on the attributes the policy actually looks at (evaluation is a pure function
-of them); it raises ``ValueError`` for an event whose fields have the wrong JSON types (it checks
-the fields the policy looks at; ``attributes_from_event`` checks all of them).
+of them); it raises ``ValueError`` for an event whose fields have the wrong JSON types, for the
+same events as ``attributes_from_event`` whatever the policy looks at.
 """
 
 from __future__ import annotations
@@ -211,10 +211,6 @@ def request_path(request_uri: str) -> str:
     return unquote(path) if "%" in path else path
 
 
-def _or_empty(value):
-    return "" if value is None else value
-
-
 def _request_name(verb: str, subresource: str, name: str) -> str:
     return "" if verb == "create" and not subresource else name
 
@@ -234,6 +230,7 @@ class Evaluator:
         self._uses_namespaces = any(r.namespaces for r in rules)
         self._rule_users = frozenset(user for r in rules for user in r.users)
         self._cache: dict[tuple, Decision] = {}
+        self._good_groups: set[tuple] = set()  # group lists already type-checked (when no rule uses users)
 
     def evaluate(self, attrs: RequestAttributes) -> Decision:
         return self._evaluate(attrs.user, attrs.groups, attrs.verb, attrs.resource_request, attrs.namespace,
@@ -244,6 +241,20 @@ class Evaluator:
             if matches(*values):
                 return decision
         return self._default
+
+    def _checked_groups(self, groups) -> bool:
+        """True when ``groups`` (a non-empty JSON value) is a list of strings; remembers the good ones."""
+        if type(groups) is not list:
+            return False
+        known = tuple(groups)  # hashing fails (TypeError) for nested lists or objects: malformed
+        if known in self._good_groups:
+            return True
+        if any(type(g) is not str for g in known):
+            return False
+        if len(self._good_groups) >= _CACHE_LIMIT:
+            self._good_groups.clear()
+        self._good_groups.add(known)
+        return True
 
     def decision_json(self, decision: Decision) -> str:
         """``{"level": ..., "omitStages": [...], "omitManagedFields": ..., "rule": ...}`` as one line."""
@@ -271,18 +282,32 @@ class Evaluator:
                 groups = user.get("groups")
                 groups = () if groups is None else tuple(groups) if type(groups) is list else None
             else:
+                # No rule looks at the user: leave it out of the key, but a wrongly typed user is
+                # still a malformed event, whatever the policy (same answer as attributes_from_event).
+                username, groups = user.get("username"), user.get("groups")
+                if (username is not None and type(username) is not str) or \
+                        (groups and not self._checked_groups(groups)) or (groups is not None and type(groups) is not list):
+                    raise TypeError
                 username, groups = "", ()
             resource = ref.get("resource") if ref is not None else None
             if resource:
                 # Inline "None → ''" (no helper calls): this runs once per event.
                 get = ref.get
-                namespace = get("namespace") if self._uses_namespaces else ""
+                namespace = get("namespace")
                 namespace = "" if namespace is None else namespace
                 subresource = get("subresource")
                 subresource = "" if subresource is None else subresource
                 api_group = get("apiGroup")
                 api_group = "" if api_group is None else api_group
-                name = _request_name(verb, subresource, _or_empty(get("name"))) if self._uses_names else ""
+                name = get("name")
+                name = "" if name is None else name
+                # Checked on every event: the key may leave them out (or blank a create's name),
+                # so the check on a cache miss would not see them.
+                if type(namespace) is not str or type(name) is not str:
+                    raise TypeError
+                if not self._uses_namespaces:
+                    namespace = ""
+                name = _request_name(verb, subresource, name) if self._uses_names else ""
                 key = (username, groups, verb, True, namespace, api_group, resource, subresource, name, "")
             else:
                 uri = event.get("requestURI")
