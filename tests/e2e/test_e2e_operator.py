@@ -110,7 +110,9 @@ def test_daemonset_mode_patches_and_hands_back_exactly(operator):
     kubectl("delete", "ac", "e2e-ds", "--wait=true", "--timeout=90s")
     after = get("daemonset", "-n", AGENT_NAMESPACE, "datadog-agent")
     assert "kaudit.dev/collection" not in (after["metadata"].get("labels") or {})
-    assert not any(m["manager"] == "kaudit" for m in after["metadata"].get("managedFields") or [])
+    # kaudit applies nothing any more; the restored tolerations are recorded as an Update by kaudit.
+    managers = {(m["manager"], m["operation"]) for m in after["metadata"].get("managedFields") or []}
+    assert ("kaudit", "Apply") not in managers
     # The pod template is the user's again, field for field.
     assert after["spec"]["template"]["spec"]["tolerations"] == user_tolerations
     assert after["spec"]["template"]["spec"]["containers"] == before["spec"]["template"]["spec"]["containers"]
