@@ -1,0 +1,52 @@
+"""`kaudit run`: options map onto kopf.operator() as documented (no cluster: kopf.operator is stubbed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import kopf
+import pytest
+
+from kaudit.cli import main
+
+
+@pytest.fixture
+def operator_calls(monkeypatch):
+    # `kaudit run` blocks a not-yet-imported kubernetes package for kopf's sake; in this shared
+    # test process import it first, so the block is a no-op and later tests still have it.
+    import kubernetes  # noqa: F401
+
+    calls = []
+
+    async def fake_operator(**kwargs):
+        calls.append(kwargs)
+
+    monkeypatch.setattr(kopf, "operator", fake_operator)
+    monkeypatch.setattr(kopf, "configure", lambda **_: None)
+    return calls
+
+
+def test_standalone_runs_without_peering(operator_calls):
+    assert main(["run", "--standalone", "--metrics-port", "0", "--liveness-port", "8081"]) == 0
+    [call] = operator_calls
+    assert call["clusterwide"] is True and call["standalone"] is True
+    assert "peering_name" not in call  # a peering name would make kopf wait for the peering CRD
+    assert call["liveness_endpoint"] == "http://0.0.0.0:8081/healthz"
+
+
+def test_replicas_peer_with_a_random_priority_by_default(operator_calls):
+    main(["run", "--metrics-port", "0"])
+    main(["run", "--metrics-port", "0"])
+    assert [c["peering_name"] for c in operator_calls] == ["kaudit", "kaudit"]
+    assert operator_calls[0]["priority"] != operator_calls[1]["priority"]  # 1 in 2**31 to collide
+    main(["run", "--metrics-port", "0", "--priority", "7", "--peering", "other"])
+    assert (operator_calls[2]["peering_name"], operator_calls[2]["priority"]) == ("other", 7)
+
+
+def test_run_help_is_there_and_the_command_module_stays_light():
+    out = subprocess.run([sys.executable, "-m", "kaudit", "run", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--standalone" in out.stdout and "/metrics" in out.stdout
+    # Registering the command must not import kopf: other commands start fast.
+    code = "import sys, kaudit.cli.run; print('kopf' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
