@@ -278,3 +278,14 @@ def test_upstream_invalid_rule_after_valid_ones_and_invalid_policy_stages():
     assert [str(e) for e in result.errors] == [f"rules[{len(VALID_RULES)}].level: Required value"]
     result = load_policy(as_policy([{"level": "Metadata"}], omitStages=["Sometimes"]))
     assert [e.path for e in result.errors] == ["omitStages[0]"]
+
+
+def test_resource_entry_errors_also_give_kube_apiservers_path():
+    # validation.go validateResources uses fldPath.Child("group") on the resources list, without
+    # the entry's index; kaudit names the entry and quotes upstream's path for matching its logs.
+    [group] = load_policy(as_policy([{"level": "None", "resources": [{"group": ""}, {"group": "apps/v1"}]}])).errors
+    assert group.path == "rules[0].resources[1].group"
+    assert group.message.endswith("(kube-apiserver: rules[0].resources.group)")
+    [names] = load_policy(as_policy([{"level": "None", "resources": [{"resourceNames": ["x"]}]}])).errors
+    assert (names.path, names.message.endswith("(kube-apiserver: rules[0].resources.resourceNames)")) == (
+        "rules[0].resources[0].resourceNames", True)

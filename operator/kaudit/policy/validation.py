@@ -4,7 +4,8 @@
 Same checks, same order (policy omitStages, then per rule: level, nonResourceURLs, resources,
 omitStages, then the resources-vs-URLs conflict). Messages are kaudit's own words. One
 deliberate difference: a bad ``group`` is reported at ``rules[i].resources[j].group`` (upstream
-omits the ``[j]``), because a path that names the entry is more useful.
+omits the ``[j]``), because a path that names the entry is more useful; the message then adds
+upstream's path.
 """
 
 from __future__ import annotations
@@ -75,17 +76,21 @@ def _group_error(group: str) -> str | None:
 def validate_resources(entries: tuple[GroupResources, ...], path: str, kubernetes_version: str) -> list[FieldError]:
     errors = []
     wildcard_ok = group_wildcard_supported(kubernetes_version)
+    # kube-apiserver names these fields without the entry's index; the message says so, so that
+    # its own error (in its log when it refuses to start) can be matched to ours.
+    upstream = f" (kube-apiserver: {path}.group)"
     for i, entry in enumerate(entries):
         here = f"{path}[{i}]"
         if entry.group == "*" and not wildcard_ok:
             errors.append(FieldError(f"{here}.group", f'Invalid value: "*": group "*" needs kube-apiserver 1.36 or newer '
-                                                      f"(target is {kubernetes_version})"))
+                                                      f"(target is {kubernetes_version}){upstream}"))
         elif entry.group and entry.group != "*":
             problem = _group_error(entry.group)
             if problem:
-                errors.append(FieldError(f"{here}.group", f'Invalid value: "{entry.group}": {problem}'))
+                errors.append(FieldError(f"{here}.group", f'Invalid value: "{entry.group}": {problem}{upstream}'))
         if entry.resource_names and not entry.resources:
-            errors.append(FieldError(f"{here}.resourceNames", "Invalid value: resourceNames needs at least one entry in resources"))
+            errors.append(FieldError(f"{here}.resourceNames", "Invalid value: resourceNames needs at least one entry in "
+                                                              f"resources (kube-apiserver: {path}.resourceNames)"))
     return errors
 
 
