@@ -64,6 +64,12 @@ def test_enums_match_the_spec_model():
     assert tuple(spec["agent"]["properties"]["mode"]["enum"]) == AGENT_MODES
     assert tuple(spec["policy"]["properties"]["profile"]["enum"]) == PROFILES
     assert tuple(spec["policy"]["properties"]["omitStages"]["items"]["enum"]) == STAGES
+    # Custom rules: the API server refuses what kube-apiserver would refuse in these two fields.
+    from kaudit.policy.model import LEVELS, STAGES as POLICY_STAGES
+
+    rule = spec["policy"]["properties"]["rules"]["items"]["properties"]
+    assert tuple(rule["level"]["enum"]) == LEVELS
+    assert tuple(rule["omitStages"]["items"]["enum"]) == POLICY_STAGES == STAGES
 
 
 def apply_defaults(value, schema):
