@@ -141,6 +141,7 @@ def runtime_for(server: kmock.KubernetesEmulator, **overrides: Any) -> Runtime:
 
     options: dict[str, Any] = dict(
         config=OperatorConfig(namespace="kaudit-system", image="kaudit/kaudit:test"),
+        recheck_delay=0.01,
         login=login, connection_info=kopf.ConnectionInfo(server=url), force_close=True, retry=RetryPolicy(attempts=4, first_delay=0.001, max_delay=0.01),
     )
     options.update(overrides)
@@ -157,7 +158,7 @@ def live_object(server: kmock.KubernetesEmulator, plural: str, namespace: str | 
 async def fake_installer(server: kmock.KubernetesEmulator, node: str = "cp-1") -> None:
     """Plays the node-side policy installer on one control-plane node: whenever a policy
     ConfigMap appears or changes, it reports the installed hash in a Lease through the API
-    (so the operator's watch sees it), exactly as the installer's own report body says."""
+    exactly as the installer's own report body says."""
     while True:
         for (resource, namespace, name), obj in list(server.objects.items()):
             if resource.plural != "configmaps" or obj.deleted or not name.endswith("-policy"):
@@ -205,7 +206,7 @@ async def running_operator(server: kmock.KubernetesEmulator, runtime: Runtime | 
 
 def _watching(server: kmock.KubernetesEmulator, since: int) -> bool:
     plurals = {r.params.get("watch") and r.resource.plural for r in list(server)[since:] if r.resource is not None}
-    return {"auditcollections", "configmaps", "daemonsets", "serviceaccounts", "leases"} <= plurals
+    return {"auditcollections", "configmaps", "daemonsets", "serviceaccounts"} <= plurals
 
 
 async def until(predicate: Any, timeout: float = 5.0, interval: float = 0.005) -> None:

@@ -378,7 +378,8 @@ async def test_ready_waits_for_the_installer_and_reports_a_required_restart(serv
         assert condition(server, "Ready")["status"] == "False"
         assert condition(server, "PolicyInstalled")["reason"] == "Installing"
         assert status_of(server)["nodes"][0]["message"] == "no report from the policy installer on this node"
-        # The installer reports through a Lease; its watch event alone brings the status up to date.
+        # The installer reports through a Lease; the operator looks again while installing (no watch:
+        # listing Leases in its own namespace needs less RBAC than kopf's cluster-wide watch).
         installer = asyncio.create_task(fake_installer(server))
         try:
             await until(lambda: condition(server, "PolicyInstalled").get("reason") == "RestartRequired")

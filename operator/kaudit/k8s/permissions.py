@@ -40,14 +40,14 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("coordination.k8s.io", "leases", ("create", "patch"), "namespace",
                "not called by the operator: Kubernetes lets it create the installer's Role only if it"
                " holds the permissions that Role grants (no privilege escalation)"),
-    Permission("coordination.k8s.io", "leases", ("get", "list", "watch"), "cluster",
-               "read the policy installer's node reports (Leases labelled kaudit.dev/collection in the"
-               " operator's namespace; kopf watches them cluster-wide with that label selector)"),
+    Permission("coordination.k8s.io", "leases", ("list",), "namespace",
+               "read the policy installer's node reports (Leases labelled kaudit.dev/collection)"),
     Permission("", "nodes", ("list",), "cluster",
                "count control-plane nodes and check the agent tolerates their taints"),
     Permission("", "pods", ("list",), "cluster",
-               "count ready agent pods on control-plane nodes; find kube-apiserver mirror pods in"
-               " kube-system (component=kube-apiserver) to tell whether a restart is still required"),
+               "count ready agent pods on control-plane nodes (agent namespace); list the kube-apiserver"
+               " mirror pods in kube-system (component=kube-apiserver) to tell whether a restart is still"
+               " required; without it restartRequired is \"unknown\""),
     Permission("", "events", ("create",), "namespace",
                "Events about changes and refusals, posted in the operator's namespace"),
     Permission("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), "cluster",

@@ -49,7 +49,8 @@ CHILD_RESOURCES = (CONFIG_MAPS, SERVICE_ACCOUNTS, DAEMON_SETS, DATADOG_AGENTS)
 # What kaudit renders only in its own namespace (the installer's RBAC): pruned, not watched, so
 # the operator needs no cluster-wide RBAC read access; the resync timer repairs drift there.
 OPERATOR_NAMESPACE_CHILDREN = (ROLES, ROLE_BINDINGS)
-# What the policy installer writes (one Lease per node): watched by label, read, never written.
+# What the policy installer writes (one Lease per node, in the operator's namespace): read, never
+# written, and not watched (a kopf watch is cluster-wide; listing in one namespace needs less RBAC).
 REPORT_RESOURCES = (LEASES,)
 
 _BY_KIND = {

@@ -56,6 +56,9 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     connection_info: Any = None
     background: list[asyncio.Task] = field(default_factory=list)
+    rechecks: dict[str, asyncio.Task] = field(default_factory=dict)
+    recheck_delay: float | None = None  # tests: instead of the service's delays per reason
+    collections: Any = None  # kopf's index of AuditCollections, once the operator has started
     _reconciler: Reconciler | None = None
 
     @property
@@ -92,7 +95,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="kaudit.dev", key="last-handled-configuration")
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaudit.dev")
-        for resource in (*r.CHILD_RESOURCES, *r.REPORT_RESOURCES):
+        for resource in r.CHILD_RESOURCES:
             settings.watching.label_selectors[resource.group, resource.version, resource.plural] = COLLECTION_LABEL
         # kaudit posts its own Events for changes and refusals; kopf only for its warnings.
         settings.posting.level = logging.WARNING
@@ -108,7 +111,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
 
     @kopf.on.cleanup(**collection_kwargs)
     async def close(**_: Any) -> None:
-        for task in runtime.background:
+        for task in [*runtime.background, *runtime.rechecks.values()]:
             task.cancel()
         await runtime.close()
 
@@ -134,7 +137,24 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY)
         result = "ready" if outcome.ready else "not-ready"
         runtime.metrics.reconciled(trigger, result, time.monotonic() - started, outcome.writes)
+        if outcome.requeue_after and outcome.name and runtime.collections is not None:
+            schedule_recheck(outcome.name, runtime.recheck_delay or outcome.requeue_after)
         return outcome
+
+    def schedule_recheck(name: str, delay: float) -> None:
+        """Look again later (node reports are polled, not watched); one pending look per collection."""
+        if name in runtime.rechecks:
+            return
+
+        async def recheck() -> None:
+            await asyncio.sleep(delay)
+            runtime.rechecks.pop(name, None)
+            try:
+                await run("recheck", None, [], latest=freshest(runtime.collections, name))
+            except kopf.TemporaryError as exc:
+                logger.warning("recheck of %s failed: %s", name, exc)
+
+        runtime.rechecks[name] = asyncio.create_task(recheck())
 
     @kopf.on.create(GROUP, VERSION, PLURAL, **collection_kwargs)
     async def created(body: kopf.Body, collections: kopf.Index, **_: Any) -> None:
@@ -171,6 +191,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
 
     @kopf.on.startup(**collection_kwargs)
     async def start_resync(collections: kopf.Index, **_: Any) -> None:
+        runtime.collections = collections
         runtime.background.append(asyncio.create_task(resync_forever(collections)))
 
     def needs_release(body: kopf.Body, **_: Any) -> bool:
@@ -193,7 +214,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             if other["metadata"]["name"] != name:
                 await run("successor", None, [], latest=freshest(collections, other["metadata"]["name"]))
 
-    for resource in (*r.CHILD_RESOURCES, *r.REPORT_RESOURCES):
+    for resource in r.CHILD_RESOURCES:
         @kopf.on.event(resource.group, resource.version, resource.plural,
                        labels={COLLECTION_LABEL: kopf.PRESENT}, id=f"drift-{resource.plural}",
                        **collection_kwargs)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from kaudit.errors import InvalidInput, Refused
 from kaudit.k8s import resources as r
-from kaudit.k8s.client import ApiClient
+from kaudit.k8s.client import ApiClient, ApiError
 from kaudit.k8s.events import NORMAL, WARNING, post_event
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, agent_figures
@@ -29,6 +29,8 @@ INSTALLER_COMPONENT = "policy-installer"
 # kubeadm's kube-apiserver mirror pods: their container start tells whether the policy is loaded.
 APISERVER_NAMESPACE = "kube-system"
 APISERVER_SELECTOR = "component=kube-apiserver"
+# How soon to read the node reports again, by PolicyInstalled reason (Installed: at the resync).
+RECHECK_AFTER = {"NoReports": 5.0, "Installing": 5.0, "InstallFailed": 30.0, "RestartRequired": 60.0}
 # Ready=False reasons that are steps on the way, not problems: their Events are Normal.
 PROGRESS_REASONS = frozenset({"Installing", "NoReports"})
 
@@ -47,6 +49,8 @@ class Outcome:
     ready: bool = False
     reason: str = ""
     conditions: list[dict] = field(default_factory=list)
+    name: str = ""
+    requeue_after: float | None = None  # seconds until the node reports are worth reading again
 
 
 def now_text() -> str:
@@ -163,7 +167,7 @@ class Reconciler:
 
     async def _reconcile(self, collection: dict, others: list[dict]) -> Outcome:
         name = collection["metadata"]["name"]
-        outcome = Outcome()
+        outcome = Outcome(name=name)
         if collection["metadata"].get("deletionTimestamp"):
             return outcome  # being deleted: the finalizer (or the garbage collector) has the last word
         candidates = [collection, *[o for o in others if o["metadata"]["name"] != name]]
@@ -214,8 +218,19 @@ class Reconciler:
         if installed is not None:
             extra["nodes"], installed_condition = installed
             conditions.append(installed_condition)
+            outcome.requeue_after = RECHECK_AFTER.get(installed_condition.reason)
         conditions.append(_agent_condition(collection, figures))
         return await self._report(collection, outcome, conditions, extra=extra)
+
+    async def _optional_list(self, resource: r.Resource, namespace: str | None, selector: str) -> list[dict]:
+        """A read that enriches status but must not stop a reconcile when RBAC does not allow it."""
+        try:
+            return await self.client.list(resource, namespace=namespace, label_selector=selector)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            logger.warning("not allowed to list %s in %s: %s", resource.plural, namespace or "the cluster", exc)
+            return []
 
     async def _policy_installed(self, collection: dict, rendered: Any) -> tuple[list[dict], Condition] | None:
         """Node by node: which policy the installer wrote and whether kube-apiserver has loaded it.
@@ -228,9 +243,8 @@ class Reconciler:
 
         name = collection["metadata"]["name"]
         leases, pods = await asyncio.gather(
-            self.client.list(r.LEASES, namespace=self.config.namespace,
-                             label_selector=f"{planning.COLLECTION_LABEL}={name}"),
-            self.client.list(r.PODS, namespace=APISERVER_NAMESPACE, label_selector=APISERVER_SELECTOR))
+            self._optional_list(r.LEASES, self.config.namespace, f"{planning.COLLECTION_LABEL}={name}"),
+            self._optional_list(r.PODS, APISERVER_NAMESPACE, APISERVER_SELECTOR))
         leases = [lease for lease in leases
                   if ((lease.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name]
         summary = aggregate(leases, pods, rendered.policy.hash, now=datetime.datetime.now(datetime.timezone.utc))
@@ -291,7 +305,7 @@ class Reconciler:
         daemon_set = _agent_daemon_set(mode, rendered, applied, children, live_target)
         nodes: list[dict] = []
         for label in CONTROL_PLANE_SELECTORS:
-            nodes = await self.client.list(r.NODES, label_selector=label)
+            nodes = await self._optional_list(r.NODES, None, label)
             if nodes:
                 break
         pods: list[dict] = []
@@ -299,7 +313,7 @@ class Reconciler:
             namespace = (daemon_set.get("metadata") or {}).get("namespace")
             match = (((daemon_set.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
             selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
-            pods = await self.client.list(r.PODS, namespace=namespace, label_selector=selector or None)
+            pods = await self._optional_list(r.PODS, namespace, selector)
         return agent_figures(daemon_set, nodes, pods)
 
     # --- reporting -------------------------------------------------------------------------------
