@@ -181,3 +181,17 @@ def test_the_kaudit_console_script_is_declared():
 
     [script] = [e for e in entry_points(group="console_scripts") if e.name == "kaudit"]
     assert script.value == "kaudit.cli:main"
+
+
+def test_bad_namespace_and_image_options_are_refused_by_name(capsys):
+    # They end up in the rendered objects, which would then be invalid.
+    code, out, err = run(capsys, "render", "-f", MANAGED, "--namespace", "Bad NS", "--image", "kaudit/kaudit: 1")
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        'error: --namespace: Invalid value: "Bad NS": must be a DNS label: at most 63 lowercase letters, digits '
+        "and '-', starting and ending alphanumeric",
+        'error: --image: Invalid value: "kaudit/kaudit: 1": must be a container image reference without whitespace',
+    ]
+    assert run(capsys, "render", "-f", MANAGED, "--image", "")[0] == 1
+    code, out, _ = run(capsys, "render", "-f", MANAGED, "--namespace", "audit-ops", "--image", "team/kaudit:9")
+    assert code == 0 and "namespace: audit-ops" in out and "image: team/kaudit:9" in out

@@ -290,7 +290,8 @@ def _absolute_file(value: str) -> str | None:
     return None
 
 
-def _dns_label(value: str) -> str | None:
+def dns_label_problem(value: str) -> str | None:
+    """Why ``value`` is not a DNS label (a namespace or container name), or None."""
     if len(value) > 63 or not _DNS_LABEL.match(value):
         return "must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending alphanumeric"
     return None
@@ -310,7 +311,8 @@ def _non_empty_line(value: str) -> str | None:
     return None
 
 
-def _image(value: str) -> str | None:
+def image_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a container image reference, or None."""
     if any(c.isspace() for c in value):
         return "must be a container image reference without whitespace"
     return None
@@ -376,7 +378,7 @@ def _parse_name(r: _Reader, metadata: dict) -> str:
     if not name:
         r.fail("metadata.name", "Required value: the AuditCollection needs a name")
         return "invalid"
-    if not isinstance(name, str) or _dns_label(name):
+    if not isinstance(name, str) or dns_label_problem(name):
         r.invalid("metadata.name", name, "must be a DNS label (lowercase letters, digits and '-')")
         return "invalid"
     if len(name) > MAX_COLLECTION_NAME:
@@ -470,10 +472,10 @@ def _parse_agent(r: _Reader, spec: dict) -> AgentSpec:
     dda = r.mapping(obj, "datadogAgent", f"{path}.datadogAgent", ("name",))
     return AgentSpec(
         mode=r.enum(obj, "mode", path, d.mode, AGENT_MODES),
-        namespace=r.string(obj, "namespace", path, d.namespace, _dns_label),
+        namespace=r.string(obj, "namespace", path, d.namespace, dns_label_problem),
         daemon_set=DaemonSetRef(
             name=r.string(ds, "name", f"{path}.daemonSet", d.daemon_set.name, _dns_subdomain),
-            container=r.string(ds, "container", f"{path}.daemonSet", d.daemon_set.container, _dns_label),
+            container=r.string(ds, "container", f"{path}.daemonSet", d.daemon_set.container, dns_label_problem),
         ),
         datadog_agent=DatadogAgentRef(
             name=r.string(dda, "name", f"{path}.datadogAgent", d.datadog_agent.name, _dns_subdomain),
@@ -496,7 +498,7 @@ def _parse_managed(r: _Reader, agent: dict, path: str) -> ManagedAgentSpec:
             elif isinstance(value, str) and not _LABEL_VALUE.match(value):
                 r.invalid(f"{path}.nodeSelector.{key}", value, "must be a valid label value")
     return ManagedAgentSpec(
-        image=r.string(obj, "image", path, d.image, _image) or d.image,  # "" = the pinned default
+        image=r.string(obj, "image", path, d.image, image_problem) or d.image,  # "" = the pinned default
         api_key_secret_ref=SecretKeyRef(
             name=r.string(secret, "name", f"{path}.apiKeySecretRef", d.api_key_secret_ref.name, _dns_subdomain),
             key=r.string(secret, "key", f"{path}.apiKeySecretRef", d.api_key_secret_ref.key, _config_key),

@@ -83,14 +83,30 @@ def _documents(path: str, text: str) -> list:
         raise InvalidInput([FieldError(where, f"not valid YAML: {problem}")]) from None
 
 
+def _option_errors(args: argparse.Namespace) -> list[FieldError]:
+    from kaudit.api.spec import dns_label_problem, image_problem
+
+    errors = []
+    if args.filename == "-" and "-" in args.existing:
+        errors.append(FieldError("--existing", "standard input can feed -f or --existing, not both"))
+    problem = dns_label_problem(args.namespace)
+    if problem:
+        errors.append(FieldError("--namespace", f'Invalid value: "{args.namespace}": {problem}'))
+    problem = image_problem(args.image) if args.image is not None else None
+    if problem or args.image == "":
+        errors.append(FieldError("--image", f'Invalid value: "{args.image}": {problem or "must not be empty"}'))
+    return errors
+
+
 def run(args: argparse.Namespace) -> int:
     from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, parse_collection
     from kaudit.render import render
     from kaudit.render.apiserver import snippet_yaml, static_pod_changes
     from kaudit.render.output import header_lines, to_json, to_yaml
 
-    if args.filename == "-" and "-" in args.existing:
-        raise InvalidInput([FieldError("--existing", "standard input can feed -f or --existing, not both")])
+    errors = _option_errors(args)
+    if errors:
+        raise InvalidInput(errors)
     documents = _documents(args.filename, _read(args.filename))
     if len(documents) != 1:
         raise InvalidInput([FieldError(args.filename, f"expected one AuditCollection document, found {len(documents)}")])
