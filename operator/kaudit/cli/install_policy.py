@@ -90,11 +90,11 @@ def _identity(args):
 def run(args) -> int:
     from kaudit.installer.follow import install_from, policy_validator
 
-    from kaudit.cli.policy import _check_version
+    from kaudit.cli.policy import check_kubernetes_version
 
     # Validating for the newest version instead could install a policy the node's older
     # kube-apiserver refuses at start.
-    _check_version(args)
+    check_kubernetes_version(args)
     source, target = Path(args.source), Path(args.target)
     reporting = args.report if args.report is not None else bool(os.environ.get("NODE_NAME"))
     reporter = _reporter(args, target) if reporting else None  # before anything is written

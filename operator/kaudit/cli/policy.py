@@ -55,8 +55,13 @@ def _version_argument(parser: argparse.ArgumentParser) -> None:
                         help="kube-apiserver version the policy is for (default: the newest kaudit knows)")
 
 
-def _check_version(args: argparse.Namespace) -> None:
-    """A version kaudit cannot read must not silently mean "the newest" (it decides what loads)."""
+def check_kubernetes_version(args: argparse.Namespace) -> None:
+    """Refuse ``args.kubernetes_version`` unless it is empty or reads as a minor version ("1.33").
+
+    A version kaudit cannot read must not silently mean "the newest": it decides what loads
+    (``group: "*"`` needs 1.36). Raises :class:`InvalidInput` naming ``--kubernetes-version``.
+    Shared by every command with that option (policy, policy simulate, install-policy).
+    """
     from kaudit.policy.validation import parse_minor
 
     if args.kubernetes_version and parse_minor(args.kubernetes_version) is None:
@@ -116,7 +121,7 @@ def _register_validate(subparsers) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    _check_version(args)
+    check_kubernetes_version(args)
     failed = False
     for path in args.files:
         _, errors, warnings = _check_file(path, args.kubernetes_version)
@@ -136,7 +141,7 @@ def _register_lint(subparsers) -> None:
 
 
 def run_lint(args: argparse.Namespace) -> int:
-    _check_version(args)
+    check_kubernetes_version(args)
     _, errors, warnings = _check_file(args.file, args.kubernetes_version)
     _print_findings(args.file, errors, warnings)
     return 1 if errors or warnings else 0
@@ -190,7 +195,7 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
 def run_eval(args: argparse.Namespace) -> int:
     from kaudit.policy.evaluate import Evaluator
 
-    _check_version(args)
+    check_kubernetes_version(args)
 
     result, errors, _ = _check_file(args.policy, args.kubernetes_version)
     if errors:
@@ -260,7 +265,7 @@ def read_custom_rules(path: str | None) -> tuple[dict, ...]:
 def run_render(args: argparse.Namespace) -> int:
     from kaudit.policy import PolicyOptions, compose_policy
 
-    _check_version(args)
+    check_kubernetes_version(args)
 
     options = PolicyOptions(
         profile=args.profile,

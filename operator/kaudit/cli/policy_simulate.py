@@ -137,11 +137,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kaudit.cli.policy import _check_version
+    from kaudit.cli.policy import check_kubernetes_version
     from kaudit.simulate import simulate
     from kaudit.simulate.views import render
 
-    _check_version(args)
+    check_kubernetes_version(args)
     _check_args(args)
     version = args.kubernetes_version
     candidate = _load_file(args.policy, "--policy", version) if args.policy else _load_profile(args, args.profile)
