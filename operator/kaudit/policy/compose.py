@@ -71,14 +71,14 @@ def _option_errors(options: PolicyOptions) -> list[FieldError]:
 
 
 def _custom_rules(options: PolicyOptions) -> tuple[tuple[PolicyRule, ...], list[str], list[FieldError]]:
-    from kaudit.policy.loader import _DecodeError, decode_rule
+    from kaudit.policy.loader import DecodeError, decode_rule
     from kaudit.policy.validation import validate_rule
 
     rules, unknown, errors = [], [], []
     for i, data in enumerate(options.rules):
         try:
             rule = decode_rule(data, f"rules[{i}]", unknown)
-        except _DecodeError as exc:
+        except DecodeError as exc:
             errors.append(exc.error)
             continue
         errors += validate_rule(rule, f"rules[{i}]", options.kubernetes_version)

@@ -42,7 +42,9 @@ class LoadResult:
         return self.policy is not None
 
 
-class _DecodeError(Exception):
+class DecodeError(Exception):
+    """A value of the wrong JSON type, which stops kube-apiserver's decoder; ``.error`` names it."""
+
     def __init__(self, error: FieldError):
         super().__init__(str(error))
         self.error = error
@@ -173,8 +175,8 @@ def _type_name(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _fail(path: str, expected: str, value: Any) -> _DecodeError:
-    return _DecodeError(FieldError(path, f"must be {expected}, not {_type_name(value)}; kube-apiserver refuses the file"))
+def _fail(path: str, expected: str, value: Any) -> DecodeError:
+    return DecodeError(FieldError(path, f"must be {expected}, not {_type_name(value)}; kube-apiserver refuses the file"))
 
 
 def _string(value: Any, path: str) -> str:
@@ -224,7 +226,7 @@ def decode_group_resources(value: Any, path: str, unknown: list[str]) -> GroupRe
 
 
 def decode_rule(value: Any, path: str, unknown: list[str]) -> PolicyRule:
-    """One PolicyRule from its JSON/YAML form; raises _DecodeError on a type mismatch."""
+    """One PolicyRule from its JSON/YAML form; raises DecodeError on a type mismatch."""
     data = _mapping(value, path, RULE_FIELDS, unknown)
     resources = data.get("resources")
     if resources is not None and not isinstance(resources, list):
@@ -245,7 +247,7 @@ def decode_rule(value: Any, path: str, unknown: list[str]) -> PolicyRule:
 
 
 def decode_rules(values: Any, path: str = "rules") -> tuple[tuple[PolicyRule, ...], list[str]]:
-    """Decode a list of rules; raises InvalidInput-ready FieldErrors through _DecodeError."""
+    """Decode a list of rules; raises InvalidInput-ready FieldErrors through DecodeError."""
     unknown: list[str] = []
     if values is None:
         return (), unknown
@@ -293,7 +295,7 @@ def decode_policy(data: Any, kubernetes_version: str = "") -> LoadResult:
             omit_stages=_strings(mapping.get("omitStages"), "omitStages"),
             omit_managed_fields=bool(_bool(mapping.get("omitManagedFields"), "omitManagedFields")),
         )
-    except _DecodeError as exc:
+    except DecodeError as exc:
         if not exc.error.path:
             return LoadResult(None, (FieldError("", f"the document is {_type_name(data)}, not a mapping (an audit Policy object)"),))
         return LoadResult(None, (exc.error,), tuple(unknown))
