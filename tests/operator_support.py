@@ -35,11 +35,12 @@ _versions = itertools.count(1000)
 
 
 class ApplyEmulator(kmock.KubernetesEmulator):
-    """kmock plus two API-server behaviours the operator relies on:
+    """kmock plus the API-server behaviours the operator relies on:
 
     * a server-side apply to a missing object creates it;
     * every write gets a new ``metadata.resourceVersion`` (kopf waits for the version it wrote
-      before it trusts a watch event; with a constant version it re-handles stale events).
+      before it trusts a watch event; with a constant version it re-handles stale events);
+    * a JSON patch whose resourceVersion ``test`` fails is refused with 422.
 
     Further applies are stored by kmock's plain dict merge, which matches what kaudit sends for
     the objects it owns; list-merging and field ownership are not emulated.
@@ -47,6 +48,8 @@ class ApplyEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: Any) -> Any:
         if request.resource is not None and request.method in (kmock.method.PATCH, kmock.method.POST):
+            if isinstance(request.data, list) and request.name:
+                self._check_json_patch_tests(request)
             version = str(next(_versions))
             if isinstance(request.data, list):
                 request.data.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
@@ -71,6 +74,15 @@ class ApplyEmulator(kmock.KubernetesEmulator):
                         self._objects[key] = body
                     await self._buses[request.resource].put({"type": "ADDED", "object": self._objects[key].raw})
         return await super()._handle(request)
+
+    def _check_json_patch_tests(self, request: Any) -> None:
+        """A failed ``test`` operation is 422 Unprocessable Entity (kmock answers 500), which is
+        how kopf learns that its resourceVersion-guarded patch must wait for a fresher body."""
+        stored = _stored(self, request)
+        for op in request.data:
+            if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion" and stored is not None:
+                if (stored.get("metadata") or {}).get("resourceVersion") != op.get("value"):
+                    raise kmock.KubernetesError(status=422, reason="Invalid", message="the test operation failed")
 
 
 MERGE_KEYS = ("name", "mountPath", "containerPort")
@@ -146,6 +158,11 @@ def runtime_for(server: kmock.KubernetesEmulator, **overrides: Any) -> Runtime:
     )
     options.update(overrides)
     return Runtime(**options)
+
+
+def _stored(server: kmock.KubernetesEmulator, request: Any) -> Any:
+    key = (request.resource, request.namespace, request.name)
+    return server.objects[key] if key in server.objects and not server.objects[key].deleted else None
 
 
 def live_object(server: kmock.KubernetesEmulator, plural: str, namespace: str | None, name: str) -> Any:

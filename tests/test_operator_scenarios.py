@@ -411,3 +411,18 @@ async def test_switching_away_from_daemonset_mode_hands_the_daemonset_back(serve
     deleted = [r.url.path for r in writes(server, start) if str(r.method) == "method.DELETE"]
     assert deleted == ["/api/v1/namespaces/datadog/configmaps/kaudit-cluster-agent-config"]
     assert condition(server, "AgentConfigured")["reason"] == "NoAgent"
+
+
+async def test_deleting_after_the_user_deleted_their_daemonset_creates_nothing(server):
+    server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
+    async with running_operator(server):
+        await create(server, collection(spec=DAEMONSET_SPEC))
+        await until(lambda: is_ready(server) and handled(server))
+        await server.delete(DS_PATH)
+        start = len(list(server))
+        await server.delete(CREATE_URL + "/cluster")
+        await until(lambda: server.objects[COLLECTIONS, None, "cluster"].history[-1] is None)
+    # The restore finds nothing (404) and no empty apply re-creates a DaemonSet with only a name.
+    assert [str(r.method) for r in writes(server, start) if r.url.path == DS_PATH] in (
+        [], ["method.PATCH"])
+    assert not any(r.headers.get("Content-Type") == APPLY for r in writes(server, start) if r.url.path == DS_PATH)

@@ -71,6 +71,9 @@ class Runtime:
             self._reconciler = Reconciler(client, self.config, render=self.render)
         return self._reconciler
 
+    def is_own_echo(self, child: dict) -> bool:
+        return self._reconciler is not None and self._reconciler.is_own_echo(child)
+
     async def close(self) -> None:
         if self._reconciler is not None:
             await self._reconciler.client.close()
@@ -222,8 +225,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                                 collections: kopf.Index, **_: Any) -> None:
             if type is None:  # the initial listing: resume handlers cover it
                 return
-            if type != "DELETED" and runtime._reconciler is not None \
-                    and runtime._reconciler.is_own_echo(plain(body)):
+            if type != "DELETED" and runtime.is_own_echo(plain(body)):
                 return  # the watch event of kaudit's own apply: nothing drifted
             owner = labels.get(COLLECTION_LABEL)
             try:

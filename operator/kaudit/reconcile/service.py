@@ -281,7 +281,11 @@ class Reconciler:
         release = planning.release_of(live)
         resource = r.resource_of(release.apply)
         if release.restore is not None:
-            await self.client.merge_patch(resource, release.key[2], release.key[3], release.restore)
+            restored = await self.client.merge_patch(resource, release.key[2], release.key[3], release.restore)
+            if restored is None:
+                return  # the user deleted it meanwhile: nothing to hand back
+        elif await self.client.get(resource, release.key[2], release.key[3]) is None:
+            return  # gone: an apply would create an object with nothing but a name
         await self.client.apply(release.apply, force=False)
         await self._event(collection, NORMAL, "Released",
                           f"Removed kaudit's changes from {_describe(release.key)}.")
