@@ -69,8 +69,22 @@ def test_existing_datadog_agent(capsys):
     assert [d for d in yaml.safe_load_all(out) if d][-1]["kind"] == "DatadogAgent"
 
 
-def test_daemon_set_mode_without_existing_explains_how_to_supply_it(capsys):
-    code, out, err = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"))
+@pytest.mark.parametrize("example, kind", [("daemonset.yaml", "DaemonSet"), ("datadogagent.yaml", "DatadogAgent")])
+def test_without_existing_the_agent_change_is_left_out_and_said_so(capsys, example, kind):
+    # The change to a user's agent depends on its live spec (pointdir mount, tolerations), so an
+    # offline preview prints only what kaudit owns and says how to see the rest.
+    code, out, _ = run(capsys, "render", "-f", str(EXAMPLES / example))
+    assert code == 0
+    documents = [d for d in yaml.safe_load_all(out) if d]
+    assert not [d for d in documents if d["metadata"].get("namespace") == "datadog" and d["kind"] == kind]
+    assert any(d["kind"] == "ConfigMap" and d["metadata"]["namespace"] == "datadog" for d in documents)
+    assert f"the change to {kind} datadog/" in out and "--existing" in out
+
+
+def test_existing_without_the_target_is_refused(capsys, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: something-else, namespace: datadog}\n")
+    code, out, err = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"), "--existing", str(other))
     assert code == 1 and out == ""
     assert err.startswith("error: TargetNotFound: ")
     assert "--existing" in err and len(err.strip().splitlines()) == 1

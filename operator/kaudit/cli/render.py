@@ -18,6 +18,8 @@ starts with the kube-apiserver flags you must set, as comments. Nothing is sent 
 
 In DaemonSet and DatadogAgent modes kaudit adapts its change to what your agent already has,
 so pass the live object with --existing (kubectl get daemonset -n datadog datadog-agent -o yaml).
+Without --existing, the objects kaudit owns are printed and the change to your agent is left
+out, with a warning saying so.
 """
 EPILOG = """\
 examples:
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         existing.extend(_documents(path, _read(path)))
 
     rendered = render(documents[0], existing=existing, namespace=args.namespace,
-                      image=args.image or DEFAULT_INSTALLER_IMAGE)
+                      image=args.image or DEFAULT_INSTALLER_IMAGE, preview=not args.existing)
     name = (documents[0].get("metadata") or {}).get("name")
     mode = ((documents[0].get("spec") or {}).get("agent") or {}).get("mode") or "Managed"
     title = f"Rendered by kaudit render for AuditCollection {name!r} (agent mode {mode})."

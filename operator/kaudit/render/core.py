@@ -16,12 +16,16 @@ DEFAULT_NAMESPACE = "kaudit-system"
 
 
 def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = DEFAULT_NAMESPACE,
-           image: str = DEFAULT_INSTALLER_IMAGE) -> Rendered:
+           image: str = DEFAULT_INSTALLER_IMAGE, preview: bool = False) -> Rendered:
     """Render every object and apply body for ``collection``.
 
     Pure: the same arguments give byte-identical results. Raises InvalidInput (with ``spec....``
     field paths) for a resource that cannot be used and Refused for a change kaudit will not make
     (for instance TargetNotFound when the DaemonSet/DatadogAgent to adapt is not in ``existing``).
+
+    ``preview`` is for offline review without the live agent: the change to the user's DaemonSet or
+    DatadogAgent depends on what that object already has (its pointdir mount, its tolerations), so
+    instead of guessing it is left out and a warning says how to see it. The operator never previews.
     """
     spec = parse_collection(collection)
     document = policy.compose(policy.policy_options(spec))
@@ -48,6 +52,8 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
             ref = spec.agent.managed.api_key_secret_ref
             steps.append(f"Make sure Secret {spec.agent.namespace}/{ref.name} exists with the Datadog API "
                          f"key under key {ref.key!r}; the agent pods wait for it.")
+        elif preview and not existing:
+            warnings.append(_preview_warning(spec))
         elif mode == "DaemonSet":
             from kaudit.render.daemonset import daemon_set_patch
 
@@ -74,6 +80,17 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
         next_steps=tuple(steps),
         warnings=tuple(warnings),
     )
+
+
+def _preview_warning(spec) -> FieldError:
+    agent = spec.agent
+    if agent.mode == "DaemonSet":
+        path, kind, resource, name = "spec.agent.daemonSet", "DaemonSet", "daemonset", agent.daemon_set.name
+    else:
+        path, kind, resource, name = "spec.agent.datadogAgent", "DatadogAgent", "datadogagent", agent.datadog_agent.name
+    return FieldError(path, f"the change to {kind} {agent.namespace}/{name} is not shown: it depends on what the "
+                            f"live object already has; to see it, pass --existing with the output of "
+                            f"'kubectl get {resource} -n {agent.namespace} {name} -o yaml'")
 
 
 def _apply_step(body: dict) -> str:
