@@ -9,8 +9,11 @@ Reports:
   operator's re-read of the reports is shortened to 10 ms here, 5 s by default);
 * API requests per reconcile on create, split into reads (GET, watches excluded) and writes, and
   the write budget: number of rendered objects + kopf's bookkeeping patch + status patches;
-* writes while idle: the resync timer compressed to 0.05 s and run for 3 s (≈ 60 resyncs; the
-  default interval is 300 s, so this covers far more than 5 minutes of idle resync);
+* writes while idle: the resync interval compressed to 0.05 s for 3 s of wall time (each resync
+  is a full reconcile; the default interval is 300 s, so a handful of resyncs is more than 5
+  minutes' worth). looptime was tried for a fast-forwarded 5 minutes: with kmock's real sockets in
+  the same event loop, kopf's watch timeouts then spin the loop (4 minutes of CPU for 5 fake
+  minutes, 0 writes), so the compressed interval is used instead;
 * resident memory of this process once idle (operator + renderer + the kmock server itself, so an
   upper bound for the operator alone).
 
