@@ -426,3 +426,15 @@ async def test_deleting_after_the_user_deleted_their_daemonset_creates_nothing(s
     assert [str(r.method) for r in writes(server, start) if r.url.path == DS_PATH] in (
         [], ["method.PATCH"])
     assert not any(r.headers.get("Content-Type") == APPLY for r in writes(server, start) if r.url.path == DS_PATH)
+
+
+async def test_the_waiting_collection_takes_over_when_the_active_one_is_deleted(server):
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server) and handled(server))
+        await create(server, collection("second", created="2026-02-01T00:00:00Z"))
+        await until(lambda: condition(server, "Ready", "second").get("reason") == "Conflict")
+        await server.delete(CREATE_URL + "/cluster")
+        await until(lambda: is_ready(server, "second"))
+    applied = {r.url.path.rsplit("/", 1)[-1] for r in applies(server)}
+    assert "kaudit-second-policy" in applied
