@@ -438,3 +438,17 @@ async def test_the_waiting_collection_takes_over_when_the_active_one_is_deleted(
         await until(lambda: is_ready(server, "second"))
     applied = {r.url.path.rsplit("/", 1)[-1] for r in applies(server)}
     assert "kaudit-second-policy" in applied
+
+
+async def test_a_refused_apply_is_reported_in_status(server):
+    refused = kmock.KubernetesError(status=404, reason="NotFound", message='namespaces "datadog" not found')
+    server[kmock.method.PATCH, kmock.namespace("datadog")] << refused
+    async with running_operator(server, runtime_for(server)):
+        await create(server, collection())
+        await until(lambda: condition(server, "AgentConfigured").get("reason") == "ApplyFailed")
+    # Which object comes first depends on kmock, which stores a write even when it answers with an
+    # error; the message names the object and carries the API server's reason.
+    message = condition(server, "AgentConfigured")["message"]
+    assert " datadog/kaudit-cluster-agent" in message
+    assert message.endswith(': 404 NotFound: namespaces "datadog" not found')
+    assert condition(server, "Ready")["status"] == "False"

@@ -60,15 +60,25 @@ class Runtime:
     recheck_delay: float | None = None  # tests: instead of the service's delays per reason
     collections: Any = None  # kopf's index of AuditCollections, once the operator has started
     _reconciler: Reconciler | None = None
+    _reconciler_info: Any = None
 
     @property
     def reconciler(self) -> Reconciler:
+        if self._reconciler is not None and self._reconciler_info is not self.connection_info:
+            # kopf logged in again (e.g. a rotated token after a 401): use the new credentials,
+            # keeping what the reconciler remembers; the old session closes in the background.
+            connection = Connection.from_connection_info(self.connection_info, force_close=self.force_close)
+            old_client = self._reconciler.client
+            self._reconciler.client = ApiClient(connection, retry=self.retry, observer=self.metrics.request)
+            self._reconciler_info = self.connection_info
+            self.background.append(asyncio.create_task(old_client.close()))
         if self._reconciler is None:
             if self.connection_info is None:
                 raise kopf.TemporaryError("Not logged in to the Kubernetes API yet.", delay=1)
             connection = Connection.from_connection_info(self.connection_info, force_close=self.force_close)
             client = ApiClient(connection, retry=self.retry, observer=self.metrics.request)
             self._reconciler = Reconciler(client, self.config, render=self.render)
+            self._reconciler_info = self.connection_info
         return self._reconciler
 
     def is_own_echo(self, child: dict) -> bool:

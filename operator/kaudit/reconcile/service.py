@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from kaudit.errors import InvalidInput, Refused
 from kaudit.k8s import resources as r
-from kaudit.k8s.client import ApiClient, ApiError
+from kaudit.k8s.client import ApiClient, ApiError, TransientApiError
 from kaudit.k8s.events import NORMAL, WARNING, post_event
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, agent_figures
@@ -33,6 +33,14 @@ APISERVER_SELECTOR = "component=kube-apiserver"
 RECHECK_AFTER = {"NoReports": 5.0, "Installing": 5.0, "InstallFailed": 30.0, "RestartRequired": 60.0}
 # Ready=False reasons that are steps on the way, not problems: their Events are Normal.
 PROGRESS_REASONS = frozenset({"Installing", "NoReports"})
+
+
+class ApplyRefused(Exception):
+    """An apply the API server refused for good; carries the API error for the handler."""
+
+    def __init__(self, message: str, cause: ApiError):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -203,7 +211,15 @@ class Reconciler:
         targets = {planning.key_of(live_target): live_target} if live_target else {}
         writes = planning.plan_writes(owner=collection, objects=rendered.objects, patches=rendered.patches,
                                       live_children=children, live_targets=targets)
-        applied = await self._execute(collection, writes)
+        try:
+            applied = await self._execute(collection, writes)
+        except ApplyRefused as exc:
+            # The API refused a write (a missing namespace, an admission webhook, RBAC): say so in
+            # status, then let the handler retry later.
+            conditions = [Condition("PolicyValid", TRUE, "Valid", _policy_message(rendered)),
+                          Condition("AgentConfigured", FALSE, "ApplyFailed", str(exc))]
+            await self._report(collection, outcome, conditions, extra=_rendered_status(collection, rendered))
+            raise exc.cause from None
         outcome.writes += len(writes.applies) + len(writes.deletes) + len(writes.releases)
 
         figures, installed = await asyncio.gather(
@@ -265,7 +281,13 @@ class Reconciler:
     async def _execute(self, collection: dict, writes: planning.Plan) -> dict[planning.Key, dict]:
         applied: dict[planning.Key, dict] = {}
         for body in writes.applies:
-            result = await self.client.apply(body, force=True)
+            try:
+                result = await self.client.apply(body, force=True)
+            except TransientApiError:
+                raise
+            except ApiError as exc:
+                raise ApplyRefused(f"{_describe(planning.key_of(body))}: {exc.status} {exc.reason}: {exc.message}",
+                                   exc) from None
             applied[planning.key_of(body)] = result or body
             self._applied[planning.key_of(body)] = body
             await self._event(collection, NORMAL, "Applied", f"Applied {_describe(planning.key_of(body))}.")
