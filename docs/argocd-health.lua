@@ -11,19 +11,14 @@
 
 local hs = { status = "Progressing", message = "Waiting for the kaudit operator to report status" }
 
--- Ready=False reasons that mean the operator is still working and will get there on its own.
+-- Ready=False reasons that mean the operator is still working and will get there on its own
+-- (kaudit.reconcile.status.PROGRESSING_REASONS: waiting for the policy installers' node reports).
+-- Every other Ready=False reason is a refusal or failure that needs a person. Ready=True with
+-- reason RestartRequired is Healthy: the policy is in place and restarting kube-apiserver is the
+-- user's own step, which a sync should not wait for.
 local converging = {
-  Progressing = true,
-  Reconciling = true,
-  Pending = true,
-  RolloutInProgress = true,
-  AgentRollingOut = true,
-  AgentNotReady = true,
-  InstallInProgress = true,
-  PolicyInstalling = true,
-  WaitingForAgent = true,
-  WaitingForInstaller = true,
-  WaitingForNodes = true,
+  Installing = true,
+  NoReports = true,
 }
 
 local function find_condition(conditions, wanted)

@@ -77,7 +77,7 @@ def test_ready_unknown_is_progressing():
     assert health(obj) == ("Progressing", "Reconciling: first pass")
 
 
-@pytest.mark.parametrize("reason", ["RolloutInProgress", "AgentRollingOut", "PolicyInstalling", "Progressing"])
+@pytest.mark.parametrize("reason", ["Installing", "NoReports"])  # kaudit.reconcile.status.PROGRESSING_REASONS
 def test_ready_false_while_converging_is_progressing(reason):
     obj = collection(conditions=[condition("Ready", "False", reason, "2 of 3 control-plane nodes done")])
     assert health(obj) == ("Progressing", f"{reason}: 2 of 3 control-plane nodes done")

@@ -19,8 +19,8 @@ from kaudit.k8s.client import ApiClient, ApiError, TransientApiError
 from kaudit.k8s.events import NORMAL, WARNING, post_event
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, agent_figures
-from kaudit.reconcile.status import (FALSE, TRUE, UNKNOWN, Condition, condition_changes, render_conditions,
-                                     status_patch, summarise)
+from kaudit.reconcile.status import (FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
+                                     render_conditions, status_patch, summarise)
 
 logger = logging.getLogger("kaudit.reconcile")
 
@@ -31,8 +31,6 @@ APISERVER_NAMESPACE = "kube-system"
 APISERVER_SELECTOR = "component=kube-apiserver"
 # How soon to read the node reports again, by PolicyInstalled reason (Installed: at the resync).
 RECHECK_AFTER = {"NoReports": 5.0, "Installing": 5.0, "InstallFailed": 30.0, "RestartRequired": 60.0}
-# Ready=False reasons that are steps on the way, not problems: their Events are Normal.
-PROGRESS_REASONS = frozenset({"Installing", "NoReports"})
 
 
 class ApplyRefused(Exception):
@@ -374,7 +372,8 @@ class Reconciler:
             for changed in condition_changes(live_status.get("conditions") or [], rendered_conditions):
                 if changed["type"] != "Ready":
                     continue
-                progressing = changed["reason"] in PROGRESS_REASONS
+                # Steps on the way are not problems: their Events are Normal.
+                progressing = changed["reason"] in PROGRESSING_REASONS
                 kind = NORMAL if changed["status"] == TRUE or progressing else WARNING
                 await self._event(collection, kind, changed["reason"], changed["message"])
         ready = rendered_conditions[0]

@@ -14,6 +14,34 @@ from typing import Any, Iterable
 CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured")
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
+# --- the reason vocabulary ------------------------------------------------------------------------
+# Every reason the operator writes into a condition, grouped by what it means for a reader. GitOps
+# health checks (docs/argocd-health.lua, the Flux expressions in docs/gitops.md) classify Ready by
+# these sets, and tests/test_status_reasons.py keeps both checks and the code in step with them.
+#
+# Ready copies the reason of the first condition that is not True, so each set below holds reasons
+# of the other conditions too.
+
+# Ready=True: "Reconciled", or a True condition the user should still read (NOTICE_REASONS).
+READY_REASON = "Reconciled"
+# True, but with a step left to the user: the policy file is on every node and kube-apiserver must
+# be restarted to load it. Ready stays True (Healthy, with this message): kaudit never restarts
+# kube-apiserver, so a GitOps sync that waited for it would wait on a person, possibly forever.
+NOTICE_REASONS = frozenset({"RestartRequired"})
+# Reasons of the other conditions when they are True.
+TRUE_REASONS = frozenset({"Valid", "Applied", "NoAgent", "Installed"}) | NOTICE_REASONS
+# Ready=False while the operator is still on its way and gets there without anyone acting:
+# waiting for the policy installers' node reports (they are polled every few seconds).
+PROGRESSING_REASONS = frozenset({"NoReports", "Installing"})
+# Ready=False because something needs a person: a refused spec or target, a conflict, an apply
+# the API server refused, a failed install, an agent that cannot run on control-plane nodes.
+FAILURE_REASONS = frozenset({
+    "InvalidPolicy", "InvalidSpec", "Conflict", "ApplyFailed", "NotSchedulable", "InstallFailed", "NoPolicy",
+    # kaudit.render refusals (kaudit.errors.Refused reasons)
+    "ManagedByDatadogOperator", "TargetNotFound", "TargetClaimed", "LogCollectionDisabled", "MountConflict",
+    "ExtraConfdConflict",
+})
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -24,11 +52,19 @@ class Condition:
 
 
 def summarise(conditions: Iterable[Condition]) -> Condition:
-    """Ready: True when every other condition is True; otherwise the first one that is not."""
+    """Ready: True when every other condition is True; otherwise the first one that is not.
+
+    A True condition with a notice (a kube-apiserver restart left to the user) lends Ready its
+    reason and message, so ``kubectl get`` and GitOps tools show it while Ready stays True.
+    """
+    conditions = list(conditions)
     for condition in conditions:
         if condition.status != TRUE:
             return Condition("Ready", FALSE, condition.reason, condition.message)
-    return Condition("Ready", TRUE, "Reconciled", "The audit policy and the agent configuration are in place.")
+    for condition in conditions:
+        if condition.reason in NOTICE_REASONS:
+            return Condition("Ready", TRUE, condition.reason, condition.message)
+    return Condition("Ready", TRUE, READY_REASON, "The audit policy and the agent configuration are in place.")
 
 
 def render_conditions(
