@@ -23,6 +23,7 @@ import kopf
 import yaml
 
 from kaudit.installer import lease
+from kaudit.k8s import permissions
 from kaudit.k8s.client import RetryPolicy
 from kaudit.reconcile.handlers import Runtime, build_registry
 from kaudit.reconcile.service import OperatorConfig
@@ -267,3 +268,61 @@ def describe(request: Any) -> tuple[str, str]:
 
 def body_of(request: Any) -> dict:
     return json.loads(request.body)
+
+
+# --- what the operator asked the API server, as RBAC sees it --------------------------------------
+
+# The operator's own client and kopf identify themselves; the tests' direct requests (kmock's
+# client: creating collections, playing the installer) do not count as the operator's.
+OPERATOR_USER_AGENTS = ("kaudit-operator", "kopf/")
+
+
+def rbac_requests(server: kmock.KubernetesEmulator, operator_namespace: str = "kaudit-system"
+                  ) -> set[tuple[str, str, str, str]]:
+    """(verb, group, resource, scope) of every resource request the operator sent.
+
+    Verbs as the API server authorises them: GET is get/list/watch, POST create, DELETE delete,
+    PATCH patch. A server-side apply of an object kaudit owns (it carries kaudit's controller
+    owner reference) may create it, which needs ``create`` too. Discovery requests (no resource)
+    are allowed to every authenticated client and are left out.
+    """
+    found = set()
+    for request in list(server):
+        agent = request.headers.get("User-Agent", "")
+        if request.resource is None or request.resource.plural is None or not agent.startswith(OPERATOR_USER_AGENTS):
+            continue
+        group = request.resource.group or ""
+        resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        scope = permissions.scope_of_namespace(request.namespace, operator_namespace)
+        verbs = []
+        if request.method == kmock.method.GET:
+            watching = str(request.params.get("watch", "")).lower() in ("true", "1")
+            verbs.append("get" if request.name else "watch" if watching else "list")
+        elif request.method == kmock.method.POST:
+            verbs.append("create")
+        elif request.method == kmock.method.DELETE:
+            verbs.append("delete")
+        elif request.method == kmock.method.PATCH:
+            verbs.append("patch")
+            if request.headers.get("Content-Type", "").startswith(APPLY) and _owned_body(request):
+                verbs.append("create")
+        else:
+            verbs.append(str(request.method).rsplit(".", 1)[-1].lower())
+        found.update((verb, group, resource, scope) for verb in verbs)
+    return found
+
+
+def _owned_body(request: Any) -> bool:
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        return False
+    refs = (body.get("metadata") or {}).get("ownerReferences") or [] if isinstance(body, dict) else []
+    return any(ref.get("controller") for ref in refs)
+
+
+def uncovered_requests(server: kmock.KubernetesEmulator, operator_namespace: str = "kaudit-system") -> list[str]:
+    """The operator's requests that kaudit.k8s.permissions.PERMISSIONS does not cover."""
+    return sorted(f"{verb} {group or 'core'}/{resource} ({scope})"
+                  for verb, group, resource, scope in rbac_requests(server, operator_namespace)
+                  if not permissions.covers(group, resource, verb, scope))

@@ -13,8 +13,8 @@ import pytest
 
 from kaudit.render import render
 from operator_support import (APPLY, COLLECTIONS, ApplyEmulator, body_of, collection, condition, fake_installer,
-                              is_ready, load_yaml, prepare, running_operator, runtime_for, status_of, until,
-                              writes)
+                              is_ready, load_yaml, prepare, running_operator, runtime_for, status_of,
+                              uncovered_requests, until, writes)
 
 pytestmark = pytest.mark.kmock(cls=ApplyEmulator)
 
@@ -27,7 +27,10 @@ DS_PATH = "/apis/apps/v1/namespaces/datadog/daemonsets/datadog-agent"
 @pytest.fixture
 def server(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
     prepare(kmock)
-    return kmock
+    yield kmock
+    # Every request the operator sent in the scenario is one its RBAC table allows, in that scope
+    # (cluster-wide, its own namespace, an agent namespace, kube-system).
+    assert uncovered_requests(kmock) == []
 
 
 def applies(server, since: int = 0) -> list:

@@ -27,7 +27,7 @@ from helmtools import (  # noqa: F401  (helm, kubectl and k8s_tools are pytest f
     objects_of_kind,
     write_values,
 )
-from kaudit.k8s import resources as api_resources
+from kaudit.k8s import permissions
 from kaudit.k8s.permissions import PERMISSIONS
 from kaudit.render import render
 
@@ -39,9 +39,6 @@ CLUSTER = None  # "namespace" of a cluster-wide request (cluster-scoped resource
 # Verbs that let a subject gain more than it was given: kaudit needs none of them.
 DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
 READ_VERBS = {"get", "list", "watch"}
-# Cluster-scoped resources among those kaudit touches (everything else is namespaced).
-CLUSTER_SCOPED = {("kaudit.dev", "auditcollections"), ("kaudit.dev", "auditcollections/status"), ("", "nodes"),
-                  ("apiextensions.k8s.io", "customresourcedefinitions"), ("kopf.dev", "clusterkopfpeerings")}
 
 
 @dataclass(frozen=True)
@@ -96,37 +93,13 @@ def needs_from_renders() -> set[Need]:
     return needs
 
 
-def write_namespaces() -> set[str]:
-    return {OPERATOR_NAMESPACE, AGENT_NAMESPACE}
-
-
-def needs_from_permission_table() -> set[Need]:
-    """PERMISSIONS, placed where the calls go.
-
-    - cluster-scoped resources, and list/watch of the children kaudit watches by label across all
-      namespaces (kaudit.k8s.resources.CHILD_RESOURCES), are cluster-wide requests;
-    - scope "namespace" means the operator namespace;
-    - any other namespaced call goes to a namespace kaudit writes in: the operator namespace or the
-      agent namespace.
-    """
-    children = {(res.group, res.plural) for res in api_resources.CHILD_RESOURCES}
-    needs: set[Need] = set()
-    for permission in PERMISSIONS:
-        key = (permission.group, permission.resource)
-        for verb in permission.verbs:
-            if key in CLUSTER_SCOPED or (key in children and verb in ("list", "watch")):
-                places = {CLUSTER}
-            elif permission.scope == "namespace":
-                places = {OPERATOR_NAMESPACE}
-            elif permission.resource == "pods":
-                places = {AGENT_NAMESPACE}  # agent pods, listed in the agent DaemonSet's namespace
-            elif permission.resource == "datadogagents":
-                places = {AGENT_NAMESPACE}  # only the user's DatadogAgent, next to its agent
-            else:
-                places = write_namespaces()
-            for place in places:
-                needs.add(Need(permission.group, permission.resource, verb, place, permission.why))
-    return needs
+def needs_from_permission_table(agent_namespaces: tuple[str, ...] = (AGENT_NAMESPACE,)) -> set[Need]:
+    """PERMISSIONS, placed in the namespaces its scopes name (the chart's values decide the agent
+    namespaces; the operator namespace is the release namespace)."""
+    places = {permissions.CLUSTER: (CLUSTER,), permissions.OPERATOR_NAMESPACE: (OPERATOR_NAMESPACE,),
+              permissions.AGENT_NAMESPACES: agent_namespaces, permissions.KUBE_SYSTEM: ("kube-system",)}
+    return {Need(p.group, p.resource, verb, place, p.why)
+            for p in PERMISSIONS for verb in p.verbs for place in places[p.scope]}
 
 
 def all_needs() -> set[Need]:
@@ -246,3 +219,14 @@ def test_agent_namespace_rules_follow_the_values(helm, tmp_path):
     objects = [o for o in helm_template(helm, "-f", str(values), include_crds=False) if o["kind"] in WORKLOAD_KINDS]
     namespaces = {g.namespace for g in operator_grants(objects) if g.verb == "patch" and g.resource == "datadogagents"}
     assert namespaces == {"monitoring"}  # writes move with the value; nothing stays behind in "datadog"
+
+
+def test_mirror_pods_are_listed_through_a_role_in_kube_system_and_nothing_more(chart_objects):
+    # restartRequired needs the kube-apiserver mirror pods (kube-system); a list there is all.
+    in_kube_system = {g for g in operator_grants(chart_objects) if g.namespace == "kube-system"}
+    assert {(g.group, g.resource, g.verb, g.role.split("/")[0]) for g in in_kube_system} == {("", "pods", "list", "Role")}
+    assert not any(g.resource == "pods" and g.namespace is CLUSTER for g in operator_grants(chart_objects))
+
+
+def test_every_scope_of_the_permission_table_is_known():
+    assert {p.scope for p in PERMISSIONS} <= set(permissions.SCOPES)

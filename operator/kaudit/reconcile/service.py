@@ -17,6 +17,7 @@ from kaudit.errors import InvalidInput, Refused
 from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiClient, ApiError, TransientApiError
 from kaudit.k8s.events import NORMAL, WARNING, post_event
+from kaudit.k8s.permissions import APISERVER_NAMESPACE
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, agent_figures
 from kaudit.reconcile.status import (FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
@@ -27,7 +28,7 @@ logger = logging.getLogger("kaudit.reconcile")
 DEFAULT_AGENT_NAMESPACE = "datadog"
 INSTALLER_COMPONENT = "policy-installer"
 # kubeadm's kube-apiserver mirror pods: their container start tells whether the policy is loaded.
-APISERVER_NAMESPACE = "kube-system"
+# (The chart's Role that allows listing them is in the same namespace: see k8s/permissions.py.)
 APISERVER_SELECTOR = "component=kube-apiserver"
 # How soon to read the node reports again, by PolicyInstalled reason (Installed: at the resync).
 RECHECK_AFTER = {"NoReports": 5.0, "Installing": 5.0, "InstallFailed": 30.0, "RestartRequired": 60.0}
