@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from kaudit import __version__
 from kaudit.errors import FieldError, InvalidInput
+from kaudit.k8s.quantity import parse_quantity
 
 API_GROUP = "kaudit.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -521,7 +522,8 @@ def _parse_resources(r: _Reader, managed: dict, path: str) -> dict | None:
     for part in ("requests", "limits"):
         amounts = r.mapping(obj, part, f"{path}.{part}", tuple((obj.get(part) or {}).keys()))
         for resource, amount in amounts.items():
-            if isinstance(amount, bool) or not isinstance(amount, (str, int, float)) or str(amount).strip() == "":
+            if (isinstance(amount, bool) or not isinstance(amount, (str, int, float))
+                    or parse_quantity(str(amount)) is None):  # the API server would refuse the apply
                 r.invalid(f"{path}.{part}.{resource}", amount, "must be a quantity such as 100m or 256Mi")
                 continue
             result.setdefault(part, {})[str(resource)] = amount if isinstance(amount, str) else str(amount)

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from kaudit.k8s.quantity import same_quantity
 from kaudit.k8s.resources import identity
 
 COLLECTION_LABEL = "kaudit.dev/collection"
@@ -34,6 +35,9 @@ ATOMIC_LISTS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
     ("apps/v1", "DaemonSet"): (("spec", "template", "spec", "tolerations"),),
     ("datadoghq.com/v2alpha1", "DatadogAgent"): (("spec", "override", "nodeAgent", "tolerations"),),
 }
+
+# A container's ``resources`` maps whose values are quantities.
+QUANTITY_MAPS = ("limits", "requests")
 
 # Keys that identify an item in the associative lists kaudit renders (``listType=map``).
 MERGE_KEYS = ("name", "mountPath", "containerPort", "uid")
@@ -112,17 +116,19 @@ def key_of(body: dict) -> Key:
 # --- comparison -----------------------------------------------------------------------------------
 
 
-def contains(live: Any, desired: Any) -> bool:
+def contains(live: Any, desired: Any, path: tuple[str, ...] = ()) -> bool:
     """Whether ``live`` still holds everything in ``desired`` (extra live fields are fine).
 
     Lists of objects with a merge key (``name``, ``mountPath``...) are matched item by item on that
     key, as the API server merges them, so a user's other containers or env vars do not count as
-    drift. Other lists are compared whole, in order.
+    drift. Other lists are compared whole, in order. Resource quantities (``resources.limits`` and
+    ``resources.requests`` of a container) are compared by amount: the API server stores them in
+    canonical form (``1000m`` reads back as ``1``), which is not a change.
     """
     if isinstance(desired, dict):
         if not isinstance(live, dict):
             return False
-        return all(key in live and contains(live[key], value) for key, value in desired.items())
+        return all(key in live and contains(live[key], value, (*path[-2:], key)) for key, value in desired.items())
     if isinstance(desired, list):
         if not isinstance(live, list):
             return False
@@ -133,6 +139,8 @@ def contains(live: Any, desired: Any) -> bool:
         return all(
             item[merge_key] in by_key and contains(by_key[item[merge_key]], item) for item in desired
         )
+    if len(path) == 3 and path[0] == "resources" and path[1] in QUANTITY_MAPS:
+        return same_quantity(live, desired)
     return live == desired
 
 
