@@ -80,10 +80,12 @@ def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
     (work / SYSTEM_PREFIX.lstrip("/")).mkdir(parents=True)
     shim = work / "bin"
     shim.mkdir()
-    # `kaudit` is the package installed for this interpreter, whatever else is on PATH.
-    (shim / "kaudit").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m kaudit "$@"\n')
-    (shim / "kaudit").chmod(0o755)
-    (shim / "python").symlink_to(sys.executable)
+    # `kaudit` is the package installed for this interpreter, and `python` this interpreter, whatever
+    # else is on PATH (scripts rather than symlinks: a symlinked venv python would leave its venv).
+    for name, command in (("kaudit", f'{shlex.quote(sys.executable)} -m kaudit'),
+                          ("python", shlex.quote(sys.executable))):
+        (shim / name).write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        (shim / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("POD_NAMESPACE", None)
     env.pop("KAUDIT_IMAGE", None)
