@@ -13,8 +13,8 @@ import pytest
 
 from kaudit.render import render
 from operator_support import (APPLY, COLLECTIONS, ApplyEmulator, body_of, collection, condition, fake_installer,
-                              is_ready, load_yaml, prepare, running_operator, runtime_for, status_of,
-                              uncovered_requests, until, writes)
+                              is_ready, live_object, load_yaml, prepare, running_operator, runtime_for,
+                              status_of, uncovered_requests, until, writes)
 
 pytestmark = pytest.mark.kmock(cls=ApplyEmulator)
 
@@ -150,6 +150,28 @@ async def test_deleted_child_is_restored_from_the_watch(server):
     assert restored["data"] == original["data"]
     # Only the deleted object is written back.
     assert [r.url.path for r in applies(server, start)] == [path]
+
+
+@pytest.mark.parametrize("plural, name", [("roles", "kaudit-cluster-policy-installer"),
+                                          ("rolebindings", "kaudit-cluster-policy-installer")])
+async def test_deleted_installer_rbac_is_restored_from_the_namespace_watch(server, plural, name):
+    # The installer's Role and RoleBinding live only in the operator namespace, outside kopf's
+    # cluster-wide watches: a watch in that namespace brings the deletion in, long before the
+    # resync (an hour here, so only the watch can explain the repair).
+    async with running_operator(server, runtime_for(server, resync_interval=3600)):
+        await create(server, collection())
+        await until(lambda: is_ready(server) and handled(server))
+        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/kaudit-system/{plural}/{name}"
+        assert live_object(server, plural, "kaudit-system", name) is not None
+        start = len(list(server))
+        await server.delete(path)
+        await until(lambda: any(r.url.path == path for r in applies(server, start)))
+        # Its own re-apply's echo does not start another round.
+        await asyncio.sleep(0.2)
+    assert [r.url.path for r in applies(server, start)] == [path]
+    watches = {r.url.path for r in list(server) if r.params.get("watch") and "rbac.authorization" in r.url.path}
+    assert watches == {"/apis/rbac.authorization.k8s.io/v1/namespaces/kaudit-system/roles",
+                       "/apis/rbac.authorization.k8s.io/v1/namespaces/kaudit-system/rolebindings"}
 
 
 async def test_edited_child_is_put_back(server):

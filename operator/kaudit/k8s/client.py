@@ -25,7 +25,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 
@@ -121,6 +121,33 @@ class ApiClient:
         items = result.get("items") or []
         # List items come without apiVersion/kind; put them back so bodies are self-describing.
         return [{"apiVersion": resource.api_version, "kind": kind, **item} for item in items]
+
+    async def watch(
+        self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None,
+        resource_version: str | None = None, timeout_seconds: int = 300,
+    ) -> AsyncIterator[dict]:
+        """Watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
+
+        No retries here: the caller lists again and resumes (a watch that failed may have
+        missed events). A non-2xx answer raises :class:`ApiError`.
+        """
+        params = {"watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        path = resource.path(namespace)
+        started = time.monotonic()
+        # The session's 30 s total timeout would cut every watch: the server's timeoutSeconds ends it.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
+        async with self._connection.session.get(self._connection.server + path, params=params,
+                                                timeout=timeout) as response:
+            self._observe("GET", path, response.status, started)
+            if not 200 <= response.status < 300:
+                raise ApiError(response.status, *_status_reason(response.status, await response.text()))
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
 
     # --- writes ------------------------------------------------------------------------------
 

@@ -46,8 +46,9 @@ EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
 
 # What kaudit renders or patches anywhere in the cluster: watched by label (drift) and pruned.
 CHILD_RESOURCES = (CONFIG_MAPS, SERVICE_ACCOUNTS, DAEMON_SETS, DATADOG_AGENTS)
-# What kaudit renders only in its own namespace (the installer's RBAC): pruned, not watched, so
-# the operator needs no cluster-wide RBAC read access; the resync timer repairs drift there.
+# What kaudit renders only in its own namespace (the installer's RBAC): listed and watched in that
+# namespace alone (not by kopf, whose watches are cluster-wide), so the operator needs no
+# cluster-wide read of Roles; pruned like the other children.
 OPERATOR_NAMESPACE_CHILDREN = (ROLES, ROLE_BINDINGS)
 # What the policy installer writes (one Lease per node, in the operator's namespace): read, never
 # written, and not watched (a kopf watch is cluster-wide; listing in one namespace needs less RBAC).

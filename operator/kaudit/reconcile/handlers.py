@@ -3,7 +3,8 @@
 * create / update / resume of an AuditCollection, and a slow timer as a safety net;
 * drift: events of children, watched with a server-side label selector on ``kaudit.dev/collection``
   (``settings.watching.label_selectors``; a handler's ``labels=`` filter would only filter in
-  memory after receiving every ConfigMap and DaemonSet of the cluster);
+  memory after receiving every ConfigMap and DaemonSet of the cluster); the children that live
+  only in the operator's namespace (Role, RoleBinding) through a watch in that namespace;
 * delete: a finalizer only for DaemonSet/DatadogAgent modes (the ``when=`` filter decides it per
   object), which hands the user's object back; owned objects go with their owner reference.
 
@@ -35,6 +36,8 @@ GROUP, VERSION, PLURAL = r.AUDIT_COLLECTIONS.group, r.AUDIT_COLLECTIONS.version,
 FINALIZER = "kaudit.dev/release"
 TRANSIENT_DELAY = 5.0  # seconds before kopf retries after the client's own retries gave up
 API_ERROR_DELAY = 60.0  # e.g. 403 from missing RBAC: an administrator has to act first
+WATCH_RETRY_DELAY = 0.5  # first wait before opening a failed namespaced watch again; doubles
+WATCH_RETRY_MAX_DELAY = 60.0
 
 
 def default_login(**kwargs: Any) -> Any:
@@ -202,10 +205,51 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                 except kopf.TemporaryError as exc:
                     logger.warning("resync of %s failed: %s", name, exc)
 
+    async def watch_operator_namespace(resource: r.Resource) -> None:
+        """Drift of the children that live only in the operator's namespace (the installer's Role
+        and RoleBinding), from a watch in that namespace.
+
+        kopf's watches are cluster-wide, which would need a cluster-wide read of every Role; this
+        one needs list and watch in one namespace only. Only changes and deletions count: an
+        ADDED event is the initial state or kaudit's own re-apply. A broken or expired watch is
+        opened again (events missed in between are caught by the resync).
+        """
+        delay = WATCH_RETRY_DELAY
+        while True:
+            try:
+                client = runtime.reconciler.client
+                async for event in client.watch(resource, namespace=runtime.config.namespace,
+                                                label_selector=COLLECTION_LABEL):
+                    delay = WATCH_RETRY_DELAY
+                    kind, body = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":  # e.g. 410 Gone: the stream cannot resume; open a new one
+                        break
+                    if kind not in ("MODIFIED", "DELETED") or runtime.collections is None:
+                        continue
+                    if kind == "MODIFIED" and runtime.is_own_echo(body):
+                        continue
+                    owner = ((body.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
+                    if owner:
+                        try:
+                            await run("drift", None, [], latest=freshest(runtime.collections, owner))
+                        except kopf.TemporaryError as exc:
+                            logger.warning("drift reconcile of %s failed: %s", owner, exc)
+                # The server ended the watch (timeoutSeconds): open the next one after a short pause.
+                await asyncio.sleep(WATCH_RETRY_DELAY)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # not logged in yet, 403 without the RBAC, connection lost
+                logger.warning("watch of %s in %s failed, retrying in %.1fs: %s", resource.plural,
+                               runtime.config.namespace, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WATCH_RETRY_MAX_DELAY)
+
     @kopf.on.startup(**collection_kwargs)
     async def start_resync(collections: kopf.Index, **_: Any) -> None:
         runtime.collections = collections
         runtime.background.append(asyncio.create_task(resync_forever(collections)))
+        for resource in r.OPERATOR_NAMESPACE_CHILDREN:
+            runtime.background.append(asyncio.create_task(watch_operator_namespace(resource)))
 
     def needs_release(body: kopf.Body, **_: Any) -> bool:
         return patches_others_objects(plain(body))
