@@ -1,4 +1,4 @@
-"""``kaudit policy``: validate, lint, evaluate and render audit policies offline.
+"""``kaudit policy``: validate, lint, evaluate, render and simulate audit policies offline.
 
 The engine (kaudit.policy) is imported inside each command so ``kaudit --help`` and the other
 commands start fast.
@@ -13,7 +13,7 @@ from typing import IO, Iterable
 
 from kaudit.errors import FieldError, InvalidInput
 
-HELP = "validate, lint, evaluate and render kube-apiserver audit policies (offline)"
+HELP = "validate, lint, evaluate, render and simulate kube-apiserver audit policies (offline)"
 DESCRIPTION = """\
 Work with audit.k8s.io/v1 Policy files exactly as kube-apiserver treats them: whether a file
 loads, what it drops silently, and which level each request gets.

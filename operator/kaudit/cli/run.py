@@ -10,8 +10,8 @@ HELP = "run the operator: reconcile AuditCollections in the cluster (needs in-cl
 DESCRIPTION = """\
 Run kaudit's operator for the whole cluster. It watches AuditCollection resources and applies
 what 'kaudit render' shows with server-side apply (field manager kaudit), keeps it in place when
-someone edits or deletes it, and reports conditions Ready, PolicyValid and AgentConfigured in the
-resource's status.
+someone edits or deletes it, and reports conditions Ready, PolicyValid, AgentConfigured and
+PolicyInstalled in the resource's status.
 
 Credentials: the pod's service account when running in a cluster, otherwise KUBECONFIG (or
 ~/.kube/config). Objects that are not agent-side live in POD_NAMESPACE (default kaudit-system).
