@@ -73,3 +73,23 @@ def test_every_resource_the_operator_touches_has_a_permission():
     for resource in (r.AUDIT_COLLECTIONS, r.NODES, r.PODS, r.EVENTS, *r.CHILD_RESOURCES,
                      *r.OPERATOR_NAMESPACE_CHILDREN):
         assert (resource.group, resource.plural) in granted, resource
+
+
+async def test_watch_streams_events_of_one_namespace_by_label(kmock, client):
+    kmock.objects["rbac.authorization.k8s.io/v1/roles", "ops", "a"] = {
+        "metadata": {"name": "a", "namespace": "ops", "labels": {"kaudit.dev/collection": "c"}}}
+    events = client.watch(r.ROLES, namespace="ops", label_selector="kaudit.dev/collection", timeout_seconds=60)
+    first = await anext(events)
+    assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "a")
+    await events.aclose()
+    request = list(kmock)[-1]
+    assert request.url.path == "/apis/rbac.authorization.k8s.io/v1/namespaces/ops/roles"
+    assert dict(request.params) == {"watch": "true", "timeoutSeconds": "60", "labelSelector": "kaudit.dev/collection"}
+
+
+async def test_a_refused_watch_raises_instead_of_streaming(kmock, client):
+    kmock["get"] << KubernetesError(status=403, reason="Forbidden", message="roles is forbidden")
+    with pytest.raises(ApiError) as caught:
+        async for _ in client.watch(r.ROLES, namespace="ops"):
+            pass
+    assert caught.value.status == 403
