@@ -145,9 +145,16 @@ class ApiClient:
             self._observe("GET", path, response.status, started)
             if not 200 <= response.status < 300:
                 raise ApiError(response.status, *_status_reason(response.status, await response.text()))
-            async for line in response.content:
-                if line.strip():
-                    yield json.loads(line)
+            # One JSON event per line; split by hand (aiohttp's readline caps a line at 64 KiB).
+            pending = b""
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if pending.strip():
+                yield json.loads(pending)
 
     # --- writes ------------------------------------------------------------------------------
 
