@@ -76,14 +76,14 @@ def test_every_resource_the_operator_touches_has_a_permission():
 
 
 async def test_watch_streams_events_of_one_namespace_by_label(kmock, client):
-    # An event longer than aiohttp's 64 KiB line limit still arrives whole.
+    # An event longer than aiohttp's line limit (512 KiB) still arrives whole.
     kmock.objects["rbac.authorization.k8s.io/v1/roles", "ops", "a"] = {
         "metadata": {"name": "a", "namespace": "ops", "labels": {"kaudit.dev/collection": "c"},
-                     "annotations": {"note": "x" * 100_000}}}
+                     "annotations": {"note": "x" * 1_000_000}}}
     events = client.watch(r.ROLES, namespace="ops", label_selector="kaudit.dev/collection", timeout_seconds=60)
     first = await anext(events)
     assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "a")
-    assert len(first["object"]["metadata"]["annotations"]["note"]) == 100_000
+    assert len(first["object"]["metadata"]["annotations"]["note"]) == 1_000_000
     await events.aclose()
     request = list(kmock)[-1]
     assert request.url.path == "/apis/rbac.authorization.k8s.io/v1/namespaces/ops/roles"

@@ -145,7 +145,7 @@ class ApiClient:
             self._observe("GET", path, response.status, started)
             if not 200 <= response.status < 300:
                 raise ApiError(response.status, *_status_reason(response.status, await response.text()))
-            # One JSON event per line; split by hand (aiohttp's readline caps a line at 64 KiB).
+            # One JSON event per line; split by hand (aiohttp's readline refuses a line over 512 KiB).
             pending = b""
             async for chunk in response.content.iter_any():
                 pending += chunk
