@@ -54,6 +54,16 @@ def test_plan_prunes_owned_leftovers_and_releases_patched_ones():
     assert result.releases == (patched,)
 
 
+def test_objects_of_an_earlier_collection_with_the_same_name_are_left_to_the_garbage_collector():
+    # Deleting and re-creating a collection gives it a new uid; until the garbage collector runs,
+    # the old incarnation's objects still carry the collection label. They are not the user's
+    # objects, so there is nothing to release (and no read of them, which RBAC does not grant).
+    earlier = {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": "c", "uid": "u0"}}
+    leftover = plan.with_owner({**CM, "metadata": {**CM["metadata"], "name": "old"}}, earlier)
+    result = plan.plan_writes(owner=OWNER, objects=[CM], patches=[], live_children=[leftover], live_targets={})
+    assert result.deletes == () and result.releases == ()
+
+
 def test_added_tolerations_are_recorded_and_given_back_on_release():
     user = [{"key": "dedicated", "effect": "NoSchedule"}]
     cp = {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}

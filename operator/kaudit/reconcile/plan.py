@@ -109,6 +109,12 @@ def is_owned_by(body: dict, owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid for ref in refs)
 
 
+def is_owned_by_a_collection(body: dict) -> bool:
+    """Owned by some AuditCollection: an object kaudit created, never one it only patched."""
+    refs = (body.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("kind") == "AuditCollection" for ref in refs)
+
+
 def key_of(body: dict) -> Key:
     return identity(body)
 
@@ -357,6 +363,8 @@ def plan_writes(
             continue
         if is_owned_by(child, owner_uid):
             deletes.append(key)
-        else:
+        elif not is_owned_by_a_collection(child):
             releases.append(child)
+        # else: left over from an earlier collection of the same name; the garbage collector removes
+        # it with its owner, and it holds nothing of the user's to hand back.
     return Plan(applies=tuple(applies), deletes=tuple(deletes), releases=tuple(releases))
