@@ -382,6 +382,10 @@ async def test_every_change_is_an_event(server):
     applied = [e["message"] for e in events if e["reason"] == "Applied"]
     assert len(applied) == len(rendered_objects(collection()["spec"]))
     assert all(e["involvedObject"]["uid"] == "uid-cluster" for e in events)
+    # The collection is cluster-scoped: the API server takes its Events only in "default".
+    event_paths = {r.url.path for r in writes(server, start, events=True) if r.url.path.endswith("/events")}
+    assert event_paths == {"/api/v1/namespaces/default/events"}
+    assert all(e["metadata"]["namespace"] == "default" and "namespace" not in e["involvedObject"] for e in events)
     # Then Ready: possibly through "Installing" first (the installer's report may come later).
     assert [e["reason"] for e in events if e["reason"] not in ("Applied", "Installing")] == ["Reconciled"]
     assert all(e["type"] == "Normal" for e in events)

@@ -97,7 +97,8 @@ def needs_from_permission_table(agent_namespaces: tuple[str, ...] = (AGENT_NAMES
     """PERMISSIONS, placed in the namespaces its scopes name (the chart's values decide the agent
     namespaces; the operator namespace is the release namespace)."""
     places = {permissions.CLUSTER: (CLUSTER,), permissions.OPERATOR_NAMESPACE: (OPERATOR_NAMESPACE,),
-              permissions.AGENT_NAMESPACES: agent_namespaces, permissions.KUBE_SYSTEM: ("kube-system",)}
+              permissions.AGENT_NAMESPACES: agent_namespaces, permissions.KUBE_SYSTEM: ("kube-system",),
+              permissions.EVENTS_NAMESPACE: ("default",)}
     return {Need(p.group, p.resource, verb, place, p.why)
             for p in PERMISSIONS for verb in p.verbs for place in places[p.scope]}
 

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("run", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "kaudit-system"),
-                        help="the operator's namespace, for the policy ConfigMap, the installer and Events "
+                        help="the operator's namespace, for the policy ConfigMap and the installer "
                              "(default: $POD_NAMESPACE or kaudit-system)")
     parser.add_argument("--image", default=os.environ.get("KAUDIT_IMAGE", ""),
                         help="image for the policy installer DaemonSet (default: $KAUDIT_IMAGE, else the "

@@ -6,17 +6,27 @@ import datetime
 import hashlib
 
 from kaudit.k8s.client import ApiClient
+from kaudit.k8s.permissions import CLUSTER_SCOPED_EVENTS_NAMESPACE
 from kaudit.k8s.resources import EVENTS
 
 NORMAL = "Normal"
 WARNING = "Warning"
+# The API server accepts an Event about a cluster-scoped object (involvedObject without a
+# namespace) only in namespace "default" (or none): core/v1 Event validation in kubernetes
+# (pkg/apis/core/validation/events.go, legacyValidateEvent) answers 422 for any other namespace.
+# ``kubectl describe ac NAME`` lists Events in all namespaces by involvedObject name, kind and uid
+# with an empty involvedObject.namespace, so it finds them there.
 
 
-def build_event(involved: dict, *, namespace: str, type_: str, reason: str, message: str,
-                now: datetime.datetime) -> dict:
-    """A core/v1 Event; the AuditCollection is cluster-scoped, so its Events live in ``namespace``
-    (the operator's own), which ``kubectl describe ac NAME`` still finds."""
+def event_namespace(involved: dict) -> str:
+    """Where an Event about ``involved`` must be created: its own namespace, else "default"."""
+    return (involved.get("metadata") or {}).get("namespace") or CLUSTER_SCOPED_EVENTS_NAMESPACE
+
+
+def build_event(involved: dict, *, type_: str, reason: str, message: str, now: datetime.datetime) -> dict:
+    """A core/v1 Event about ``involved`` (for the cluster-scoped AuditCollection: in "default")."""
     meta = involved.get("metadata") or {}
+    namespace = event_namespace(involved)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     digest = hashlib.sha256(f"{meta.get('uid')}{reason}{message}{now.isoformat()}".encode()).hexdigest()[:10]
     return {
@@ -27,6 +37,7 @@ def build_event(involved: dict, *, namespace: str, type_: str, reason: str, mess
             "apiVersion": involved.get("apiVersion"),
             "kind": involved.get("kind"),
             "name": meta.get("name"),
+            **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
             "uid": meta.get("uid"),
             "resourceVersion": meta.get("resourceVersion"),
         },
@@ -42,8 +53,7 @@ def build_event(involved: dict, *, namespace: str, type_: str, reason: str, mess
     }
 
 
-async def post_event(client: ApiClient, involved: dict, *, namespace: str, type_: str, reason: str,
-                     message: str) -> None:
-    body = build_event(involved, namespace=namespace, type_=type_, reason=reason, message=message,
+async def post_event(client: ApiClient, involved: dict, *, type_: str, reason: str, message: str) -> None:
+    body = build_event(involved, type_=type_, reason=reason, message=message,
                        now=datetime.datetime.now(datetime.timezone.utc))
-    await client.create(EVENTS, namespace, body)
+    await client.create(EVENTS, body["metadata"]["namespace"], body)

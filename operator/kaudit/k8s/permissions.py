@@ -11,7 +11,9 @@ Scopes — where the requests go, so which Role or ClusterRole must grant them:
 * ``operator-namespace``: the operator's own namespace, POD_NAMESPACE (a Role there);
 * ``agent-namespaces``: the namespaces spec.agent.namespace may name (a Role in each, the chart's
   ``rbac.agentNamespaces``);
-* ``kube-system``: where kubeadm runs kube-apiserver's mirror pods (a Role there).
+* ``kube-system``: where kubeadm runs kube-apiserver's mirror pods (a Role there);
+* ``events-namespace``: ``default``, the only namespace where the API server accepts an Event about
+  a cluster-scoped object such as an AuditCollection (a Role there).
 
 Server-side apply is a PATCH; when the object does not exist yet the API server also requires
 ``create``, so every kind kaudit owns and applies carries both.
@@ -25,9 +27,12 @@ CLUSTER = "cluster"
 OPERATOR_NAMESPACE = "operator-namespace"
 AGENT_NAMESPACES = "agent-namespaces"
 KUBE_SYSTEM = "kube-system"
-SCOPES = (CLUSTER, OPERATOR_NAMESPACE, AGENT_NAMESPACES, KUBE_SYSTEM)
+EVENTS_NAMESPACE = "events-namespace"
+SCOPES = (CLUSTER, OPERATOR_NAMESPACE, AGENT_NAMESPACES, KUBE_SYSTEM, EVENTS_NAMESPACE)
 # Where the operator's Role for its mirror-pod reads lives.
 APISERVER_NAMESPACE = "kube-system"
+# Where Events about the cluster-scoped AuditCollection go (see kaudit.k8s.events).
+CLUSTER_SCOPED_EVENTS_NAMESPACE = "default"
 
 
 class Permission(NamedTuple):
@@ -77,8 +82,6 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("coordination.k8s.io", "leases", ("create", "patch"), OPERATOR_NAMESPACE,
                "never called by the operator: Kubernetes lets it create the installer's Role only if it"
                " holds every permission that Role grants (no privilege escalation)"),
-    Permission("", "events", ("create",), OPERATOR_NAMESPACE,
-               "Events about changes and refusals (the AuditCollection is cluster-scoped)"),
     # --- the agent namespaces ------------------------------------------------------------------
     Permission("", "configmaps", OWNED_WRITE, AGENT_NAMESPACES, "the agent log-config ConfigMap"),
     Permission("", "serviceaccounts", OWNED_WRITE, AGENT_NAMESPACES, "the Managed agent's ServiceAccount"),
@@ -90,6 +93,10 @@ PERMISSIONS: tuple[Permission, ...] = (
                " delete; never create or delete one"),
     Permission("", "pods", ("list",), AGENT_NAMESPACES,
                "ready agent pods on control-plane nodes (by the agent DaemonSet's selector)"),
+    # --- default ---------------------------------------------------------------------------------
+    Permission("", "events", ("create",), EVENTS_NAMESPACE,
+               "Events about changes and refusals; the API server accepts an Event about a"
+               " cluster-scoped object (the AuditCollection) only in namespace default"),
     # --- kube-system ---------------------------------------------------------------------------
     Permission("", "pods", ("list",), KUBE_SYSTEM,
                "kube-apiserver mirror pods (component=kube-apiserver): did each start after the policy"
@@ -105,6 +112,8 @@ def scope_of_namespace(namespace: str | None, operator_namespace: str) -> str:
         return OPERATOR_NAMESPACE
     if namespace == APISERVER_NAMESPACE:
         return KUBE_SYSTEM
+    if namespace == CLUSTER_SCOPED_EVENTS_NAMESPACE:
+        return EVENTS_NAMESPACE
     return AGENT_NAMESPACES
 
 

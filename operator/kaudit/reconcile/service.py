@@ -385,8 +385,7 @@ class Reconciler:
 
     async def _event(self, collection: dict, type_: str, reason: str, message: str) -> None:
         try:
-            await post_event(self.client, collection, namespace=self.config.namespace, type_=type_,
-                             reason=reason, message=message)
+            await post_event(self.client, collection, type_=type_, reason=reason, message=message)
         except Exception as exc:  # an Event is informative; never fail a reconcile for it
             logger.warning("could not post an Event (%s): %s", reason, exc)
 
