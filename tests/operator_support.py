@@ -326,3 +326,15 @@ def uncovered_requests(server: kmock.KubernetesEmulator, operator_namespace: str
     return sorted(f"{verb} {group or 'core'}/{resource} ({scope})"
                   for verb, group, resource, scope in rbac_requests(server, operator_namespace)
                   if not permissions.covers(group, resource, verb, scope))
+
+
+def closed_schema(node: dict) -> dict:
+    """An openAPIV3Schema with unknown properties refused, as the API server's pruning would drop
+    them: validating against it shows a field the CRD lacks."""
+    node = dict(node)
+    if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        node["additionalProperties"] = False
+        node["properties"] = {k: closed_schema(v) for k, v in node["properties"].items()}
+    if isinstance(node.get("items"), dict):
+        node["items"] = closed_schema(node["items"])
+    return node
