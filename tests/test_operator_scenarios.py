@@ -424,10 +424,13 @@ async def test_switching_away_from_daemonset_mode_hands_the_daemonset_back(serve
     async with running_operator(server):
         await create(server, collection(spec=DAEMONSET_SPEC))
         await until(lambda: is_ready(server) and handled(server))
+        assert server.objects[COLLECTIONS, None, "cluster"]["metadata"]["finalizers"] == ["kaudit.dev/release"]
         start = len(list(server))
         await server.patch(CREATE_URL + "/cluster", json={"metadata": {"generation": 2},
                                                           "spec": {"agent": {"mode": "None"}}})
         await until(lambda: status_of(server).get("observedGeneration") == 2 and is_ready(server))
+        # Nothing left to hand back on delete: kopf drops the finalizer (its when= filter is now false).
+        await until(lambda: not server.objects[COLLECTIONS, None, "cluster"]["metadata"].get("finalizers"))
     released = [r for r in writes(server, start) if r.url.path == DS_PATH]
     empty = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "datadog-agent", "namespace": "datadog"}}
     assert released[0].headers["Content-Type"] == "application/merge-patch+json"
