@@ -30,6 +30,8 @@ RUN /opt/kaudit/bin/pip install --no-compile . \
 
 # --- runtime stage: the virtual environment only; no compiler, no pip cache, no sources -------
 FROM ${PYTHON_IMAGE} AS runtime
+# An ARG declared before the first FROM is visible inside a stage only when declared there again.
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown

@@ -100,6 +100,22 @@ def test_oci_labels():
         assert f"org.opencontainers.image.{key}=" in labels
 
 
+def test_every_variable_a_stage_uses_is_declared_in_that_stage():
+    # Docker's rule (Dockerfile reference, "Understand how ARG and FROM interact"): an ARG declared
+    # before the first FROM serves FROM lines only; inside a stage it expands to "" unless the
+    # stage declares it again with ARG. ENV in the stage also defines it.
+    for stage in stages():
+        declared: set[str] = set()
+        for word, rest in stage[1:]:
+            if word == "ARG":
+                declared.add(rest.split("=", 1)[0])
+            used = re.findall(r"\$\{(\w+)\}|\$(\w+)", rest)
+            for name in {a or b for a, b in used} - {"PATH"}:
+                assert name in declared, f"{word} {rest[:40]}...: ${{{name}}} is empty in this stage"
+            if word == "ENV":
+                declared.update(re.findall(r"(\w+)=", rest))
+
+
 def dockerignore_keeps(path: str, patterns: list[str]) -> bool:
     """Docker's rule, for the patterns used here: the last matching pattern decides."""
     keep = True
