@@ -50,3 +50,34 @@ def test_run_help_is_there_and_the_command_module_stays_light():
     # Registering the command must not import kopf: other commands start fast.
     code = "import sys, kaudit.cli.run; print('kopf' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+LOGGING_RUN = """
+import logging, sys, kopf
+async def fake_operator(**_):
+    logging.getLogger("kaudit.operator").info("reconciled %s", "cluster")
+    logging.getLogger("kopf.objects").warning("a kopf message")
+kopf.operator = fake_operator
+from kaudit.cli import main
+sys.exit(main(["run", "--standalone", "--metrics-port", "0", "--liveness-port", "0"] + sys.argv[1:]))
+"""
+
+
+def run_logging(*args: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", LOGGING_RUN, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+
+
+def test_logs_are_one_json_object_per_line_by_default():
+    import json
+
+    records = [json.loads(line) for line in run_logging()]  # fails on any line that is not JSON
+    messages = {r.get("message") for r in records}
+    assert {"reconciled cluster", "a kopf message"} <= messages  # kaudit's own logger and kopf's
+    assert all(r.get("severity") and r.get("timestamp") for r in records)  # kopf's JSON formatter fields
+
+
+def test_text_logs_on_request():
+    lines = run_logging("--log-format", "text")
+    assert any("reconciled cluster" in line and not line.startswith("{") for line in lines)
