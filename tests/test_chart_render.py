@@ -302,6 +302,16 @@ def test_default_render_runs_the_operator_safely(default_objects):
     assert pod_namespace["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["limits"]["memory"]
+    seccomp = (container["securityContext"].get("seccompProfile") or spec["securityContext"].get("seccompProfile"))
+    assert seccomp == {"type": "RuntimeDefault"}
+    # The probes reach the port `kaudit run` serves /healthz on (its parsed --liveness-port).
+    from kaudit.cli import build_parser
+
+    liveness_port = build_parser().parse_args(container["args"]).liveness_port
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        port = container[probe]["httpGet"]["port"]
+        assert ports.get(port, port) == liveness_port, probe
 
 
 @pytest.mark.parametrize("name", sorted(OPTION_CASES))
