@@ -73,6 +73,8 @@ def operator():
 def test_policy_only_collection_becomes_ready_is_repaired_and_quiet(operator):
     kubectl("apply", "-f", "-", stdin=collection("e2e-policy", {"mode": "None"}))
     kubectl("wait", "--for=condition=Ready", "ac/e2e-policy", "--timeout=120s")
+    # Events: the API server accepted them (in "default"), and kubectl describe shows them.
+    wait_for(lambda: "Reconciled" in kubectl("describe", "ac", "e2e-policy").stdout, 30)
     name = "kaudit-e2e-policy-policy"
     # Drift: a deleted child comes back from the watch, well before the resync.
     kubectl("delete", "configmap", "-n", OPERATOR_NAMESPACE, name)
