@@ -231,3 +231,16 @@ def test_mirror_pods_are_listed_through_a_role_in_kube_system_and_nothing_more(c
 
 def test_every_scope_of_the_permission_table_is_known():
     assert {p.scope for p in PERMISSIONS} <= set(permissions.SCOPES)
+
+
+def test_owner_references_with_block_owner_deletion_are_allowed(chart_objects, manifest_objects):
+    # The OwnerReferencesPermissionEnforcement admission plugin (kubernetes
+    # plugin/pkg/admission/gc) refuses an ownerReference with blockOwnerDeletion unless the subject
+    # may "update" the owner's "finalizers" subresource.
+    from kaudit.reconcile.plan import owner_reference
+
+    owner = {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": "c", "uid": "u"}}
+    assert owner_reference(owner)["blockOwnerDeletion"] is True
+    need = Need("kaudit.dev", "auditcollections/finalizers", "update", CLUSTER)
+    assert allowed(operator_grants(chart_objects), need)
+    assert allowed(operator_grants(manifest_objects), need)

@@ -52,6 +52,10 @@ PERMISSIONS: tuple[Permission, ...] = (
                " annotation; get confirms which collection is active before answering Conflict"),
     Permission("kaudit.dev", "auditcollections/status", ("patch",), CLUSTER,
                "report conditions, the policy hash, the agent rollout and the node reports"),
+    Permission("kaudit.dev", "auditcollections/finalizers", ("update",), CLUSTER,
+               "never called: owner references with blockOwnerDeletion are allowed by the"
+               " OwnerReferencesPermissionEnforcement admission plugin only to a subject that may"
+               " update the owner's finalizers"),
     Permission("", "configmaps", ("list", "watch"), CLUSTER,
                "the policy and agent-config ConfigMaps, listed and watched by label kaudit.dev/collection"
                " across namespaces (drift); RBAC cannot restrict by label"),
