@@ -212,6 +212,24 @@ async def test_invalid_update_keeps_the_last_good_policy(server):
     assert condition(server, "PolicyValid")["reason"] == "InvalidPolicy"
 
 
+async def test_every_refused_generation_gets_a_warning_event(server):
+    # A second, different refusal keeps Ready=False/InvalidPolicy, yet the user still needs to hear
+    # why this generation was refused.
+    async with running_operator(server):
+        start = len(list(server))
+        await create(server, collection(spec={"policy": {"rules": [{"level": "Loud"}]}}))
+        await until(lambda: condition(server, "PolicyValid").get("status") == "False")
+        await server.patch(CREATE_URL + "/cluster", json={
+            "metadata": {"generation": 2}, "spec": {"policy": {"rules": [{"level": "None", "omitStages": ["Nope"]}]}}})
+        await until(lambda: status_of(server).get("observedGeneration") == 2)
+        await until(lambda: len([r for r in writes(server, start, events=True) if r.url.path.endswith("/events")]) >= 2)
+    events = [body_of(r) for r in writes(server, start, events=True) if r.url.path.endswith("/events")]
+    refusals = [e for e in events if e["type"] == "Warning" and e["reason"] == "InvalidPolicy"]
+    assert len(refusals) == 2
+    assert refusals[0]["message"] != refusals[1]["message"]
+    assert refusals[0]["message"].startswith("spec.policy.rules[0].level")
+
+
 async def test_second_collection_gets_conflict_and_changes_nothing(server):
     async with running_operator(server):
         await create(server, collection())

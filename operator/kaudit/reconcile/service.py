@@ -20,7 +20,7 @@ from kaudit.k8s.events import NORMAL, WARNING, post_event
 from kaudit.k8s.permissions import APISERVER_NAMESPACE
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, agent_figures
-from kaudit.reconcile.status import (FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
+from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
                                      render_conditions, status_patch, summarise)
 
 logger = logging.getLogger("kaudit.reconcile")
@@ -370,7 +370,8 @@ class Reconciler:
             await self.client.merge_patch(r.AUDIT_COLLECTIONS, None, meta["name"], patch, subresource="status")
             self._written[meta.get("uid", "")] = {**live_status, **desired}
             outcome.writes += 1
-            for changed in condition_changes(live_status.get("conditions") or [], rendered_conditions):
+            for changed in condition_changes(live_status.get("conditions") or [], rendered_conditions,
+                                             restate=FAILURE_REASONS):
                 if changed["type"] != "Ready":
                     continue
                 # Steps on the way are not problems: their Events are Normal.

@@ -106,11 +106,20 @@ MANAGED_STATUS_KEYS = ("observedGeneration", "conditions", "policy", "apiServerF
                        "nextSteps", "agent", "nodes")
 
 
-def condition_changes(previous: Iterable[dict], current: list[dict]) -> list[dict]:
-    """Conditions whose status or reason differ from before: what deserves an Event."""
+def condition_changes(previous: Iterable[dict], current: list[dict], *,
+                      restate: frozenset[str] = frozenset()) -> list[dict]:
+    """Conditions whose status or reason differ from before: what deserves an Event.
+
+    A condition whose reason is in ``restate`` also counts when only its message changed: a new
+    refusal (another field path) under the same reason is news to the user, while a changing
+    progress message (pods becoming ready) is not.
+    """
     before = {c.get("type"): c for c in previous if isinstance(c, dict)}
-    return [
-        c for c in current
-        if (before.get(c["type"]) or {}).get("status") != c["status"]
-        or (before.get(c["type"]) or {}).get("reason") != c["reason"]
-    ]
+
+    def changed(c: dict) -> bool:
+        old = before.get(c["type"]) or {}
+        if old.get("status") != c["status"] or old.get("reason") != c["reason"]:
+            return True
+        return c["reason"] in restate and old.get("message") != c["message"]
+
+    return [c for c in current if changed(c)]
