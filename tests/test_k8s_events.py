@@ -55,9 +55,15 @@ def test_event_about_a_namespaced_object_stays_in_its_namespace():
     assert accepted_by_api_server(event) and found_by_kubectl_describe(event, obj)
 
 
-def test_rbac_table_grants_event_creation_in_default_only():
+def test_rbac_table_grants_event_creation_where_events_are_posted():
+    # kaudit's Events: "default". kopf's own (handler failures) about a cluster-scoped object: the
+    # namespace of its credentials (kopf's login_with_service_account reads the pod's namespace),
+    # with involvedObject.namespace set to it, which the rule above accepts.
     scopes = {p.scope for p in permissions.PERMISSIONS if p.resource == "events"}
-    assert scopes == {permissions.EVENTS_NAMESPACE}
+    assert scopes == {permissions.EVENTS_NAMESPACE, permissions.OPERATOR_NAMESPACE}
     assert permissions.scope_of_namespace("default", "kaudit-system") == permissions.EVENTS_NAMESPACE
     assert permissions.covers("", "events", "create", permissions.EVENTS_NAMESPACE)
-    assert not permissions.covers("", "events", "create", permissions.OPERATOR_NAMESPACE)
+    assert not permissions.covers("", "events", "patch", permissions.EVENTS_NAMESPACE)
+    kopf_style = {"metadata": {"namespace": "kaudit-system"},
+                  "involvedObject": {"kind": "AuditCollection", "name": "c", "namespace": "kaudit-system"}}
+    assert accepted_by_api_server(kopf_style)

@@ -86,6 +86,9 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("coordination.k8s.io", "leases", ("create", "patch"), OPERATOR_NAMESPACE,
                "never called by the operator: Kubernetes lets it create the installer's Role only if it"
                " holds every permission that Role grants (no privilege escalation)"),
+    Permission("", "events", ("create",), OPERATOR_NAMESPACE,
+               "kopf's own Events about an AuditCollection (handler failures and retries): kopf posts"
+               " those of a cluster-scoped object in the namespace of its credentials, the pod's"),
     # --- the agent namespaces ------------------------------------------------------------------
     Permission("", "configmaps", OWNED_WRITE, AGENT_NAMESPACES, "the agent log-config ConfigMap"),
     Permission("", "serviceaccounts", OWNED_WRITE, AGENT_NAMESPACES, "the Managed agent's ServiceAccount"),
