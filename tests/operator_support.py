@@ -204,13 +204,15 @@ async def fake_installer(server: kmock.KubernetesEmulator, node: str = "cp-1") -
 
 @contextlib.asynccontextmanager
 async def running_operator(server: kmock.KubernetesEmulator, runtime: Runtime | None = None, *,
-                           installer: bool = True) -> AsyncIterator[Runtime]:
-    """kopf.operator() in this event loop; returns once its watches are established."""
+                           installer: bool = True, **operator_options: Any) -> AsyncIterator[Runtime]:
+    """kopf.operator() in this event loop (``operator_options`` go to it, e.g. liveness_endpoint);
+    returns once its watches are established."""
     runtime = runtime or runtime_for(server)
     registry = build_registry(runtime)
     helpers = [asyncio.create_task(fake_installer(server))] if installer else []
     seen_before = len(list(server))
-    task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True, standalone=True))
+    task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True, standalone=True,
+                                             **operator_options))
     try:
         await until(lambda: _watching(server, seen_before), timeout=10)
         yield runtime
