@@ -502,3 +502,19 @@ async def test_a_refused_apply_is_reported_in_status(server):
     assert " datadog/kaudit-cluster-agent" in message
     assert message.endswith(': 404 NotFound: namespaces "datadog" not found')
     assert condition(server, "Ready")["status"] == "False"
+
+
+async def test_children_are_listed_and_watched_by_label_on_the_server(server):
+    # Memory must not grow with unrelated ConfigMaps and DaemonSets: every cluster-wide list or
+    # watch of a child kind asks the API server to filter by kaudit's label.
+    async with running_operator(server):
+        await create(server, collection())
+        await until(lambda: is_ready(server))
+    child_plurals = {"configmaps", "daemonsets", "serviceaccounts", "datadogagents", "roles", "rolebindings"}
+    reads = [r for r in server if r.method == kmock.method.GET and r.resource is not None
+             and r.resource.plural in child_plurals and not r.name]
+    watched = {r.resource.plural for r in reads if str(r.params.get("watch", "")).lower() == "true"}
+    assert {"configmaps", "daemonsets", "serviceaccounts"} <= watched
+    unfiltered = [(r.resource.plural, r.namespace, dict(r.params)) for r in reads
+                  if "kaudit.dev/collection" not in str(r.params.get("labelSelector", ""))]
+    assert unfiltered == []
