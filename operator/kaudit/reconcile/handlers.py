@@ -260,6 +260,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             released = await runtime.reconciler.release(plain(body))
         except TransientApiError as exc:
             raise kopf.TemporaryError(f"Kubernetes API unavailable, will retry: {exc}", delay=runtime.transient_delay)
+        except ApiError as exc:  # e.g. 403: a one-line retry notice instead of kopf's traceback
+            raise kopf.TemporaryError(f"cannot hand back the patched objects yet: {exc}", delay=API_ERROR_DELAY)
         logger.info("released %d object(s) of %s", released, body["metadata"]["name"])
 
     @kopf.on.event(GROUP, VERSION, PLURAL, **collection_kwargs)
