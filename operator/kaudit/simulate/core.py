@@ -133,24 +133,33 @@ REQUEST_CACHE_SIZE = 10_000
 class _Request:
     """What every event of one request shape shares: the decisions, the source, the sensitivity."""
 
-    __slots__ = ("decision", "base", "source", "sensitive", "long_running")
+    __slots__ = ("decision", "base", "verb", "label", "sensitive", "long_running")
 
-    def __init__(self, decision: Any, base: Any, source: tuple[str, str, str], sensitive: tuple[bool, bool] | None,
+    def __init__(self, decision: Any, base: Any, verb: Any, label: str, sensitive: tuple[bool, bool] | None,
                  long_running: bool = False):
         self.decision = decision
         self.base = base
-        self.source = source  # (user, verb, resource label) for the top-source and level-change tables
+        # With the event's user name, (user, verb, label) is the key of the top-source and
+        # level-change tables; the user is not part of the shape (see Simulation._request).
+        self.verb = verb
+        self.label = label
         self.sensitive = sensitive
         self.long_running = long_running
+
+
+# Stands for every user name that no rule names: such names all get the same decisions.
+_UNNAMED_USER = object()
 
 
 class Simulation:
     """Feed it lines (:meth:`feed`) or whole files (:meth:`run`); read the tallies afterwards.
 
-    Per request shape — user, groups, verb and the object reference (its namespace and name only
-    when some rule looks at them), or the URL path: a superset of what the evaluator reads — the
-    decisions and labels are computed once and cached (at most ``REQUEST_CACHE_SIZE`` shapes; the cache is
-    emptied when full, which costs time, never correctness).
+    Per request shape — the user as the rules see it, verb and the object reference (its namespace
+    and name only when some rule looks at them), or the URL path: a superset of what the evaluator
+    reads — the decisions and labels are computed once and cached (at most ``REQUEST_CACHE_SIZE``
+    shapes; the cache is emptied when full, which costs time, never correctness). The user as the
+    rules see it is its name only if some rule lists that name, and only those of its groups that
+    some rule lists: a log has thousands of users and group lists, the policies a handful.
     """
 
     def __init__(
@@ -179,6 +188,10 @@ class Simulation:
         # Attributes no rule looks at stay out of the cache key, so fewer shapes need caching.
         self._uses_names = any(gr.resource_names for rule in rules for gr in rule.resources)
         self._uses_namespaces = any(rule.namespaces for rule in rules)
+        self._rule_users = frozenset(user for rule in rules for user in rule.users)
+        self._rule_groups = frozenset(group for rule in rules for group in rule.user_groups)
+        # group list (as a tuple) -> the groups of it some rule lists; bounded like the shapes
+        self._group_classes: dict[tuple, tuple] = {}
         self._requests: dict[tuple, _Request] = {}
         self.request_cache_size = request_cache_size
         self._where = ""
@@ -207,8 +220,19 @@ class Simulation:
             self._malformed(f"not JSON: {exc}")
         return None
 
-    def _request(self, event: dict) -> _Request:
-        """The cached facts of the event's request shape; ValueError for an unusable event."""
+    def _group_class(self, groups: tuple) -> tuple:
+        """The groups the rules can tell apart; a list that is not all strings stays as it is, so
+        that the evaluator sees it (and rejects it) on a cache miss."""
+        if any(group.__class__ is not str for group in groups):
+            return groups
+        known = tuple(group for group in groups if group in self._rule_groups)
+        if len(self._group_classes) >= self.request_cache_size:
+            self._group_classes.clear()
+        self._group_classes[groups] = known
+        return known
+
+    def _request(self, event: dict) -> tuple[str, _Request]:
+        """(user name, the cached facts of the event's request shape); ValueError for an unusable event."""
         user = event.get("user")
         ref = event.get("objectRef")
         verb = event.get("verb")
@@ -216,7 +240,19 @@ class Simulation:
             if user.__class__ is dict:
                 groups = user.get("groups")
                 username = user.get("username")
-                user_key = (username, tuple(groups) if groups.__class__ is list else groups)
+                if groups.__class__ is list:
+                    groups = tuple(groups)
+                    group_class = self._group_classes.get(groups)
+                    if group_class is None:
+                        group_class = self._group_class(groups)
+                else:
+                    group_class = groups
+                # A name no rule lists decides like any other such name; a wrongly typed name stays
+                # in the key, so the evaluator sees (and rejects) it on a miss.
+                if username.__class__ is str and username not in self._rule_users:
+                    user_key = (_UNNAMED_USER, group_class)
+                else:
+                    user_key = (username, group_class)
             else:
                 username, user_key = None, user
             if ref.__class__ is dict and ref.get("resource"):
@@ -232,22 +268,20 @@ class Simulation:
         except TypeError:  # an unhashable value where a string belongs
             key = request = None
         if request is not None:
-            return request
+            return username if username.__class__ is str else "", request
         attributes = attributes_from_event(event)  # the engine's reading of an event; ValueError if unusable
         decision = self.decide_candidate(attributes)
         base = self.decide_baseline(attributes) if self.decide_baseline is not None else None
-        label = resource_label(event)
         sensitive = None
         if isinstance(ref, dict) and ref.get("resource"):
             resource = ref["resource"] + ("/" + ref["subresource"] if ref.get("subresource") else "")
             sensitive = self.sensitive.get((ref.get("apiGroup") or "", resource))
-        request = _Request(decision, base, (username if isinstance(username, str) else "", verb, label), sensitive,
-                           is_long_running(event))
+        request = _Request(decision, base, verb, resource_label(event), sensitive, is_long_running(event))
         if key is not None:
             if len(self._requests) >= self.request_cache_size:
                 self._requests.clear()
             self._requests[key] = request
-        return request
+        return username if isinstance(username, str) else "", request
 
     def feed(self, line: bytes) -> None:
         self._line += 1
@@ -271,7 +305,7 @@ class Simulation:
             self._malformed("not an audit Event (needs level, stage and verb)")
             return
         try:
-            request = self._request(event)
+            username, request = self._request(event)
         except ValueError as exc:
             self._malformed(str(exc))
             return
@@ -287,16 +321,18 @@ class Simulation:
         by_level[recorded] = by_level.get(recorded, 0) + 1
 
         decision = request.decision
-        size = self._account(self.candidate, decision, request, content, event, stage, recorded, recorded_bytes)
+        source = (username, request.verb, request.label)
+        size = self._account(self.candidate, decision, request, source, content, event, stage, recorded, recorded_bytes)
         base = request.base
         if base is not None:
-            base_size = self._account(self.baseline, base, request, content, event, stage, recorded, recorded_bytes)
+            base_size = self._account(self.baseline, base, request, source, content, event, stage, recorded,
+                                      recorded_bytes)
             if base.level != decision.level:
-                self.level_changes.add(request.source + (base.level, decision.level), 1, extra=size - base_size)
+                self.level_changes.add(source + (base.level, decision.level), 1, extra=size - base_size)
 
     def _account(
-        self, tally: PolicyTally, decision: Any, request: _Request, content: bytes, event: dict, stage: str,
-        recorded: str, recorded_bytes: int,
+        self, tally: PolicyTally, decision: Any, request: _Request, source: tuple[str, Any, str], content: bytes,
+        event: dict, stage: str, recorded: str, recorded_bytes: int,
     ) -> int:
         """Tally one event under one policy; return the bytes that policy would write for it."""
         rule = tally.rules[-1 if decision.rule is None else decision.rule]
@@ -332,14 +368,15 @@ class Simulation:
                 gap = tally.stage_gaps["ResponseStarted"]
                 gap[0] += 1
                 gap[1] += self.estimator.response_started_size(content, event, level)
-        tally.top.add(request.source, size)
+        tally.top.add(source, size)
         if request.sensitive is not None and rank >= RANK_REQUEST and stage in BODY_STAGES:
-            self._exposure(tally, request, rank, level, event)
+            self._exposure(tally, request, source, rank, level, event)
         return size
 
     @staticmethod
-    def _exposure(tally: PolicyTally, request: _Request, rank: int, level: str, event: dict) -> None:
-        user, verb, label = request.source
+    def _exposure(tally: PolicyTally, request: _Request, source: tuple[str, Any, str], rank: int, level: str,
+                  event: dict) -> None:
+        user, verb, label = source
         request_sensitive, response_sensitive = request.sensitive
         bodies = []
         # The request body is logged whether or not the request succeeds; the response of a
