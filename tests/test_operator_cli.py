@@ -32,6 +32,7 @@ def test_standalone_runs_without_peering(operator_calls):
     [call] = operator_calls
     assert call["clusterwide"] is True and call["standalone"] is True
     assert "peering_name" not in call  # a peering name would make kopf wait for the peering CRD
+    assert "identity" not in call
     assert call["liveness_endpoint"] == "http://0.0.0.0:8081/healthz"
 
 
@@ -40,6 +41,8 @@ def test_replicas_peer_with_a_random_priority_by_default(operator_calls):
     main(["run", "--metrics-port", "0"])
     assert [c["peering_name"] for c in operator_calls] == ["kaudit", "kaudit"]
     assert operator_calls[0]["priority"] != operator_calls[1]["priority"]  # 1 in 2**31 to collide
+    # kaudit names this replica in the peering object itself, to read kopf's verdict from it.
+    assert operator_calls[0]["identity"] != operator_calls[1]["identity"]
     main(["run", "--metrics-port", "0", "--priority", "7", "--peering", "other"])
     assert (operator_calls[2]["peering_name"], operator_calls[2]["priority"]) == ("other", 7)
 

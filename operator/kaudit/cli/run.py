@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 
 HELP = "run the operator: reconcile AuditCollections in the cluster (needs in-cluster config or KUBECONFIG)"
 DESCRIPTION = """\
@@ -17,7 +18,8 @@ Credentials: the pod's service account when running in a cluster, otherwise KUBE
 ~/.kube/config). Objects that are not agent-side live in POD_NAMESPACE (default kaudit-system).
 
 Two or more replicas: kopf peering (crds/kopf-peering.yaml must be installed); each replica picks
-a random priority and only the highest one works, the others pause until it is gone.
+a random priority and only the highest one works, the others pause until it is gone (kaudit's
+own resync and watches ask the peering object first, so a paused replica does not act either).
 """
 EPILOG = """\
 endpoints:
@@ -66,23 +68,29 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from kaudit.reconcile.handlers import Runtime, build_registry
+    from kaudit.reconcile.peering import PeeringIdentity
     from kaudit.reconcile.server import serve_metrics
     from kaudit.reconcile.service import OperatorConfig
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json"
                    else kopf.LogFormat.FULL)
     logging.getLogger("kaudit").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
+    # kopf's key for this replica in the peering object, so kaudit's own background tasks can
+    # tell whether kopf lets this replica work (kaudit.reconcile.peering).
+    identity = f"{socket.gethostname()}/{os.getpid()}/{random.randrange(16**6):06x}"
+    me = None if args.standalone else PeeringIdentity(args.peering, priority, identity)
     runtime = Runtime(config=OperatorConfig(namespace=args.namespace, image=args.image),
-                      resync_interval=args.resync_seconds)
+                      resync_interval=args.resync_seconds, peering=me)
     registry = build_registry(runtime)
     if args.metrics_port:
         @kopf.on.startup(registry=registry)
         async def metrics_endpoint(**_: object) -> None:
             runtime.background.append(asyncio.create_task(serve_metrics(runtime.metrics, args.metrics_port)))
 
-    priority = args.priority if args.priority is not None else random.randint(1, 2**31 - 1)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     # A peering name makes peering mandatory in kopf: replicas never run unpeered and fight.
-    peering = {"standalone": True} if args.standalone else {"peering_name": args.peering, "priority": priority}
+    peering = ({"standalone": True} if args.standalone
+               else {"peering_name": args.peering, "priority": priority, "identity": identity})
     asyncio.run(kopf.operator(registry=registry, clusterwide=True, liveness_endpoint=liveness, **peering))
     return 0

@@ -43,6 +43,8 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=Tru
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
+# kopf's peering object (crds/kopf-peering.yaml): read to tell whether this replica is the active one.
+PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False)
 
 # What kaudit renders or patches anywhere in the cluster: watched by label (drift) and pruned.
 CHILD_RESOURCES = (CONFIG_MAPS, SERVICE_ACCOUNTS, DAEMON_SETS, DATADOG_AGENTS)

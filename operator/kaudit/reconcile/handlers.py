@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import inspect
 import logging
 import time
@@ -27,6 +28,7 @@ import kopf
 from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiClient, ApiError, Connection, RetryPolicy, TransientApiError
 from kaudit.reconcile.metrics import Metrics
+from kaudit.reconcile.peering import PeeringIdentity, outranked
 from kaudit.reconcile.plan import COLLECTION_LABEL
 from kaudit.reconcile.service import OperatorConfig, Outcome, Reconciler, patches_others_objects
 
@@ -62,6 +64,7 @@ class Runtime:
     rechecks: dict[str, asyncio.Task] = field(default_factory=dict)
     recheck_delay: float | None = None  # tests: instead of the service's delays per reason
     collections: Any = None  # kopf's index of AuditCollections, once the operator has started
+    peering: PeeringIdentity | None = None  # None: standalone, always the active replica
     _reconciler: Reconciler | None = None
     _reconciler_info: Any = None
 
@@ -86,6 +89,18 @@ class Runtime:
 
     def is_own_echo(self, child: dict) -> bool:
         return self._reconciler is not None and self._reconciler.is_own_echo(child)
+
+    async def is_active(self) -> bool:
+        """Whether kopf lets this replica work (see kaudit.reconcile.peering); kaudit's own
+        background tasks ask before acting. Unreadable peering: not active (retry later)."""
+        if self.peering is None:
+            return True
+        try:
+            body = await self.reconciler.client.get(r.PEERINGS, None, self.peering.name)
+        except (ApiError, kopf.TemporaryError) as exc:
+            logger.warning("cannot read the peering object %s: %s", self.peering.name, exc)
+            return False
+        return not outranked(body, self.peering, datetime.datetime.now(datetime.timezone.utc))
 
     async def close(self) -> None:
         if self._reconciler is not None:
@@ -165,6 +180,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         async def recheck() -> None:
             await asyncio.sleep(delay)
             runtime.rechecks.pop(name, None)
+            if not await runtime.is_active():
+                return  # the active replica looks itself
             try:
                 await run("recheck", None, [], latest=freshest(runtime.collections, name))
             except kopf.TemporaryError as exc:
@@ -198,6 +215,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         # serves, and kaudit wants one only where it has something to hand back.
         while True:
             await asyncio.sleep(runtime.resync_interval)
+            if not await runtime.is_active():
+                continue  # a standby: kopf stopped updating the index this would work from
             for body in all_collections(collections):
                 name = body["metadata"]["name"]
                 try:
@@ -229,7 +248,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                     if kind == "MODIFIED" and runtime.is_own_echo(body):
                         continue
                     owner = ((body.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
-                    if owner:
+                    if owner and await runtime.is_active():
                         try:
                             await run("drift", None, [], latest=freshest(runtime.collections, owner))
                         except kopf.TemporaryError as exc:

@@ -1,0 +1,81 @@
+"""Replicas do not fight: kaudit's own background work stops while kopf pauses this replica."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+
+import kmock
+import pytest
+
+from kaudit.reconcile.peering import PeeringIdentity, outranked
+from operator_support import (ApplyEmulator, collection, is_ready, live_object, prepare, running_operator,
+                              runtime_for, uncovered_requests, until, writes)
+
+pytestmark = pytest.mark.kmock(cls=ApplyEmulator)
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+ME = PeeringIdentity("kaudit", priority=10, identity="pod-a/1/aaaaaa")
+PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
+
+
+def peer(priority: int, seconds_ago: int, lifetime: int = 60) -> dict:
+    # The entry kopf's keepalive writes (kopf peering: priority, lifetime, lastseen).
+    lastseen = (NOW - datetime.timedelta(seconds=seconds_ago)).isoformat()
+    return {"priority": priority, "lifetime": lifetime, "lastseen": lastseen}
+
+
+@pytest.mark.parametrize("others, expected", [
+    ({}, False),                                     # alone
+    ({ME.identity: peer(10, 0)}, False),             # only its own entry
+    ({"pod-b": peer(5, 0)}, False),                  # a lower peer waits for this one
+    ({"pod-b": peer(20, 0)}, True),                  # a live higher peer works instead
+    ({"pod-b": peer(20, 61)}, False),                # ...unless its lifetime ran out
+    ({"pod-b": peer(10, 0)}, True),                  # same priority: kopf pauses both
+    ({"pod-b": {"priority": 20}}, False),            # no lastseen: not a live peer
+])
+def test_outranked_follows_kopfs_rule(others, expected):
+    assert outranked({"status": others}, ME, NOW) is expected
+
+
+def test_no_peering_object_means_no_rival():
+    assert outranked(None, ME, NOW) is False
+
+
+def peering_object(peers: dict) -> dict:
+    return {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+            "metadata": {"name": "kaudit", "uid": "uid-peering", "resourceVersion": "1"}, "status": peers}
+
+
+def writes_to(server: kmock.KubernetesEmulator, path: str, since: int) -> list:
+    """The operator's writes (PATCH: server-side apply) to ``path``."""
+    return [r for r in writes(server, since) if r.url.path == path and r.method == kmock.method.PATCH]
+
+
+async def test_a_paused_replica_leaves_drift_and_resync_to_the_active_one(kmock):
+    prepare(kmock)
+    kmock.resources[PEERINGS] = kmock.ResourceInfo(kind="ClusterKopfPeering", singular="clusterkopfpeering",
+                                                   namespaced=False, verbs={"get", "list", "watch", "patch"})
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    rival = {"priority": 99, "lifetime": 3600, "lastseen": now}
+    kmock.objects[PEERINGS, None, "kaudit"] = peering_object({})
+    runtime = runtime_for(kmock, resync_interval=0.05, peering=ME)
+    path = "/apis/rbac.authorization.k8s.io/v1/namespaces/kaudit-system/roles/kaudit-cluster-policy-installer"
+    async with running_operator(kmock, runtime):  # kopf itself runs standalone here
+        response = await kmock.post("/apis/kaudit.dev/v1alpha1/auditcollections", json=collection())
+        assert response.status == 200
+        await until(lambda: is_ready(kmock))
+        # A higher-priority replica appears: kopf would pause this one.
+        kmock.objects[PEERINGS, None, "kaudit"] = peering_object({"pod-b": rival})
+        await asyncio.sleep(0.2)  # a resync that looked before the rival came finishes (as kopf's handlers do)
+        start = len(list(kmock))
+        await kmock.delete(path)
+        await asyncio.sleep(0.4)  # the namespace watch's event and several resyncs
+        assert writes_to(kmock, path, start) == [], dict(runtime.metrics.reconciles)
+        assert live_object(kmock, "roles", "kaudit-system", "kaudit-cluster-policy-installer") is None
+        # The rival is gone: this replica works again, and the resync repairs the Role.
+        kmock.objects[PEERINGS, None, "kaudit"] = peering_object({})
+        await until(lambda: writes_to(kmock, path, start) != [])
+    # Reading the peering object is a "get" of kaudit's own ClusterKopfPeering, which the RBAC grants.
+    assert uncovered_requests(kmock) == []
+
