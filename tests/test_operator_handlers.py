@@ -36,3 +36,15 @@ async def test_a_refused_release_is_retried_later_without_a_traceback():
         await deleted.fn(body=kopf.Body(body))
     assert caught.value.delay == API_ERROR_DELAY
     assert "403 Forbidden" in str(caught.value)
+
+
+async def test_startup_settings_filter_children_by_label_and_bound_every_watch():
+    registry = build_registry(Runtime())
+    settings = kopf.OperatorSettings()
+    [configure] = [h for h in registry._activities.get_all_handlers() if h.id.endswith("configure")]
+    configure.fn(settings=settings)
+    assert settings.persistence.finalizer == "kaudit.dev/release"
+    assert settings.watching.label_selectors[("", "v1", "configmaps")] == "kaudit.dev/collection"
+    # A watch ends on the server's side first; the client's own limit only catches a dead connection.
+    assert 0 < settings.watching.server_timeout < settings.watching.client_timeout
+    assert settings.watching.connect_timeout

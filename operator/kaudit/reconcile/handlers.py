@@ -40,6 +40,7 @@ TRANSIENT_DELAY = 5.0  # seconds before kopf retries after the client's own retr
 API_ERROR_DELAY = 60.0  # e.g. 403 from missing RBAC: an administrator has to act first
 WATCH_RETRY_DELAY = 0.5  # first wait before opening a failed namespaced watch again; doubles
 WATCH_RETRY_MAX_DELAY = 60.0
+WATCH_SERVER_TIMEOUT = 600  # seconds; kopf re-opens each watch after it (reads, no writes)
 
 
 def default_login(**kwargs: Any) -> Any:
@@ -130,6 +131,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             settings.watching.label_selectors[resource.group, resource.version, resource.plural] = COLLECTION_LABEL
         # kaudit posts its own Events for changes and refusals; kopf only for its warnings.
         settings.posting.level = logging.WARNING
+        # Without timeouts a watch on a half-open connection can hang unnoticed forever: ask the
+        # server to end each watch, and give up on a silent one a little after that.
+        settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+        settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 30
+        settings.watching.connect_timeout = 30
 
     @kopf.on.login(**collection_kwargs)
     async def login(**kwargs: Any) -> Any:
