@@ -149,6 +149,8 @@ class _Request:
 
 # Stands for every user name that no rule names: such names all get the same decisions.
 _UNNAMED_USER = object()
+# Stands in the key for the groups of an event whose user is missing or not an object.
+_NOT_A_USER_OBJECT = object()
 
 
 class Simulation:
@@ -191,7 +193,7 @@ class Simulation:
         self._rule_users = frozenset(user for rule in rules for user in rule.users)
         self._rule_groups = frozenset(group for rule in rules for group in rule.user_groups)
         # group list (as a tuple) -> the groups of it some rule lists; bounded like the shapes
-        self._group_classes: dict[tuple, tuple] = {}
+        self._group_classes: dict[tuple, frozenset | tuple] = {}
         self._requests: dict[tuple, _Request] = {}
         self.request_cache_size = request_cache_size
         self._where = ""
@@ -220,12 +222,13 @@ class Simulation:
             self._malformed(f"not JSON: {exc}")
         return None
 
-    def _group_class(self, groups: tuple) -> tuple:
+    def _group_class(self, groups: tuple) -> frozenset | tuple:
         """The groups the rules can tell apart; a list that is not all strings stays as it is, so
         that the evaluator sees it (and rejects it) on a cache miss."""
         if any(group.__class__ is not str for group in groups):
             return groups
-        known = tuple(group for group in groups if group in self._rule_groups)
+        # A frozenset caches its hash: the shape key holding it hashes faster on every lookup.
+        known = frozenset(group for group in groups if group in self._rule_groups)
         if len(self._group_classes) >= self.request_cache_size:
             self._group_classes.clear()
         self._group_classes[groups] = known
@@ -250,18 +253,19 @@ class Simulation:
                 # A name no rule lists decides like any other such name; a wrongly typed name stays
                 # in the key, so the evaluator sees (and rejects) it on a miss.
                 if username.__class__ is str and username not in self._rule_users:
-                    user_key = (_UNNAMED_USER, group_class)
+                    user_class = _UNNAMED_USER
                 else:
-                    user_key = (username, group_class)
-            else:
-                username, user_key = None, user
+                    user_class = username
+            else:  # no user, or not an object: the value itself, apart from every user object
+                username, user_class, group_class = None, user, _NOT_A_USER_OBJECT
+            # One flat tuple: a nested one would be hashed again on every lookup.
             if ref.__class__ is dict and ref.get("resource"):
-                key = (user_key, verb, ref.get("resource"), ref.get("apiGroup"), ref.get("subresource"),
+                key = (user_class, group_class, verb, ref.get("resource"), ref.get("apiGroup"), ref.get("subresource"),
                        ref.get("namespace") if self._uses_namespaces else None,
                        ref.get("name") if self._uses_names else None)
             elif ref is None or ref.__class__ is dict:
                 uri = event.get("requestURI")
-                key = (user_key, verb, None, uri.partition("?")[0] if uri.__class__ is str else uri)
+                key = (user_class, group_class, verb, None, uri.partition("?")[0] if uri.__class__ is str else uri)
             else:
                 key = None
             request = self._requests.get(key) if key is not None else None
