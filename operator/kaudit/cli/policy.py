@@ -223,17 +223,43 @@ def _register_render(subparsers) -> None:
         description="Print the policy kaudit writes for a profile and options (spec.policy), with its header "
                     "and content hash. Warnings go to standard error.")
     parser.add_argument("--profile", required=True, choices=PROFILES, help="the built-in profile")
-    parser.add_argument("--rules", metavar="FILE",
-                        help="custom rules evaluated before the profile's: a YAML/JSON list of PolicyRule objects "
-                             "(or a Policy, whose rules are taken)")
-    parser.add_argument("--omit-read-only", action="store_true",
-                        help="stop logging get/list/watch (reads of secrets stay at Metadata)")
-    parser.add_argument("--omit-stages", metavar="STAGES", default="RequestReceived",
-                        help="comma-separated policy-level omitStages (default: RequestReceived; '' for none)")
-    parser.add_argument("--keep-managed-fields", action="store_true",
-                        help="set omitManagedFields: false (the default omits them)")
+    add_profile_options(parser)
     _version_argument(parser)
     parser.set_defaults(func=run_render)
+
+
+def add_profile_options(parser: argparse.ArgumentParser, help_prefix: str = "") -> None:
+    """The options applied on top of a profile (spec.policy), shared by ``render`` and ``simulate``.
+
+    ``--omit-stages`` defaults to None so a caller can tell whether it was given; see
+    :func:`profile_options` for the default it stands for.
+    """
+    parser.add_argument("--rules", metavar="FILE",
+                        help=f"{help_prefix}custom rules evaluated before the profile's: a YAML/JSON list of "
+                             "PolicyRule objects (or a Policy, whose rules are taken)")
+    parser.add_argument("--omit-read-only", action="store_true",
+                        help=f"{help_prefix}stop logging get/list/watch (reads of secrets stay at Metadata)")
+    parser.add_argument("--omit-stages", metavar="STAGES", default=None,
+                        help=f"{help_prefix}comma-separated policy-level omitStages (default: RequestReceived; "
+                             "'' for none)")
+    parser.add_argument("--keep-managed-fields", action="store_true",
+                        help=f"{help_prefix}set omitManagedFields: false (the default omits them)")
+
+
+def profile_options(args: argparse.Namespace, profile: str):
+    """The PolicyOptions that ``profile`` plus the options of :func:`add_profile_options` ask for."""
+    from kaudit.policy import PolicyOptions
+
+    stages = ("RequestReceived",) if args.omit_stages is None else tuple(
+        stage.strip() for stage in args.omit_stages.split(",") if stage.strip())
+    return PolicyOptions(
+        profile=profile,
+        rules=read_custom_rules(args.rules),
+        omit_read_only=args.omit_read_only,
+        omit_stages=stages,
+        omit_managed_fields=not args.keep_managed_fields,
+        kubernetes_version=args.kubernetes_version,
+    )
 
 
 def read_custom_rules(path: str | None) -> tuple[dict, ...]:
@@ -263,19 +289,10 @@ def read_custom_rules(path: str | None) -> tuple[dict, ...]:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from kaudit.policy import PolicyOptions, compose_policy
+    from kaudit.policy import compose_policy
 
     check_kubernetes_version(args)
-
-    options = PolicyOptions(
-        profile=args.profile,
-        rules=read_custom_rules(args.rules),
-        omit_read_only=args.omit_read_only,
-        omit_stages=tuple(s.strip() for s in args.omit_stages.split(",") if s.strip()),
-        omit_managed_fields=not args.keep_managed_fields,
-        kubernetes_version=args.kubernetes_version,
-    )
-    document = compose_policy(options)
+    document = compose_policy(profile_options(args, args.profile))
     for warning in document.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(document.text)

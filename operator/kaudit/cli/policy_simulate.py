@@ -36,21 +36,13 @@ def register(policy_subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from kaudit.cli.policy import add_profile_options
     from kaudit.policy.document import PROFILES
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--policy", metavar="FILE", help="candidate policy file (audit.k8s.io/v1 Policy)")
     source.add_argument("--profile", choices=PROFILES, help="candidate built-in profile")
-    # The profile options are those of `kaudit policy render`, with the same names and meaning.
-    parser.add_argument("--rules", metavar="FILE",
-                        help="with --profile: custom rules evaluated before the profile's (YAML/JSON list)")
-    parser.add_argument("--omit-read-only", action="store_true",
-                        help="with --profile: stop logging get/list/watch (reads of secrets stay at Metadata)")
-    parser.add_argument("--omit-stages", metavar="STAGES", default=None,
-                        help="with --profile: comma-separated policy-level omitStages (default RequestReceived; "
-                             "'' for none)")
-    parser.add_argument("--keep-managed-fields", action="store_true",
-                        help="with --profile: set omitManagedFields: false (the default omits them)")
+    add_profile_options(parser, help_prefix="with --profile: ")  # the same options as `kaudit policy render`
     parser.add_argument("--kubernetes-version", metavar="1.N", default="",
                         help="kube-apiserver version the policies are for (default: the newest kaudit knows)")
     parser.add_argument(
@@ -74,22 +66,12 @@ def register(policy_subparsers) -> argparse.ArgumentParser:
 
 def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool = False):
     """The candidate profile's options from the command line; a baseline profile as shipped."""
-    from kaudit.cli.policy import read_custom_rules
+    from kaudit.cli.policy import profile_options
     from kaudit.policy import PolicyOptions
 
     if as_shipped:
         return PolicyOptions(profile=profile, kubernetes_version=args.kubernetes_version)
-    stages = ("RequestReceived",) if args.omit_stages is None else tuple(
-        stage.strip() for stage in args.omit_stages.split(",") if stage.strip()
-    )
-    return PolicyOptions(
-        profile=profile,
-        rules=read_custom_rules(args.rules),
-        omit_read_only=args.omit_read_only,
-        omit_stages=stages,
-        omit_managed_fields=not args.keep_managed_fields,
-        kubernetes_version=args.kubernetes_version,
-    )
+    return profile_options(args, profile)
 
 
 def _load_file(path: str, flag: str, kubernetes_version: str):
