@@ -11,6 +11,7 @@ from kaudit.render.apiserver import apiserver_warnings
 from kaudit.render.common import canonical, sha256_hex
 from kaudit.render.installer import installer_objects
 from kaudit.render.result import Rendered
+from kaudit.render.targets import kubectl_get
 
 DEFAULT_NAMESPACE = "kaudit-system"
 
@@ -90,7 +91,7 @@ def _preview_warning(spec) -> FieldError:
         path, kind, resource, name = "spec.agent.datadogAgent", "DatadogAgent", "datadogagent", agent.datadog_agent.name
     return FieldError(path, f"the change to {kind} {agent.namespace}/{name} is not shown: it depends on what the "
                             f"live object already has; to see it, pass --existing with the output of "
-                            f"'kubectl get {resource} -n {agent.namespace} {name} -o yaml'")
+                            f"'{kubectl_get(resource, agent.namespace, name)}'")
 
 
 def _apply_step(body: dict) -> str:

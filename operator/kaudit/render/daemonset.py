@@ -20,7 +20,7 @@ from kaudit.render.common import (
     POINTDIR,
     missing_control_plane_tolerations,
 )
-from kaudit.render.targets import DAEMON_SET_SHAPE, find_target, refuse_if_claimed
+from kaudit.render.targets import DAEMON_SET_SHAPE, find_target, kubectl_get, refuse_if_claimed
 
 VOLUME_PREFIX = "kaudit-"
 CONFIG_VOLUME = "kaudit-agent-config"
@@ -38,7 +38,7 @@ def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str
     namespace = collection.agent.namespace
     live = find_target(
         existing, "apps", "DaemonSet", ref.name, namespace,
-        f"kubectl get daemonset -n {namespace} {ref.name} -o yaml > ds.yaml, then pass --existing ds.yaml",
+        f"{kubectl_get('daemonset', namespace, ref.name)} > ds.yaml, then pass --existing ds.yaml",
         DAEMON_SET_SHAPE,
     )
     _refuse_foreign_owner(collection, live)

@@ -18,7 +18,7 @@ from kaudit.render.common import (
     missing_control_plane_tolerations,
 )
 from kaudit.render.daemonset import LOGS_VOLUME, VOLUME_PREFIX
-from kaudit.render.targets import DATADOG_AGENT_SHAPE, find_target, refuse_if_claimed
+from kaudit.render.targets import DATADOG_AGENT_SHAPE, find_target, kubectl_get, refuse_if_claimed
 
 API_VERSION = "datadoghq.com/v2alpha1"
 # extraConfd items are paths below conf.d, as the Operator copies them there.
@@ -31,7 +31,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
     namespace = collection.agent.namespace
     live = find_target(
         existing, "datadoghq.com", "DatadogAgent", ref.name, namespace,
-        f"kubectl get datadogagent -n {namespace} {ref.name} -o yaml > dda.yaml, then pass --existing dda.yaml",
+        f"{kubectl_get('datadogagent', namespace, ref.name)} > dda.yaml, then pass --existing dda.yaml",
         DATADOG_AGENT_SHAPE,
     )
     where = f"DatadogAgent {namespace}/{ref.name}"

@@ -68,6 +68,11 @@ def flatten(existing: Sequence[dict]) -> Iterable[dict]:
             yield obj
 
 
+def kubectl_get(resource: str, namespace: str, name: str) -> str:
+    """The command that prints the live object the renderer needs as ``existing``."""
+    return f"kubectl get {resource} -n {namespace} {name} -o yaml"
+
+
 def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, namespace: str,
                 hint: str, shape: dict | None = None) -> dict:
     """The object of that kind, name and namespace, or Refused(TargetNotFound) saying how to supply it.
