@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import ensure_events as _ensure_events, pin_one_cpu as _pin_one_cpu  # noqa: E402
+from _common import log_arguments, prepare_log  # noqa: E402
 
 
 def time_json_loads(path: str) -> tuple[float, float]:
@@ -52,19 +52,9 @@ def time_eval(path: str, profile: str) -> tuple[float, float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=float, default=200)
-    parser.add_argument("--events", default="/tmp/kaudit-bench-audit.log")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", default="Default")
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-
-    _ensure_events(args.events, args.size_mb, args.seed)
-    pinned = _pin_one_cpu()
-    size = os.path.getsize(args.events)
-    with open(args.events, "rb") as handle:  # warm the page cache so both runs read from memory
-        lines = sum(1 for _ in handle)
+    args = log_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args()
+    log = prepare_log(args)  # generated if needed, one CPU, page cache warm
+    mib, lines = log.mib, log.lines
     loads_wall = loads_cpu = eval_wall = eval_cpu = float("inf")
     bad = 0
     for _ in range(args.rounds):
@@ -72,8 +62,7 @@ def main() -> int:
         loads_wall, loads_cpu = min(loads_wall, wall), min(loads_cpu, cpu)
         wall, cpu, bad = time_eval(args.events, args.profile)
         eval_wall, eval_cpu = min(eval_wall, wall), min(eval_cpu, cpu)
-    mib = size / 2**20
-    print(f"file: {args.events}, {mib:.0f} MiB, {lines} events; {pinned}; best of {args.rounds}; "
+    print(f"file: {args.events}, {mib:.0f} MiB, {lines} events; {log.pinned}; best of {args.rounds}; "
           f"Python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}")
     print(f"json.loads only : {mib / loads_wall:7.1f} MiB/s  {lines / loads_wall:9.0f} events/s  "
           f"(wall {loads_wall:.2f} s, CPU {loads_cpu:.2f} s)")
