@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import unquote
 
 from kaudit.policy.model import Policy, PolicyRule
@@ -215,6 +215,31 @@ def _request_name(verb: str, subresource: str, name: str) -> str:
     return "" if verb == "create" and not subresource else name
 
 
+@dataclass(frozen=True)
+class AttributeUse:
+    """What the rules can tell requests apart by, beyond verb, resource and path.
+
+    A decision cache may leave out of its key what no rule looks at, and fold together the
+    usernames (groups) no rule lists, without changing any decision: rules compare usernames and
+    groups only for equality, and an empty list matches everything.
+    """
+
+    users: frozenset[str]  # usernames some rule lists
+    groups: frozenset[str]  # groups some rule lists
+    names: bool  # some rule lists resourceNames
+    namespaces: bool  # some rule lists namespaces
+
+    @classmethod
+    def of(cls, rules: Iterable[PolicyRule]) -> AttributeUse:
+        rules = tuple(rules)
+        return cls(
+            users=frozenset(user for rule in rules for user in rule.users),
+            groups=frozenset(group for rule in rules for group in rule.user_groups),
+            names=any(entry.resource_names for rule in rules for entry in rule.resources),
+            namespaces=any(rule.namespaces for rule in rules),
+        )
+
+
 class Evaluator:
     """A policy compiled for evaluation. Build once, call :meth:`evaluate` many times."""
 
@@ -223,12 +248,12 @@ class Evaluator:
         self._decisions, self._default = _decisions(policy)
         self._rules = list(zip((compile_rule(rule) for rule in policy.rules), self._decisions))
         self._json = {d.rule: json.dumps(d.as_dict()) for d in self._decisions + [self._default]}
-        rules = policy.rules
         # Attributes no rule looks at are left out of the cache key, so the cache stays small.
-        self._uses_users = any(r.users or r.user_groups for r in rules)
-        self._uses_names = any(e.resource_names for r in rules for e in r.resources)
-        self._uses_namespaces = any(r.namespaces for r in rules)
-        self._rule_users = frozenset(user for r in rules for user in r.users)
+        use = AttributeUse.of(policy.rules)
+        self._uses_users = bool(use.users or use.groups)
+        self._uses_names = use.names
+        self._uses_namespaces = use.namespaces
+        self._rule_users = use.users
         self._cache: dict[tuple, Decision] = {}
         self._good_groups: set[tuple] = set()  # group lists already type-checked (when no rule uses users)
 

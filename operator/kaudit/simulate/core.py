@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from kaudit.policy.evaluate import RequestAttributes, attributes_from_event
+from kaudit.policy.evaluate import AttributeUse, RequestAttributes, attributes_from_event
 from kaudit.policy.model import LEVEL_RANK, LEVELS, STAGES, Policy
 from kaudit.simulate.counters import TopCounter
 from kaudit.simulate.inputs import InputFile
@@ -186,12 +186,13 @@ class Simulation:
             self.baseline = PolicyTally(baseline[0], top_capacity)
             self.decide_baseline = baseline[1]
             policies.append(baseline[0])
-        rules = [rule for p in policies for rule in p.rules]
         # Attributes no rule looks at stay out of the cache key, so fewer shapes need caching.
-        self._uses_names = any(gr.resource_names for rule in rules for gr in rule.resources)
-        self._uses_namespaces = any(rule.namespaces for rule in rules)
-        self._rule_users = frozenset(user for rule in rules for user in rule.users)
-        self._rule_groups = frozenset(group for rule in rules for group in rule.user_groups)
+        # (Copied into attributes: they are read on every event.)
+        use = AttributeUse.of(rule for p in policies for rule in p.rules)
+        self._uses_names = use.names
+        self._uses_namespaces = use.namespaces
+        self._rule_users = use.users
+        self._rule_groups = use.groups
         # group list (as a tuple) -> the groups of it some rule lists; bounded like the shapes
         self._group_classes: dict[tuple, frozenset | tuple] = {}
         self._requests: dict[tuple, _Request] = {}
