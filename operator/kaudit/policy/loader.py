@@ -149,16 +149,51 @@ def check_nesting(text: str, loader: type, *, every_document: bool = False) -> N
     """
     import yaml
 
+    too_deep = f"document is nested too deeply (more than {MAX_DEPTH} levels)"
     depth = 0
-    for event in yaml.parse(text, Loader=loader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ValueError(too_deep)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.DocumentEndEvent) and not every_document:
+                return
+    except yaml.MarkedYAMLError as exc:
+        # The scanner reads flow collections ahead of the events, and some libyaml builds stop at
+        # their own nesting limit there: judge the depth at the failure point by kaudit's limit, so
+        # the error is the same whatever PyYAML a machine has.
+        mark = exc.problem_mark
+        if mark is not None and _flow_depth(text, mark.index) > MAX_DEPTH:
+            raise ValueError(too_deep) from None
+        raise
+
+
+def _flow_depth(text: str, end: int) -> int:
+    """The deepest flow-collection nesting (``[``/``{``) in ``text[:end]``, outside quotes and comments."""
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    previous = "\n"
+    for char in text[:end]:
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            if char == quote and not (quote == '"' and previous == "\\"):
+                quote = ""
+        elif char in "\"'" and previous in " \t\n[{,:":
+            quote = char
+        elif char == "#" and previous in " \t\n":
+            comment = True
+        elif char in "[{":
             depth += 1
-            if depth > MAX_DEPTH:
-                raise ValueError(f"document is nested too deeply (more than {MAX_DEPTH} levels)")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            deepest = max(deepest, depth)
+        elif char in "]}":
             depth -= 1
-        elif isinstance(event, yaml.DocumentEndEvent) and not every_document:
-            return
+        previous = char
+    return deepest
 
 
 def _type_name(value: Any) -> str:
