@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 
 import kmock
+import kopf
 import pytest
 
 from kaudit.reconcile.peering import PeeringIdentity, outranked
+from kaudit.reconcile.preflight import peering_problem
 from operator_support import (ApplyEmulator, collection, is_ready, live_object, prepare, running_operator,
                               runtime_for, uncovered_requests, until, writes)
 
@@ -79,3 +82,33 @@ async def test_a_paused_replica_leaves_drift_and_resync_to_the_active_one(kmock)
     # Reading the peering object is a "get" of kaudit's own ClusterKopfPeering, which the RBAC grants.
     assert uncovered_requests(kmock) == []
 
+
+
+async def test_preflight_names_the_missing_peering_object_and_the_way_out(kmock):
+    prepare(kmock)
+    kmock.resources[PEERINGS] = kmock.ResourceInfo(kind="ClusterKopfPeering", singular="clusterkopfpeering",
+                                                   namespaced=False, verbs={"get", "list", "watch", "patch"})
+    info = kopf.ConnectionInfo(server=str(kmock.url).rstrip("/"))
+    problem = await peering_problem(info, "kaudit")
+    assert problem is not None and '"kaudit" not found' in problem and "--standalone" in problem
+    kmock.objects[PEERINGS, None, "kaudit"] = peering_object({})
+    assert await peering_problem(info, "kaudit") is None
+
+
+async def test_a_deleted_peering_object_pauses_kaudits_own_work_with_one_warning(kmock, caplog):
+    # kopf pauses every watch while the object is missing: kaudit's resync must not act either,
+    # and the pause must be visible at WARNING, once, not only in kopf's DEBUG log.
+    prepare(kmock)
+    kmock.resources[PEERINGS] = kmock.ResourceInfo(kind="ClusterKopfPeering", singular="clusterkopfpeering",
+                                                   namespaced=False, verbs={"get", "list", "watch", "patch"})
+    runtime = runtime_for(kmock, peering=ME)
+    try:
+        with caplog.at_level(logging.WARNING, logger="kaudit"):
+            assert await runtime.is_active() is False
+            assert await runtime.is_active() is False
+        paused = [rec for rec in caplog.records if "paused" in rec.getMessage()]
+        assert len(paused) == 1 and "--standalone" in paused[0].getMessage()
+        kmock.objects[PEERINGS, None, "kaudit"] = peering_object({})
+        assert await runtime.is_active() is True
+    finally:
+        await runtime.close()

@@ -88,9 +88,30 @@ def run(args: argparse.Namespace) -> int:
         async def metrics_endpoint(**_: object) -> None:
             runtime.background.append(asyncio.create_task(serve_metrics(runtime.metrics, args.metrics_port)))
 
+    if me is not None:
+        problem = asyncio.run(_peering_preflight(args.peering))
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     # A peering name makes peering mandatory in kopf: replicas never run unpeered and fight.
     peering = ({"standalone": True} if args.standalone
                else {"peering_name": args.peering, "priority": priority, "identity": identity})
     asyncio.run(kopf.operator(registry=registry, clusterwide=True, liveness_endpoint=liveness, **peering))
     return 0
+
+
+async def _peering_preflight(name: str) -> str | None:
+    """Refuse to start paused: kopf would wait silently for a missing peering object."""
+    import logging
+
+    import kopf
+
+    from kaudit.reconcile.handlers import default_login
+    from kaudit.reconcile.preflight import peering_problem
+
+    info = default_login(settings=kopf.OperatorSettings(), logger=logging.getLogger("kaudit"))
+    if info is None:
+        return None  # no credentials: kopf's own login reports that
+    return await peering_problem(info, name)

@@ -29,6 +29,7 @@ from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiClient, ApiError, Connection, RetryPolicy, TransientApiError
 from kaudit.reconcile.metrics import Metrics
 from kaudit.reconcile.peering import PeeringIdentity, outranked
+from kaudit.reconcile.preflight import missing_peering_message
 from kaudit.reconcile.plan import COLLECTION_LABEL
 from kaudit.reconcile.service import OperatorConfig, Outcome, Reconciler, patches_others_objects
 
@@ -66,6 +67,7 @@ class Runtime:
     recheck_delay: float | None = None  # tests: instead of the service's delays per reason
     collections: Any = None  # kopf's index of AuditCollections, once the operator has started
     peering: PeeringIdentity | None = None  # None: standalone, always the active replica
+    peering_missing: bool = False  # the peering object was gone at the last look (warned once)
     _reconciler: Reconciler | None = None
     _reconciler_info: Any = None
 
@@ -101,6 +103,15 @@ class Runtime:
         except (ApiError, kopf.TemporaryError) as exc:
             logger.warning("cannot read the peering object %s: %s", self.peering.name, exc)
             return False
+        if body is None:
+            # kopf pauses this replica while the object is missing (and says so only at DEBUG).
+            if not self.peering_missing:
+                logger.warning("paused: %s", missing_peering_message(self.peering.name))
+            self.peering_missing = True
+            return False
+        if self.peering_missing:
+            logger.info("ClusterKopfPeering %s is back", self.peering.name)
+        self.peering_missing = False
         return not outranked(body, self.peering, datetime.datetime.now(datetime.timezone.utc))
 
     async def close(self) -> None:
