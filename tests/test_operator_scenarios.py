@@ -418,15 +418,15 @@ async def test_ready_waits_for_the_installer_and_reports_a_required_restart(serv
         "spec": {"nodeName": "cp-1"},
         "status": {"containerStatuses": [{"name": "kube-apiserver",
                                           "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
-    runtime = runtime_for(server)
+    # No recheck within the test: only the operator's watch of the Leases can see the report.
+    runtime = runtime_for(server, recheck_delay=3600)
     async with running_operator(server, runtime, installer=False):
         await create(server, collection())
         await until(lambda: condition(server, "PolicyInstalled").get("status") == "False")
         assert condition(server, "Ready")["status"] == "False"
         assert condition(server, "PolicyInstalled")["reason"] == "Installing"
         assert status_of(server)["nodes"][0]["message"] == "no report from the policy installer on this node"
-        # The installer reports through a Lease; the operator looks again while installing (no watch:
-        # listing Leases in its own namespace needs less RBAC than kopf's cluster-wide watch).
+        # The installer reports through a Lease, which the operator watches in its own namespace.
         installer = asyncio.create_task(fake_installer(server))
         try:
             await until(lambda: condition(server, "PolicyInstalled").get("reason") == "RestartRequired")
@@ -435,6 +435,30 @@ async def test_ready_waits_for_the_installer_and_reports_a_required_restart(serv
     assert condition(server, "Ready")["status"] == "True"  # the file is in place; the restart is the user's step
     assert status_of(server)["nodes"][0]["restartRequired"] is True
     assert "restart it" in condition(server, "PolicyInstalled")["message"]
+
+
+async def test_a_report_heartbeat_reconciles_nothing_and_a_changed_report_does(server):
+    runtime = runtime_for(server, recheck_delay=3600)
+    async with running_operator(server, runtime, installer=False):
+        await create(server, collection())
+        await until(lambda: condition(server, "PolicyInstalled").get("reason") == "NoReports")
+        installer = asyncio.create_task(fake_installer(server))
+        try:
+            await until(lambda: condition(server, "Ready").get("status") == "True")
+        finally:
+            installer.cancel()
+        reports = lambda: sum(n for (trigger, _), n in runtime.metrics.reconciles.items() if trigger == "report")
+        await until(lambda: reports() == 1)  # the new report's reconcile (counted once it returns)
+        before = reports()
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/kaudit-cluster-policy-cp-1"
+        # The installer's heartbeat renews only spec.renewTime: no reconcile for it.
+        await server.patch(path, json={"spec": {"renewTime": "2030-01-01T00:00:00.000000Z"}})
+        await asyncio.sleep(0.3)
+        assert reports() == before
+        # A node that reports an install error: reconciled at once, PolicyInstalled follows.
+        await server.patch(path, json={"metadata": {"annotations": {"kaudit.dev/error": "disk full"}}})
+        await until(lambda: condition(server, "PolicyInstalled").get("reason") == "InstallFailed")
+        await until(lambda: reports() == before + 1)
 
 
 async def test_switching_away_from_daemonset_mode_hands_the_daemonset_back(server):

@@ -113,14 +113,22 @@ class ApiClient:
         self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict]:
         """Objects of a resource; an unknown resource (CRD not installed) lists as empty."""
+        items, _ = await self.list_versioned(resource, namespace=namespace, label_selector=label_selector)
+        return items
+
+    async def list_versioned(
+        self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[dict], str]:
+        """:meth:`list`, and the list's resourceVersion, from which a watch misses nothing."""
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self._request("GET", resource.path(namespace), params=params, missing_ok=True)
         if result is None:
-            return []
+            return [], ""
         kind = resource.kind
         items = result.get("items") or []
+        version = str((result.get("metadata") or {}).get("resourceVersion") or "")
         # List items come without apiVersion/kind; put them back so bodies are self-describing.
-        return [{"apiVersion": resource.api_version, "kind": kind, **item} for item in items]
+        return [{"apiVersion": resource.api_version, "kind": kind, **item} for item in items], version
 
     async def watch(
         self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None,

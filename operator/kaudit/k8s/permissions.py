@@ -80,9 +80,9 @@ PERMISSIONS: tuple[Permission, ...] = (
                "the policy installer's Role; listed and watched by label in this namespace only (drift)"),
     Permission("rbac.authorization.k8s.io", "rolebindings", ("list", "watch", *OWNED_WRITE), OPERATOR_NAMESPACE,
                "the policy installer's RoleBinding; listed and watched by label like its Role"),
-    Permission("coordination.k8s.io", "leases", ("list",), OPERATOR_NAMESPACE,
+    Permission("coordination.k8s.io", "leases", ("list", "watch"), OPERATOR_NAMESPACE,
                "read the policy installers' node reports (Leases labelled kaudit.dev/collection);"
-               " polled, never fetched one by one"),
+               " watched in this namespace only, so a new report updates status at once"),
     Permission("coordination.k8s.io", "leases", ("create", "patch"), OPERATOR_NAMESPACE,
                "never called by the operator: Kubernetes lets it create the installer's Role only if it"
                " holds every permission that Role grants (no privilege escalation)"),

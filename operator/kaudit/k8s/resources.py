@@ -52,8 +52,8 @@ CHILD_RESOURCES = (CONFIG_MAPS, SERVICE_ACCOUNTS, DAEMON_SETS, DATADOG_AGENTS)
 # namespace alone (not by kopf, whose watches are cluster-wide), so the operator needs no
 # cluster-wide read of Roles; pruned like the other children.
 OPERATOR_NAMESPACE_CHILDREN = (ROLES, ROLE_BINDINGS)
-# What the policy installer writes (one Lease per node, in the operator's namespace): read, never
-# written, and not watched (a kopf watch is cluster-wide; listing in one namespace needs less RBAC).
+# What the policy installer writes (one Lease per node, in the operator's namespace): read and
+# watched in that namespace only (a kopf watch is cluster-wide and would need more RBAC), never written.
 REPORT_RESOURCES = (LEASES,)
 
 _BY_KIND = {

@@ -190,7 +190,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         return outcome
 
     def schedule_recheck(name: str, delay: float) -> None:
-        """Look again later (node reports are polled, not watched); one pending look per collection."""
+        """Look again later (what no watch shows: a kube-apiserver restart, a stale report); one
+        pending look per collection."""
         if name in runtime.rechecks:
             return
 
@@ -241,37 +242,51 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                 except kopf.TemporaryError as exc:
                     logger.warning("resync of %s failed: %s", name, exc)
 
-    async def watch_operator_namespace(resource: r.Resource) -> None:
-        """Drift of the children that live only in the operator's namespace (the installer's Role
-        and RoleBinding), from a watch in that namespace.
+    async def reconcile_owner(trigger: str, body: dict) -> None:
+        """Reconcile the collection named by a child's or report's label (the active replica only)."""
+        owner = ((body.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
+        if not owner or runtime.collections is None or not await runtime.is_active():
+            return
+        try:
+            await run(trigger, None, [], latest=freshest(runtime.collections, owner))
+        except kopf.TemporaryError as exc:
+            logger.warning("%s reconcile of %s failed: %s", trigger, owner, exc)
 
-        kopf's watches are cluster-wide, which would need a cluster-wide read of every Role; this
-        one needs list and watch in one namespace only. Only changes and deletions count: an
-        ADDED event is the initial state or kaudit's own re-apply. A broken or expired watch is
-        opened again (events missed in between are caught by the resync).
+    async def watch_in_operator_namespace(resource: r.Resource, on_list: Callable[[list[dict], bool], Any],
+                                          on_event: Callable[[str, dict], Any]) -> None:
+        """List, then watch from the list's resourceVersion, the objects of ``resource`` labelled
+        kaudit.dev/collection in the operator's namespace, forever.
+
+        kopf's watches are cluster-wide, which would need a cluster-wide read of every Role and
+        Lease; this one needs list and watch in one namespace only. ``on_list(items, first)`` sees
+        each listing (the first one at start, later ones after a watch the server could not
+        resume, e.g. 410 Gone, when events may have been missed); ``on_event(type, object)`` each
+        event. A watch the server ended (timeoutSeconds) resumes from the last version seen.
         """
         delay = WATCH_RETRY_DELAY
+        first = True
         while True:
             try:
                 client = runtime.reconciler.client
-                async for event in client.watch(resource, namespace=runtime.config.namespace,
-                                                label_selector=COLLECTION_LABEL):
-                    delay = WATCH_RETRY_DELAY
-                    kind, body = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":  # e.g. 410 Gone: the stream cannot resume; open a new one
+                items, version = await client.list_versioned(resource, namespace=runtime.config.namespace,
+                                                             label_selector=COLLECTION_LABEL)
+                await on_list(items, first)
+                first = False
+                while True:
+                    gone = False
+                    async for event in client.watch(resource, namespace=runtime.config.namespace,
+                                                    label_selector=COLLECTION_LABEL, resource_version=version):
+                        delay = WATCH_RETRY_DELAY
+                        kind, body = event.get("type"), event.get("object") or {}
+                        if kind == "ERROR":  # e.g. 410 Gone: this version cannot be resumed; list again
+                            gone = True
+                            break
+                        version = str((body.get("metadata") or {}).get("resourceVersion") or version)
+                        if kind != "BOOKMARK":
+                            await on_event(str(kind), body)
+                    if gone:
                         break
-                    if kind not in ("MODIFIED", "DELETED") or runtime.collections is None:
-                        continue
-                    if kind == "MODIFIED" and runtime.is_own_echo(body):
-                        continue
-                    owner = ((body.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
-                    if owner and await runtime.is_active():
-                        try:
-                            await run("drift", None, [], latest=freshest(runtime.collections, owner))
-                        except kopf.TemporaryError as exc:
-                            logger.warning("drift reconcile of %s failed: %s", owner, exc)
-                # The server ended the watch (timeoutSeconds): open the next one after a short pause.
-                await asyncio.sleep(WATCH_RETRY_DELAY)
+                    await asyncio.sleep(WATCH_RETRY_DELAY)  # the server ended the watch: resume it
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # not logged in yet, 403 without the RBAC, connection lost
@@ -280,12 +295,55 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, WATCH_RETRY_MAX_DELAY)
 
+    async def ignore_listing(items: list[dict], first: bool) -> None:
+        """Children: a listing is the state kaudit compares at every reconcile; missed drift is the resync's."""
+
+    async def child_in_namespace_changed(kind: str, body: dict) -> None:
+        """Drift of the installer's Role and RoleBinding: an ADDED event is kaudit's own re-apply."""
+        if kind == "DELETED" or (kind == "MODIFIED" and not runtime.is_own_echo(body)):
+            await reconcile_owner("drift", body)
+
+    reports_seen: dict[str, tuple] = {}
+
+    def report_key(body: dict) -> tuple[str, tuple]:
+        meta = body.get("metadata") or {}
+        # What a report says; renewTime alone is the installer's heartbeat and changes nothing.
+        return str(meta.get("name")), tuple(sorted((meta.get("annotations") or {}).items()))
+
+    async def reports_listed(items: list[dict], first: bool) -> None:
+        current = dict(report_key(item) for item in items)
+        changed = [item for item in items if reports_seen.get(report_key(item)[0]) != report_key(item)[1]]
+        vanished = [name for name in reports_seen if name not in current]
+        reports_seen.clear()
+        reports_seen.update(current)
+        if first:
+            return  # at start the resume handlers reconcile every collection anyway
+        for item in changed:
+            await reconcile_owner("report", item)
+        if vanished:
+            for body in all_collections(runtime.collections or {}):
+                await reconcile_owner("report", {"metadata": {"labels": {COLLECTION_LABEL: body["metadata"]["name"]}}})
+
+    async def report_changed(kind: str, body: dict) -> None:
+        """A node's installer wrote (or lost) its report: PolicyInstalled may change now, not at a poll."""
+        name, said = report_key(body)
+        if kind == "DELETED":
+            reports_seen.pop(name, None)
+        elif reports_seen.get(name) == said:
+            return  # a heartbeat
+        else:
+            reports_seen[name] = said
+        await reconcile_owner("report", body)
+
     @kopf.on.startup(**collection_kwargs)
     async def start_resync(collections: kopf.Index, **_: Any) -> None:
         runtime.collections = collections
         runtime.background.append(asyncio.create_task(resync_forever(collections)))
         for resource in r.OPERATOR_NAMESPACE_CHILDREN:
-            runtime.background.append(asyncio.create_task(watch_operator_namespace(resource)))
+            runtime.background.append(asyncio.create_task(
+                watch_in_operator_namespace(resource, ignore_listing, child_in_namespace_changed)))
+        runtime.background.append(asyncio.create_task(
+            watch_in_operator_namespace(r.LEASES, reports_listed, report_changed)))
 
     def needs_release(body: kopf.Body, **_: Any) -> bool:
         return patches_others_objects(plain(body))

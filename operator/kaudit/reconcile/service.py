@@ -31,7 +31,9 @@ INSTALLER_COMPONENT = "policy-installer"
 # (The chart's Role that allows listing them is in the same namespace: see k8s/permissions.py.)
 APISERVER_SELECTOR = "component=kube-apiserver"
 # How soon to read the node reports again, by PolicyInstalled reason (Installed: at the resync).
-RECHECK_AFTER = {"NoReports": 5.0, "Installing": 5.0, "InstallFailed": 30.0, "RestartRequired": 60.0}
+# A new or changed report reconciles at once (handlers.py watches the Leases); these looks catch
+# what no watch shows: kube-apiserver restarted on a node (RestartRequired) and reports gone stale.
+RECHECK_AFTER = {"NoReports": 60.0, "Installing": 60.0, "InstallFailed": 30.0, "RestartRequired": 60.0}
 
 
 class ApplyRefused(Exception):

@@ -31,7 +31,7 @@ NOTICE_REASONS = frozenset({"RestartRequired"})
 # Reasons of the other conditions when they are True.
 TRUE_REASONS = frozenset({"Valid", "Applied", "NoAgent", "Installed"}) | NOTICE_REASONS
 # Ready=False while the operator is still on its way and gets there without anyone acting:
-# waiting for the policy installers' node reports (they are polled every few seconds).
+# waiting for the policy installers' node reports (watched: each one reconciles at once).
 PROGRESSING_REASONS = frozenset({"NoReports", "Installing"})
 # Ready=False because something needs a person: a refused spec or target, a conflict, an apply
 # the API server refused, a failed install, an agent that cannot run on control-plane nodes.
