@@ -274,3 +274,25 @@ def test_the_lease_reporter_sends_a_server_side_apply_patch():
     assert "fieldManager=kaudit" in path and "force=true" in path.lower()
     assert content_type == "application/apply-patch+yaml"
     assert sent == body
+
+
+def test_the_in_cluster_credentials_come_from_kaudit_service_account_dir(tmp_path, monkeypatch):
+    """Outside a pod (or with a token projected elsewhere) the folder is configurable."""
+    import kubernetes
+
+    from kaudit.installer.lease import load_incluster_config
+
+    (tmp_path / "token").write_text("token-from-the-folder")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("KAUDIT_SERVICE_ACCOUNT_DIR", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    saved = kubernetes.client.Configuration.get_default_copy()
+    try:
+        load_incluster_config()
+        configured = kubernetes.client.Configuration.get_default_copy()
+    finally:
+        kubernetes.client.Configuration.set_default(saved)
+    assert configured.host == "https://127.0.0.1:6443"
+    assert configured.ssl_ca_cert == str(tmp_path / "ca.crt")
+    assert configured.auth_settings()["BearerToken"]["value"].split()[-1] == "token-from-the-folder"

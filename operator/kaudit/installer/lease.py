@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -35,6 +36,10 @@ ANNOTATION_ERROR = "kaudit.dev/error"
 COMPONENT = "policy-installer"
 FIELD_MANAGER = "kaudit"
 MAX_NAME = 253
+# Where the pod's service account token and CA are mounted; KAUDIT_SERVICE_ACCOUNT_DIR points
+# elsewhere (a test playing the installer outside a pod, a token projected at another path).
+SERVICE_ACCOUNT_DIR_ENV = "KAUDIT_SERVICE_ACCOUNT_DIR"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def report_name(collection: str, node: str) -> str:
@@ -110,7 +115,7 @@ class LeaseReporter:
         import kubernetes
 
         if api_client is None:  # in the pod: the service account's token and CA
-            kubernetes.config.load_incluster_config()
+            load_incluster_config()
         self._api = kubernetes.client.CoordinationV1Api(api_client)
 
     def send(self, body: dict) -> bool:
@@ -128,3 +133,15 @@ class LeaseReporter:
             log.warning("cannot send the node report %s/%s: %s", meta["namespace"], meta["name"], exc)
             return False
         return True
+
+
+def load_incluster_config() -> None:
+    """The kubernetes client's in-cluster config, with the token and CA from the service account dir.
+
+    KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT give the API server, as in any pod.
+    """
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    folder = os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR
+    InClusterConfigLoader(token_filename=os.path.join(folder, "token"),
+                          cert_filename=os.path.join(folder, "ca.crt")).load_and_set()
