@@ -35,6 +35,7 @@ from kaudit.k8s.resources import Resource, resource_of
 FIELD_MANAGER = "kaudit"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
+JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"
 
 RETRIABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
@@ -199,6 +200,19 @@ class ApiClient:
         return await self._request(
             "PATCH", resource.path(namespace, name, subresource),
             params={"fieldManager": FIELD_MANAGER}, data=payload, content_type=MERGE_CONTENT_TYPE,
+            missing_ok=True,
+        )
+
+    async def json_patch(self, resource: Resource, namespace: str | None, name: str,
+                         operations: list[dict]) -> dict | None:
+        """A JSON patch (RFC 6902), its ``test`` operations guarding what it changes; None when gone.
+
+        Used where a merge patch cannot say it: one item of a list, or kaudit's own managedFields entry.
+        """
+        payload = json.dumps(operations, sort_keys=True, separators=(",", ":")).encode()
+        return await self._request(
+            "PATCH", resource.path(namespace, name),
+            params={"fieldManager": FIELD_MANAGER}, data=payload, content_type=JSON_PATCH_CONTENT_TYPE,
             missing_ok=True,
         )
 

@@ -25,6 +25,9 @@ APPLIED_HASH_ANNOTATION = "kaudit.dev/applied-hash"
 # For lists Kubernetes treats as one value (``listType=atomic``): which items kaudit added, so
 # that a release can give the user back exactly their own list.
 ADDED_ITEMS_ANNOTATION = "kaudit.dev/added-items"
+# For single values kaudit sets over the user's (DD_LOGS_ENABLED=false on a Helm agent): the
+# user's value by path, so that the user's view and the hand-back can give it back.
+REPLACED_VALUES_ANNOTATION = "kaudit.dev/replaced-values"
 FIELD_MANAGER = "kaudit"
 
 # PodSpec.tolerations is an atomic list (``listType=atomic``): whoever applies it owns all of it,
@@ -58,11 +61,12 @@ class Plan:
 
 @dataclass(frozen=True)
 class Release:
-    """How to hand a patched object back: restore atomic lists first, then an empty apply."""
+    """How to hand a patched object back: restore atomic lists and replaced values, then an empty apply."""
 
     restore: dict | None  # a JSON merge patch, or None when no atomic list needs restoring
     apply: dict  # the (almost) empty SSA body: kaudit then manages no field of the object
     key: Key = field(default=("", "", None, ""))
+    values: tuple[tuple[tuple[str, ...], Any], ...] = ()  # (path, the user's value) to put back
 
 
 # --- hashing and ownership ----------------------------------------------------------------------
@@ -196,9 +200,175 @@ def added_items(live: dict | None) -> dict[str, list]:
 
 
 def user_items(live: dict | None, path: tuple[str, ...]) -> list:
-    """The items of an atomic list that are the user's (not added by kaudit)."""
+    """The items of an atomic list that are the user's (not added by kaudit).
+
+    A list another manager applied since (a helm upgrade puts the chart's list back) is all theirs.
+    """
+    current = _get_path(live, path) or []
+    if owned_by_others(live, path):
+        return list(current)
     ours = added_items(live).get(_path_text(path), [])
-    return [item for item in (_get_path(live, path) or []) if item not in ours]
+    return [item for item in current if item not in ours]
+
+
+# --- field ownership (metadata.managedFields) -----------------------------------------------------
+
+
+def _is_kaudit_apply(entry: dict) -> bool:
+    return entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
+
+
+def _field_keys(live: Any, path: tuple[str, ...]) -> list[str] | None:
+    """The fieldsV1 keys of ``path`` (named list items as ``k:{"name":...}``), or None if absent."""
+    keys: list[str] = []
+    node = live
+    for step in path:
+        if isinstance(node, list):
+            node = next((item for item in node if isinstance(item, dict) and item.get("name") == step), None)
+            keys.append("k:" + json.dumps({"name": step}, separators=(",", ":")))
+        elif isinstance(node, dict):
+            node = node.get(step)
+            keys.append(f"f:{step}")
+        else:
+            return None
+        if node is None:
+            return None
+    return keys
+
+
+def _tree_has(tree: dict, keys: list[str]) -> bool:
+    for key in keys:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
+def owned_by_others(live: dict | None, path: tuple[str, ...]) -> bool:
+    """Whether a manager other than kaudit's apply owns the field at ``path`` of ``live``."""
+    keys = _field_keys(live, path)
+    if not keys:
+        return False
+    return any(_tree_has(m.get("fieldsV1") or {}, keys)
+               for m in ((live or {}).get("metadata") or {}).get("managedFields") or []
+               if not _is_kaudit_apply(m) and not m.get("subresource"))
+
+
+def replaced_values(obj: dict | None) -> list[tuple[tuple[str, ...], Any]]:
+    raw = ((obj or {}).get("metadata") or {}).get("annotations", {}).get(REPLACED_VALUES_ANNOTATION)
+    try:
+        parsed = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [(tuple(entry[0]), entry[1]) for entry in parsed
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], list)]
+
+
+def _leaves(obj: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
+    """Scalar leaves of an apply body, list items stepped by name (containers, env)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                yield from _leaves({k: v for k, v in item.items() if k != "name"}, (*path, item["name"]))
+    else:
+        yield path, obj
+
+
+def record_replaced_values(patch: dict, live: dict | None) -> dict:
+    """Annotate ``patch`` with the user's values it sets to something else (atomic lists aside)."""
+    atomic = ATOMIC_LISTS.get((patch.get("apiVersion", ""), patch.get("kind", "")), ())
+    user = user_view(live)
+    recorded = []
+    for path, value in _leaves(patch.get("spec") or {}, ("spec",)):
+        if any(path[:len(a)] == a for a in atomic):
+            continue
+        theirs = _get_path(user, path)
+        if theirs is not None and not isinstance(theirs, (dict, list)) and theirs != value:
+            recorded.append([list(path), theirs])
+    result = copy.deepcopy(patch)
+    if recorded:
+        annotations = result.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations[REPLACED_VALUES_ANNOTATION] = json.dumps(recorded, sort_keys=True, separators=(",", ":"))
+    return result
+
+
+def yielded_paths(desired: dict) -> list[tuple[str, ...]]:
+    """Fields kaudit sets over another manager's value and must not keep owning.
+
+    Server-side apply with force moves such a field to kaudit; the next apply of the user's own
+    manager (a helm upgrade, Helm 4 applies server-side without force) would then fail with a
+    conflict. Owned by nobody after kaudit's write, the field goes back to the user's manager on
+    its next apply without a conflict; kaudit sees the change as drift and sets it again.
+    """
+    paths = [path for path, _ in replaced_values(desired)]
+    added = added_items(desired)
+    for path in ATOMIC_LISTS.get((desired.get("apiVersion", ""), desired.get("kind", "")), ()):
+        wanted = _get_path(desired, path) or []
+        ours = added.get(_path_text(path), [])
+        if ours and any(item not in ours for item in wanted):  # the user's items are in it too
+            paths.append(path)
+    return paths
+
+
+def yield_patch(live: dict | None) -> list[dict] | None:
+    """A JSON patch that drops :func:`yielded_paths` from kaudit's managedFields entry, or None.
+
+    ``live`` is the object as the server returned it: kaudit's annotations say which fields.
+    """
+    entries = ((live or {}).get("metadata") or {}).get("managedFields") or []
+    index = next((i for i, m in enumerate(entries) if _is_kaudit_apply(m)), None)
+    if index is None:
+        return None
+    tree = copy.deepcopy(entries[index].get("fieldsV1") or {})
+    changed = False
+    for path in yielded_paths(live or {}):
+        keys = _field_keys(live, path)
+        if not keys or not _tree_has(tree, keys):
+            continue
+        parent = tree
+        for key in keys[:-1]:
+            parent = parent[key]
+        del parent[keys[-1]]
+        changed = True
+    if not changed:
+        return None
+    base = f"/metadata/managedFields/{index}"
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"].get("resourceVersion")},
+        {"op": "test", "path": f"{base}/manager", "value": FIELD_MANAGER},
+        {"op": "test", "path": f"{base}/operation", "value": "Apply"},
+        {"op": "replace", "path": f"{base}/fieldsV1", "value": tree},
+    ]
+
+
+def restore_values_patch(live: dict | None, values: Iterable[tuple[tuple[str, ...], Any]]) -> list[dict] | None:
+    """A JSON patch that puts the user's replaced values back in ``live`` (by index, names tested)."""
+    ops: list[dict] = []
+    for path, original in values:
+        if owned_by_others(live, path):
+            continue  # the user has set it again since: theirs wins
+        pointer, node, tests = "", live, []
+        for step in path[:-1]:
+            if isinstance(node, list):
+                index = next((i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == step), None)
+                if index is None:
+                    break
+                pointer += f"/{index}"
+                tests.append({"op": "test", "path": f"{pointer}/name", "value": step})
+                node = node[index]
+            elif isinstance(node, dict) and step in node:
+                pointer += "/" + step.replace("~", "~0").replace("/", "~1")
+                node = node[step]
+            else:
+                break
+        else:
+            if isinstance(node, dict) and node.get(path[-1]) != original:
+                op = "replace" if path[-1] in node else "add"
+                ops += [*tests, {"op": op, "path": f"{pointer}/{path[-1]}", "value": original}]
+    return ops or None
 
 
 def record_added_items(patch: dict, live: dict | None) -> dict:
@@ -242,7 +412,8 @@ def release_of(live: dict) -> Release:
         if mine != current:
             restore = restore or {"metadata": {"resourceVersion": (live.get("metadata") or {}).get("resourceVersion")}}
             _set_path(restore, path, mine or None)
-    return Release(restore=restore, apply=apply, key=(api_version, kind, namespace, name))
+    return Release(restore=restore, apply=apply, key=(api_version, kind, namespace, name),
+                   values=tuple(replaced_values(live)))
 
 
 def _set_path(obj: dict, path: tuple[str, ...], value: Any) -> None:
@@ -267,8 +438,11 @@ def user_view(live: dict | None, manager: str = FIELD_MANAGER) -> dict | None:
     view = copy.deepcopy(live)
     if ours:
         _strip(view, _union(ours), _union(others))
+    for path, original in replaced_values(live):
+        if not owned_by_others(live, path):
+            _set_named(view, path, original)
     meta = view.get("metadata") or {}
-    for annotation in (APPLIED_HASH_ANNOTATION, ADDED_ITEMS_ANNOTATION):
+    for annotation in (APPLIED_HASH_ANNOTATION, ADDED_ITEMS_ANNOTATION, REPLACED_VALUES_ANNOTATION):
         (meta.get("annotations") or {}).pop(annotation, None)
     for path in ATOMIC_LISTS.get((live.get("apiVersion", ""), live.get("kind", "")), ()):
         if _get_path(live, path) is None:
@@ -281,6 +455,13 @@ def user_view(live: dict | None, manager: str = FIELD_MANAGER) -> dict | None:
             if isinstance(parent, dict):
                 parent.pop(path[-1], None)
     return view
+
+
+def _set_named(obj: Any, path: tuple[str, ...], value: Any) -> None:
+    """Set the leaf at ``path`` (named list items by name) if its parent exists."""
+    parent = _get_path(obj, path[:-1])
+    if isinstance(parent, dict):
+        parent[path[-1]] = value
 
 
 def _union(trees: list[dict]) -> dict:
@@ -353,7 +534,7 @@ def plan_writes(
         key = key_of(patch)
         wanted_keys.add(key)
         live = live_targets.get(key, children.get(key))
-        desired = stamp(record_added_items(patch, live))
+        desired = stamp(record_replaced_values(record_added_items(patch, live), live))
         if needs_apply(desired, live):
             applies.append(desired)
     deletes: list[Key] = []

@@ -213,7 +213,9 @@ class Reconciler:
         writes = planning.plan_writes(owner=collection, objects=rendered.objects, patches=rendered.patches,
                                       live_children=children, live_targets=targets)
         try:
-            applied = await self._execute(collection, writes)
+            applied = await self._execute(collection, writes, tuple(getattr(rendered, "events", ())))
+            if live_target is not None and planning.key_of(live_target) not in applied:
+                await self._yield_fields(live_target)  # an earlier yield that did not go through
         except ApplyRefused as exc:
             # The API refused a write (a missing namespace, an admission webhook, RBAC): say so in
             # status, then let the handler retry later.
@@ -279,7 +281,21 @@ class Reconciler:
         return [item for items in results for item in items
                 if ((item.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name]
 
-    async def _execute(self, collection: dict, writes: planning.Plan) -> dict[planning.Key, dict]:
+    async def _yield_fields(self, live: dict | None) -> dict | None:
+        """Give up ownership of the fields kaudit set over another manager's value (plan.yielded_paths)."""
+        operations = planning.yield_patch(live)
+        if not operations:
+            return None
+        try:
+            return await self.client.json_patch(r.resource_of(live), *planning.key_of(live)[2:], operations)
+        except TransientApiError:
+            raise
+        except ApiError as exc:  # a concurrent write moved the object: the next reconcile tries again
+            logger.info("could not yield fields of %s: %s", _describe(planning.key_of(live)), exc)
+            return None
+
+    async def _execute(self, collection: dict, writes: planning.Plan,
+                       notices: tuple[tuple[str, str], ...] = ()) -> dict[planning.Key, dict]:
         applied: dict[planning.Key, dict] = {}
         for body in writes.applies:
             try:
@@ -289,9 +305,12 @@ class Reconciler:
             except ApiError as exc:
                 raise ApplyRefused(f"{_describe(planning.key_of(body))}: {exc.status} {exc.reason}: {exc.message}",
                                    exc) from None
-            applied[planning.key_of(body)] = result or body
+            applied[planning.key_of(body)] = await self._yield_fields(result) or result or body
             self._applied[planning.key_of(body)] = body
             await self._event(collection, NORMAL, "Applied", f"Applied {_describe(planning.key_of(body))}.")
+            if not planning.is_owned_by_a_collection(body):
+                for reason, message in notices:
+                    await self._event(collection, NORMAL, reason, message)
         for key in writes.deletes:
             resource = r.resource_of({"apiVersion": key[0], "kind": key[1]})
             await self.client.delete(resource, key[2], key[3])
@@ -304,11 +323,14 @@ class Reconciler:
         release = planning.release_of(live)
         resource = r.resource_of(release.apply)
         if release.restore is not None:
-            restored = await self.client.merge_patch(resource, release.key[2], release.key[3], release.restore)
-            if restored is None:
-                return  # the user deleted it meanwhile: nothing to hand back
-        elif await self.client.get(resource, release.key[2], release.key[3]) is None:
-            return  # gone: an apply would create an object with nothing but a name
+            current = await self.client.merge_patch(resource, release.key[2], release.key[3], release.restore)
+        else:
+            current = await self.client.get(resource, release.key[2], release.key[3])
+        if current is None:
+            return  # the user deleted it meanwhile: nothing to hand back (an apply would create it)
+        values = planning.restore_values_patch(current, release.values)
+        if values and await self.client.json_patch(resource, release.key[2], release.key[3], values) is None:
+            return
         await self.client.apply(release.apply, force=False)
         await self._event(collection, NORMAL, "Released",
                           f"Removed kaudit's changes from {_describe(release.key)}.")

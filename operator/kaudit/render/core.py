@@ -35,6 +35,7 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
     warnings: list[FieldError] = [w.under("spec.policy") for w in document.warnings]
     warnings.extend(apiserver_warnings(spec))
     steps = policy.api_server_steps(spec, namespace)
+    events: list[tuple[str, str]] = []
 
     if spec.api_server.install_policy:
         objects.extend(installer_objects(spec, namespace=namespace, image=image))
@@ -55,20 +56,18 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
                          f"key under key {ref.key!r}; the agent pods wait for it.")
         elif preview and not existing:
             warnings.append(_preview_warning(spec))
-        elif mode == "DaemonSet":
-            from kaudit.render.daemonset import daemon_set_patch
-
-            body, notes = daemon_set_patch(spec, existing, config_name, config_hash)
-            patches.append(body)
-            warnings.extend(notes)
-            steps.append(_apply_step(body))
         else:
-            from kaudit.render.datadogagent import datadog_agent_patch
+            if mode == "DaemonSet":
+                from kaudit.render.daemonset import daemon_set_patch as agent_patch
+            else:
+                from kaudit.render.datadogagent import datadog_agent_patch as agent_patch
 
-            body, notes = datadog_agent_patch(spec, existing, config_name, config_hash)
-            patches.append(body)
-            warnings.extend(notes)
-            steps.append(_apply_step(body))
+            change = agent_patch(spec, existing, config_name, config_hash)
+            patches.append(change.body)
+            warnings.extend(change.warnings)
+            steps.append(_apply_step(change.body))
+            steps.extend(change.steps)
+            events.extend(change.events)
     else:
         steps.append(f"spec.agent.mode is None: have your log shipper tail {spec.api_server.log_file} on "
                      f"every control-plane node, with source {spec.logs.source!r}.")
@@ -80,6 +79,7 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
         api_server_flags=policy.api_server_flags(spec),
         next_steps=tuple(steps),
         warnings=tuple(warnings),
+        events=tuple(events),
     )
 
 

@@ -20,6 +20,7 @@ from kaudit.render.common import (
     POINTDIR,
     missing_control_plane_tolerations,
 )
+from kaudit.render.result import AgentPatch
 from kaudit.render.targets import DAEMON_SET_SHAPE, find_target, kubectl_get, refuse_if_claimed
 
 VOLUME_PREFIX = "kaudit-"
@@ -30,10 +31,19 @@ POINTDIR_VOLUME = "kaudit-pointdir"
 # mount is ignored, on others it would make the agent tail the log twice.
 MANUAL_CONFD_DIR = "/conf.d/kubernetes_audit.d"
 DATADOG_OPERATOR = "datadog-operator"
+# The kinds whose ownerReference means the Datadog Operator generates the DaemonSet (a DatadogAgent,
+# or in recent Operators the DatadogAgentInternal it makes from it). Nothing else says so: the Helm
+# chart also labels its DaemonSet agent.datadoghq.com/component (facts 5).
+DATADOG_OPERATOR_OWNERS = ("DatadogAgent", "DatadogAgentInternal")
+DATADOG_GROUP = "datadoghq.com"
+LOGS_ENABLED = "DD_LOGS_ENABLED"
+COLLECT_ALL = "DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL"
+HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name"
+HELM_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 
 
 def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str,
-                     config_hash: str) -> tuple[dict, list[FieldError]]:
+                     config_hash: str) -> AgentPatch:
     ref = collection.agent.daemon_set
     namespace = collection.agent.namespace
     live = find_target(
@@ -43,11 +53,12 @@ def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str
     )
     _refuse_foreign_owner(collection, live)
     pod_spec = ((live.get("spec") or {}).get("template") or {}).get("spec") or {}
+    where = f"DaemonSet {namespace}/{ref.name}"
     container = _find_container(pod_spec, ref.container, f"{namespace}/{ref.name}")
     warnings: list[FieldError] = []
     path = "spec.agent.daemonSet"
 
-    env = _logs_enabled_env(container, f"{namespace}/{ref.name}", warnings, path)
+    env, turned_on = _logs_enabled_env(container, where, warnings, path)
     mounts, volumes = _mounts_and_volumes(collection, pod_spec, container, config_map_name, warnings, path)
     _check_root(pod_spec, container, warnings, path)
 
@@ -60,7 +71,8 @@ def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str
     if volumes:
         template_spec["volumes"] = volumes
     current_tolerations = list(pod_spec.get("tolerations") or [])
-    template_spec["tolerations"] = current_tolerations + missing_control_plane_tolerations(current_tolerations)
+    added_tolerations = missing_control_plane_tolerations(current_tolerations)
+    template_spec["tolerations"] = current_tolerations + added_tolerations
 
     body = {
         "apiVersion": "apps/v1",
@@ -73,23 +85,81 @@ def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str
             }
         },
     }
-    return body, warnings
+    events: list[tuple[str, str]] = []
+    if turned_on:
+        message = (f"{where}: kaudit sets {LOGS_ENABLED}=true on container {ref.container!r} (it was "
+                   f"{turned_on!r}); {COLLECT_ALL} is not true there, so the agent collects the audit log and "
+                   f"the sources configured for it, not every container's logs")
+        warnings.append(FieldError(path, message))
+        events.append(("LogCollectionEnabled", message))
+    steps = _helm_steps(live, where, turned_on, added_tolerations, _pointdir_is_empty(pod_spec, container))
+    return AgentPatch(body=body, warnings=warnings, steps=steps, events=events)
+
+
+def _helm_steps(live: dict, where: str, turned_on: str, added_tolerations: list[dict],
+                pointdir_not_on_host: bool) -> list[str]:
+    """For a Helm-installed agent: the values that make kaudit's changes survive a helm upgrade.
+
+    A helm upgrade applies the chart's values again (the log switch, the tolerations list); kaudit
+    then restores its own within seconds, but until the release carries them the two take turns.
+    """
+    release = helm_release(live)
+    if release is None:
+        return []
+    values: list[str] = []
+    if turned_on or pointdir_not_on_host:
+        values.append("datadog.logs.enabled=true (it also gives the agent its pointerdir hostPath at "
+                      f"{POINTDIR})")
+    if added_tolerations:
+        listed = ", ".join(f"{{key: {t['key']}, operator: {t['operator']}, effect: {t['effect']}}}"
+                           for t in added_tolerations)
+        values.append(f"agents.tolerations with your tolerations plus {listed}")
+    if not values:
+        return []
+    name, namespace = release
+    named = f"Helm release {name!r} (namespace {namespace})" if name else "a Helm release"
+    return [f"{where} is installed by {named}: a helm upgrade puts the chart's values back and kaudit then "
+            f"restores its changes; to make them permanent, set in the release's values: "
+            + "; ".join(values) + "."]
+
+
+def helm_release(live: dict) -> tuple[str, str] | None:
+    """(release, namespace) of a Helm-installed object ('' when not known), None when not Helm's.
+
+    Helm writes the meta.helm.sh annotations when it installs (``helm template`` output has
+    none); charts, Datadog's included, label their objects app.kubernetes.io/managed-by: Helm.
+    """
+    meta = live.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if annotations.get(HELM_RELEASE_ANNOTATION):
+        return annotations[HELM_RELEASE_ANNOTATION], annotations.get(HELM_NAMESPACE_ANNOTATION) or ""
+    if ((meta.get("labels") or {}).get("app.kubernetes.io/managed-by")) == "Helm":
+        return "", ""
+    return None
 
 
 def _refuse_foreign_owner(collection: AuditCollection, live: dict) -> None:
     meta = live.get("metadata") or {}
-    live_labels = meta.get("labels") or {}
-    if live_labels.get("app.kubernetes.io/managed-by") == DATADOG_OPERATOR or any(
-        key.startswith("agent.datadoghq.com/") for key in live_labels
-    ):
+    where = f"DaemonSet {meta.get('namespace', collection.agent.namespace)}/{meta.get('name')}"
+    if operator_owner(meta):
         raise Refused(
             "ManagedByDatadogOperator",
-            f"DaemonSet {meta.get('namespace', collection.agent.namespace)}/{meta.get('name')} is managed "
-            f"by the Datadog Operator, which replaces its whole spec on the next change of the "
-            f"DatadogAgent resource; set spec.agent.mode to DatadogAgent and spec.agent.datadogAgent.name "
-            f"to that DatadogAgent instead",
+            f"{where} is managed by the Datadog Operator ({operator_owner(meta)}), which replaces its whole "
+            f"spec on the next change of the DatadogAgent resource; set spec.agent.mode to DatadogAgent and "
+            f"spec.agent.datadogAgent.name to that DatadogAgent instead",
         )
-    refuse_if_claimed(live, collection.name, f"DaemonSet {meta.get('namespace', collection.agent.namespace)}/{meta.get('name')}")
+    refuse_if_claimed(live, collection.name, where)
+
+
+def operator_owner(meta: dict) -> str:
+    """What shows that the Datadog Operator generates this object ('' when nothing does)."""
+    if ((meta.get("labels") or {}).get("app.kubernetes.io/managed-by")) == DATADOG_OPERATOR:
+        return f"label app.kubernetes.io/managed-by: {DATADOG_OPERATOR}"
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") in DATADOG_OPERATOR_OWNERS and str(ref.get("apiVersion", "")).split("/")[0] == DATADOG_GROUP:
+            return f"owned by {ref.get('kind')} {ref.get('name')}"
+    return ""
+
 
 def _find_container(pod_spec: dict, name: str, where: str) -> dict:
     containers = pod_spec.get("containers") or []
@@ -104,27 +174,55 @@ def _find_container(pod_spec: dict, name: str, where: str) -> dict:
     )
 
 
-def _logs_enabled_env(container: dict, where: str, warnings: list[FieldError], path: str) -> list[dict]:
-    current = next((e for e in container.get("env") or [] if e.get("name") == "DD_LOGS_ENABLED"), None)
+def _env(container: dict, name: str) -> dict | None:
+    # The container sees the last entry of a name (the kubelet's rule for duplicates).
+    return next((e for e in reversed(container.get("env") or []) if e.get("name") == name), None)
+
+
+def _is_true(entry: dict | None) -> bool:
+    return entry is not None and str(entry.get("value", "")).strip().lower() == "true"
+
+
+def _logs_enabled_env(container: dict, where: str, warnings: list[FieldError], path: str) -> tuple[list[dict], str]:
+    """kaudit's DD_LOGS_ENABLED entry, and the user's value when kaudit turns it on ('' otherwise).
+
+    Turning log collection on is the step of the manual procedure, and it collects nothing but
+    configured sources while container collection is off. Where container collection is on (or
+    cannot be read), turning it on would start shipping every container's logs: refused.
+    """
+    current = _env(container, LOGS_ENABLED)
     if current is None:
-        return [{"name": "DD_LOGS_ENABLED", "value": "true"}]
+        return [{"name": LOGS_ENABLED, "value": "true"}], ""
     if "valueFrom" in current:
         warnings.append(FieldError(
-            path, "DD_LOGS_ENABLED comes from a reference kaudit cannot read offline; it must resolve to "
+            path, f"{LOGS_ENABLED} comes from a reference kaudit cannot read offline; it must resolve to "
                   "true, or the agent collects no logs"))
-        return []
-    value = str(current.get("value", "")).strip().lower()
-    if value == "true":
+        return [], ""
+    if _is_true(current):
         # Same value as the user's: applying it shares ownership and keeps the body the same
         # whether or not kaudit added it in an earlier apply.
-        return [{"name": "DD_LOGS_ENABLED", "value": current.get("value")}]
-    raise Refused(
-        "LogCollectionDisabled",
-        f"DaemonSet {where} sets DD_LOGS_ENABLED={current.get('value', '')!r} on its agent container, and "
-        f"kaudit never overrides a value you set (turning it on also starts log collection on every "
-        f"node); enable log collection where the agent is installed (Helm: datadog.logs.enabled=true) "
-        f"and render again",
-    )
+        return [{"name": LOGS_ENABLED, "value": current.get("value")}], ""
+    collect_all = _env(container, COLLECT_ALL)
+    if _is_true(collect_all) or (collect_all is not None and "valueFrom" in collect_all):
+        shown = "from a reference kaudit cannot read" if "valueFrom" in (collect_all or {}) else "true"
+        raise Refused(
+            "LogCollectionDisabled",
+            f"{where} sets {LOGS_ENABLED}={current.get('value', '')!r} and {COLLECT_ALL} {shown} on its agent "
+            f"container: turning log collection on would also start shipping every container's logs from "
+            f"every node, so kaudit does not; turn it on yourself where the agent is installed (Helm: "
+            f"datadog.logs.enabled=true, or datadog.logs.containerCollectAll=false to collect only the "
+            f"audit log) and render again",
+        )
+    return [{"name": LOGS_ENABLED, "value": "true"}], str(current.get("value", ""))
+
+
+def _pointdir_is_empty(pod_spec: dict, container: dict) -> bool:
+    """Whether the agent's own pointdir mount is a volume that does not survive a restart."""
+    mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == POINTDIR), None)
+    if mount is None or str(mount.get("name", "")).startswith(VOLUME_PREFIX):
+        return False
+    volume = next((v for v in pod_spec.get("volumes") or [] if v.get("name") == mount.get("name")), {})
+    return "hostPath" not in volume
 
 
 def _mounts_and_volumes(collection: AuditCollection, pod_spec: dict, container: dict,

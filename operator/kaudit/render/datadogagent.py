@@ -18,6 +18,7 @@ from kaudit.render.common import (
     missing_control_plane_tolerations,
 )
 from kaudit.render.daemonset import LOGS_VOLUME, VOLUME_PREFIX
+from kaudit.render.result import AgentPatch
 from kaudit.render.targets import DATADOG_AGENT_SHAPE, find_target, kubectl_get, refuse_if_claimed
 
 API_VERSION = "datadoghq.com/v2alpha1"
@@ -26,7 +27,7 @@ CONFD_ITEM_PATH = "kubernetes_audit.d/conf.yaml"
 
 
 def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: str,
-                        config_hash: str) -> tuple[dict, list[FieldError]]:
+                        config_hash: str) -> AgentPatch:
     ref = collection.agent.datadog_agent
     namespace = collection.agent.namespace
     live = find_target(
@@ -78,7 +79,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
             "override": {"nodeAgent": override},
         },
     }
-    return body, warnings
+    return AgentPatch(body=body, warnings=warnings)
 
 
 def _check_extra_confd(extra_confd: dict, config_map_name: str, where: str) -> None:

@@ -20,3 +20,16 @@ class Rendered:
     api_server_flags: tuple[str, ...]  # e.g. "--audit-policy-file=/etc/kubernetes/audit-policies/policy.yaml"
     next_steps: tuple[str, ...] = field(default_factory=tuple)  # what the user must still do, as sentences
     warnings: tuple[FieldError, ...] = field(default_factory=tuple)  # lints and adaptation notes, with paths
+    # (reason, message) of changes to the user's agent worth an Event of their own (kaudit turned
+    # a setting of theirs on); the operator posts them when it applies the patch.
+    events: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+@dataclass
+class AgentPatch:
+    """What a renderer of the user's agent object returns: the apply body and what to tell about it."""
+
+    body: dict
+    warnings: list[FieldError] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)

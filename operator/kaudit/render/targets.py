@@ -15,7 +15,7 @@ _TOLERATION = {"key": str, "operator": str, "effect": str, "value": str}
 _MOUNT = {"name": str, "mountPath": str}
 _CONTAINER = {"name": str, "env": [{"name": str}], "volumeMounts": [_MOUNT], "securityContext": {}}
 DAEMON_SET_SHAPE = {
-    "metadata": {"labels": {}, "annotations": {}},
+    "metadata": {"labels": {}, "annotations": {}, "ownerReferences": [{"kind": str, "apiVersion": str}]},
     "spec": {"template": {"metadata": {"labels": {}, "annotations": {}}, "spec": {
         "containers": [_CONTAINER], "initContainers": [_CONTAINER],
         "volumes": [{"name": str, "hostPath": {"path": str}}], "tolerations": [_TOLERATION], "securityContext": {},
