@@ -128,7 +128,8 @@ def collection(name: str = "cluster", spec: dict | None = None, *, created: str 
 def control_plane_node(name: str = "cp-1") -> dict:
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "1",
-                         "labels": {"node-role.kubernetes.io/control-plane": ""}},
+                         # The kubelet labels every node with its OS (the Datadog chart selects on it).
+                         "labels": {"node-role.kubernetes.io/control-plane": "", "kubernetes.io/os": "linux"}},
             "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}}
 
 

@@ -10,7 +10,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 CRD_PATH = ROOT / "crds" / "auditcollections.kaudit.dev.yaml"
-HELM_DAEMONSET = EXAMPLES / "existing" / "datadog-agent-daemonset.yaml"
+HELM_DAEMONSET = EXAMPLES / "existing" / "datadog-agent-daemonset.yaml"  # the chart's defaults (logs off)
+# The chart's agent with datadog.logs.enabled=true (tests/datadog_chart.py): its pointerdir hostPath.
+HELM_LOGS_DAEMONSET = ROOT / "tests" / "fixtures" / "datadog-chart" / "logs.yaml"
 DATADOG_AGENT = EXAMPLES / "existing" / "datadogagent.yaml"
 
 
@@ -28,7 +30,7 @@ def load_one(path: Path) -> dict:
 
 
 def helm_daemonset() -> dict:
-    return load_one(HELM_DAEMONSET)
+    return load_one(HELM_LOGS_DAEMONSET)
 
 
 def datadog_agent() -> dict:
@@ -92,3 +94,81 @@ def apply_ssa_merge(live: dict, body: dict) -> dict:
         return copy.deepcopy(b)
 
     return merge(live, body)
+
+
+# --- small models of what the API server does with kaudit's hand-back requests --------------------
+# Independent of kaudit's own code, so a test that uses them checks kaudit against a second opinion.
+
+
+def apply_merge_patch(target, patch):
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = apply_merge_patch(out.get(key), value)
+    return out
+
+
+def apply_json_patch(target: dict, operations: list[dict]) -> dict:
+    """RFC 6902 JSON patch, the operations kaudit sends (test, add, replace, remove)."""
+    out = copy.deepcopy(target)
+    for op in operations:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node = out
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        key = int(last) if isinstance(node, list) else last
+        if op["op"] == "test":
+            assert node[key] == op["value"], f"test failed at {op['path']}"
+        elif op["op"] in ("add", "replace"):
+            node[key] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            del node[key]
+    return out
+
+
+_LIST_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
+              "volumeMounts": "mountPath"}
+
+
+def remove_applied(live, body, original, field=None):
+    """What an empty apply by kaudit removes: every field of ``body`` the ``original`` did not have.
+
+    (Server-side apply drops the fields only the applier managed; the user's manager managed the
+    original's.) Atomic lists kaudit replaced are restored before, by a patch: left as they are.
+    """
+    if isinstance(body, dict) and isinstance(live, dict):
+        out = dict(live)
+        for key, value in body.items():
+            if key not in out:
+                continue
+            if not isinstance(original, dict) or key not in original:
+                del out[key]
+            else:
+                out[key] = remove_applied(out[key], value, original[key], key)
+        return out
+    if isinstance(body, list) and isinstance(live, list) and field in _LIST_KEYS:
+        key = _LIST_KEYS[field]
+        theirs = {item.get(key): item for item in original or [] if isinstance(item, dict)}
+        wanted = {item.get(key): item for item in body if isinstance(item, dict)}
+        out = []
+        for item in live:
+            name = item.get(key)
+            if name in wanted and name not in theirs:
+                continue
+            out.append(remove_applied(item, wanted[name], theirs[name]) if name in wanted else item)
+        return out
+    return live
+
+
+def without_nulls(value):
+    """The object as the API server stores it: null fields are not kept."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value

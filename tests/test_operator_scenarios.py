@@ -275,6 +275,8 @@ async def test_daemonset_mode_patch_and_release_send_exactly_kaudits_fields(serv
         added = json.loads(annotations["kaudit.dev/added-items"])[".spec.template.spec.tolerations"]
         assert {t["key"] for t in added} == {"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"}
         assert len(annotations["kaudit.dev/applied-hash"]) == 64
+        assert json.loads(annotations["kaudit.dev/replaced-values"]) == [
+            [["spec", "template", "spec", "containers", "agent", "env", "DD_LOGS_ENABLED", "value"], "false"]]
         assert server.objects[COLLECTIONS, None, "cluster"]["metadata"]["finalizers"] == ["kaudit.dev/release"]
 
         await until(lambda: handled(server))
@@ -284,9 +286,20 @@ async def test_daemonset_mode_patch_and_release_send_exactly_kaudits_fields(serv
     released = [r for r in writes(server, start) if r.url.path == DS_PATH]
     # First the user's own tolerations go back (guarded by resourceVersion), then an empty apply
     # without force: kaudit then manages no field, and the API server drops what only it set.
-    assert [r.headers["Content-Type"] for r in released] == ["application/merge-patch+json", APPLY]
+    # The chart's DD_LOGS_ENABLED=false, which kaudit turned on, goes back by a JSON patch that
+    # tests the names at the indices it writes.
+    assert [r.headers["Content-Type"] for r in released] == [
+        "application/merge-patch+json", "application/json-patch+json", APPLY]
+    agent = user_daemon_set()["spec"]["template"]["spec"]["containers"][0]
+    index = [e["name"] for e in agent["env"]].index("DD_LOGS_ENABLED")
+    assert body_of(released[1])[-3:] == [
+        {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": "agent"},
+        {"op": "test", "path": f"/spec/template/spec/containers/0/env/{index}/name", "value": "DD_LOGS_ENABLED"},
+        {"op": "replace", "path": f"/spec/template/spec/containers/0/env/{index}/value", "value": "false"}]
+    released = [released[0], released[2]]
     restore = body_of(released[0])
-    assert restore["spec"] == {"template": {"spec": {"tolerations": user_daemon_set()["spec"]["template"]["spec"]["tolerations"]}}}
+    # The chart's default values set no tolerations: the list goes back to none.
+    assert restore["spec"] == {"template": {"spec": {"tolerations": None}}}
     assert restore["metadata"]["resourceVersion"]
     assert body_of(released[1]) == {"apiVersion": "apps/v1", "kind": "DaemonSet",
                                     "metadata": {"name": "datadog-agent", "namespace": "datadog"}}
@@ -476,11 +489,12 @@ async def test_switching_away_from_daemonset_mode_hands_the_daemonset_back(serve
     released = [r for r in writes(server, start) if r.url.path == DS_PATH]
     empty = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "datadog-agent", "namespace": "datadog"}}
     assert released[0].headers["Content-Type"] == "application/merge-patch+json"
-    assert body_of(released[1]) == empty and released[1].headers["Content-Type"] == APPLY
+    assert released[1].headers["Content-Type"] == "application/json-patch+json"  # DD_LOGS_ENABLED back
+    assert body_of(released[2]) == empty and released[2].headers["Content-Type"] == APPLY
     # A real API server drops the kaudit.dev/collection label with that apply (only kaudit set it),
     # so the DaemonSet stops being listed as kaudit's; kmock keeps it, and a later reconcile may
-    # repeat the same harmless empty apply.
-    assert all(body_of(r) == empty for r in released[2:])
+    # repeat the same harmless hand-back.
+    assert all(body_of(r) == empty for r in released[3:] if r.headers["Content-Type"] == APPLY)
     # The agent-config ConfigMap kaudit owned is no longer rendered in mode None: deleted.
     deleted = [r.url.path for r in writes(server, start) if str(r.method) == "method.DELETE"]
     assert deleted == ["/api/v1/namespaces/datadog/configmaps/kaudit-cluster-agent-config"]

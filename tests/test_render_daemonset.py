@@ -101,6 +101,8 @@ def test_tolerations_are_the_full_list_because_the_field_is_atomic():
     # k8s.io/api core/v1 PodSpec.Tolerations is +listType=atomic: an apply body replaces it whole,
     # so it must carry the user's tolerations too.
     live = helm_daemonset()
+    live["spec"]["template"]["spec"]["tolerations"] = [
+        {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
     body, _ = patch_for(live)
     tolerations = body["spec"]["template"]["spec"]["tolerations"]
     assert tolerations[0] == live["spec"]["template"]["spec"]["tolerations"][0]
@@ -133,10 +135,24 @@ def test_logs_enabled_is_added_when_absent_and_kept_when_true():
     assert body["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "DD_LOGS_ENABLED", "value": "true"}]
 
 
-def test_logs_disabled_by_the_user_is_refused_not_overridden():
+def test_logs_disabled_by_the_user_is_turned_on_when_container_collection_is_off():
     live = helm_daemonset()
     agent = container(live["spec"]["template"]["spec"], "agent")
     next(e for e in agent["env"] if e["name"] == "DD_LOGS_ENABLED")["value"] = "false"
+    body, warnings = patch_for(live)
+    assert {"name": "DD_LOGS_ENABLED", "value": "true"} in body["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert any("it was 'false'" in w.message for w in warnings)
+
+
+@pytest.mark.parametrize("collect_all", [{"value": "true"}, {"value": "True"},
+                                         {"valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}])
+def test_logs_disabled_is_refused_where_turning_it_on_would_collect_every_container(collect_all):
+    live = helm_daemonset()
+    agent = container(live["spec"]["template"]["spec"], "agent")
+    next(e for e in agent["env"] if e["name"] == "DD_LOGS_ENABLED")["value"] = "false"
+    entry = next(e for e in agent["env"] if e["name"] == "DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL")
+    entry.pop("value")
+    entry.update(collect_all)
     with pytest.raises(Refused) as caught:
         patch_for(live)
     assert caught.value.reason == "LogCollectionDisabled"
