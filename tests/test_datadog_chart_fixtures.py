@@ -26,6 +26,7 @@ from render_support import (
     mounts_by_path,
     remove_applied,
     volumes_by_name,
+    without_the_charts_newer_fields,
     without_nulls,
 )
 
@@ -50,20 +51,6 @@ def desired_for(case, live: dict) -> dict:
 
 def pod_of(ds: dict) -> dict:
     return ds["spec"]["template"]["spec"]
-
-
-def without_the_charts_newer_fields(ds: dict) -> dict:
-    """The DaemonSet minus what the chart itself sets that Kubernetes 1.29 does not know.
-
-    The chart gives its system-probe container securityContext.appArmorProfile (a field since
-    1.30); kaudit never touches that container, and the field would hide any problem of kaudit's
-    behind the chart's own in 1.29's schema (kubernetes-validate reports the first error only).
-    """
-    ds = without_nulls(ds)
-    for item in pod_of(ds)["containers"]:
-        if item["name"] != "agent":
-            (item.get("securityContext") or {}).pop("appArmorProfile", None)
-    return ds
 
 
 # --- the fixtures are the chart's -----------------------------------------------------------------
