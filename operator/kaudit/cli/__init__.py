@@ -18,7 +18,7 @@ from kaudit import __version__
 from kaudit.errors import InvalidInput, KauditError, Refused
 
 # Module names under kaudit.cli, in the order their commands appear in --help.
-COMMAND_MODULES = ("render", "policy", "run", "install_policy")
+COMMAND_MODULES = ("render", "policy", "rules", "run", "install_policy")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,8 @@ API_READ_ONLY = frozenset({
 })
 TERRAFORM_IGNORED = frozenset({"has_extended_title", "filter", "validate", "reference_tables",
                                "group_signals_by", "count", "for_each", "lifecycle", "depends_on", "provider"})
-_EXPRESSION = re.compile(r"\$\{|%\{")
+# A template sequence; Terraform JSON writes a literal "${" as "$${" (and "%{" as "%%{").
+_EXPRESSION = re.compile(r"(?<!\$)\$\{|(?<!%)%\{")
 
 
 class _Style:
@@ -84,6 +85,8 @@ class _Reader:
         if self.style.terraform and type(raw) is str and _EXPRESSION.search(raw):
             self.fail(field, "is a Terraform expression; kaudit reads literal values only")
             return default
+        if self.style.terraform and type(raw) is str:
+            raw = raw.replace("$${", "${").replace("%%{", "%{")
         if allowed is not None and raw not in allowed:
             self.fail(field, f"unsupported value {json.dumps(raw)}: supported values: "
                              f"{', '.join(json.dumps(a) for a in allowed)}")

@@ -5,7 +5,7 @@ least audit level its fields need, and two example event sets: ``fires`` raises 
 (the nearest harmless request) must not. The events are audit.k8s.io/v1 Events as kube-apiserver
 writes them at RequestResponse; the tests and the real-cluster suite check both.
 
-Rules are tagged ``source:kaudit`` and ``kaudit:pack``, so a fleet sharing one Datadog
+Rules are tagged ``managed-by:kaudit`` and ``kaudit:pack``, so a fleet sharing one Datadog
 organisation can tell them from its own (see docs/detection.md).
 """
 
@@ -15,7 +15,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-TAGS = ["source:kaudit", "kaudit:pack", "kubernetes.audit"]
+TAGS = ["managed-by:kaudit", "kaudit:pack", "source:kubernetes.audit"]
 _CONNECT_OK = "@http.status_code:[101 TO 299]"
 _NOT_CONTROL_PLANE = ("-@usr.name:system\\:serviceaccount\\:kube-system\\:* -@usr.name:system\\:node\\:* "
                       "-@usr.name:(system\\:kube-controller-manager OR system\\:kube-scheduler)")

@@ -1,0 +1,147 @@
+"""``kaudit rules``: Cloud SIEM detection rules against an audit policy (offline).
+
+``check`` tells, per rule, whether the policy records what the rule reads; ``render`` writes
+kaudit's built-in pack as Datadog API JSON or Terraform JSON. The engine (kaudit.detect) is
+imported inside each command so ``kaudit --help`` stays fast.
+
+Exit codes of ``check``: 0 every required rule is covered well enough; 1 a required rule is at or
+past ``--fail-on``, or bad input; 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kaudit.errors import FieldError, InvalidInput
+
+HELP = "check detection rules against an audit policy; render kaudit's detection pack (offline)"
+FAIL_ON = ("blind", "partly-blind", "never")
+FORMATS = ("table", "json")
+RENDER_FORMATS = ("datadog", "terraform")
+EPILOG = """\
+examples:
+  kaudit rules check --profile Default
+  kaudit rules check --policy policy.yaml --rules my-rules.json --fail-on partly-blind
+  kaudit rules render -o terraform --cluster prod-eu > kaudit-rules.tf.json
+
+exit codes (check): 0 covered; 1 a required rule is at or past --fail-on, or bad input; 2 usage
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("rules", help=HELP, description=HELP, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda args: _usage(parser))
+    _register_check(sub)
+    _register_render(sub)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _register_check(subparsers) -> None:
+    from kaudit.policy.document import PROFILES
+
+    parser = subparsers.add_parser(
+        "check", help="whether a policy records what each detection rule reads",
+        description="For each rule (kaudit's pack, or the rules in --rules): fires, partly-blind or blind "
+                    "under the policy, naming the policy rule and level that decide it. Rules tagged "
+                    "kaudit:optional are reported but never fail the check.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policy", metavar="FILE", help="audit policy file (audit.k8s.io/v1 Policy)")
+    source.add_argument("--profile", choices=PROFILES, help="a built-in profile, with its default options")
+    parser.add_argument("--rules", metavar="FILE", nargs="+", action="extend",
+                        help="Datadog API JSON or Terraform JSON (.tf.json) rule files (default: kaudit's pack)")
+    parser.add_argument("--fail-on", choices=FAIL_ON, default="blind",
+                        help="exit 1 when a required rule is blind (default), also when partly blind, or never")
+    parser.add_argument("--kubernetes-version", metavar="1.N", default="",
+                        help="kube-apiserver version the policy is for (default: the newest kaudit knows)")
+    parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
+    parser.set_defaults(func=run_check)
+
+
+def _register_render(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "render", help="write kaudit's detection pack as Datadog API JSON or Terraform JSON",
+        description="Print the built-in pack as a JSON list of Datadog rule create payloads (datadog) or as "
+                    "datadog_security_monitoring_rule resources in Terraform's JSON syntax (terraform, a "
+                    ".tf.json file).")
+    parser.add_argument("-o", "--output", choices=RENDER_FORMATS, default="datadog", help="format (default datadog)")
+    parser.add_argument("--cluster", metavar="NAME", default="",
+                        help="scope every query to kube_cluster_name:NAME and name the rules after it")
+    parser.set_defaults(func=run_render)
+
+
+def _load_policy(args: argparse.Namespace):
+    """(Policy, description) from --policy or --profile."""
+    from kaudit.cli.policy import check_kubernetes_version
+    from kaudit.policy import PolicyOptions, compose_policy, load_policy
+
+    check_kubernetes_version(args)
+    if args.profile:
+        document = compose_policy(PolicyOptions(profile=args.profile, kubernetes_version=args.kubernetes_version))
+        return load_policy(document.text, args.kubernetes_version).policy, f"profile {args.profile}"
+    try:
+        with open(args.policy, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise InvalidInput([FieldError(args.policy, f"cannot read: {exc.strerror or exc}")]) from None
+    result = load_policy(data, args.kubernetes_version)
+    if not result.ok:
+        raise InvalidInput([FieldError(f"{args.policy}: {e.path}" if e.path else args.policy, e.message)
+                            for e in result.errors])
+    return result.policy, args.policy
+
+
+def _load_rules(paths: list[str] | None):
+    from kaudit.detect.loaders import load_rules_file
+    from kaudit.detect.pack import pack_rules
+
+    if not paths:
+        return pack_rules()
+    rules, errors = [], []
+    for path in paths:
+        try:
+            rules.extend(load_rules_file(path))
+        except InvalidInput as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidInput(errors)
+    return rules
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from kaudit.detect.coverage import check
+    from kaudit.detect.report import coverage_document, coverage_table, failing
+
+    policy, description = _load_policy(args)
+    rules = _load_rules(args.rules)
+    results = check(policy, rules)
+    document = coverage_document(results, description)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        sys.stdout.write(coverage_table(document))
+    bad = failing(results, args.fail_on)
+    if bad:
+        names = ", ".join(r.rule.name for r in bad)
+        print(f"error: {len(bad)} required rule(s) {args.fail_on} or worse under {description}: {names}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from kaudit.detect.pack import pack_rules
+    from kaudit.detect.render import for_cluster, render_api, render_terraform
+
+    if args.cluster and not all(c.isalnum() or c in "-_." for c in args.cluster):
+        raise InvalidInput([FieldError("--cluster", "letters, digits, '-', '_' and '.' only (a tag value)")])
+    rules = [for_cluster(rule, args.cluster) for rule in pack_rules()]
+    sys.stdout.write(render_terraform(rules) if args.output == "terraform" else render_api(rules))
+    return 0
