@@ -164,31 +164,24 @@ def _register_eval(subparsers) -> None:
 
 def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int = 4096) -> int:
     """Write one result line per input line; returns the number of malformed lines."""
+    import itertools
     import json
 
-    loads, evaluate, as_json = json.loads, evaluator.evaluate_event, evaluator.decision_json
-    buffer: list[str] = []
+    from kaudit.auditlog import decode_lines
+
+    results = evaluator.decision_lines
     bad = 0
-    for line in lines:
-        try:
-            buffer.append(as_json(evaluate(loads(line))))
-        except (ValueError, RecursionError) as exc:
-            bad += 1
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if not line.strip():
-                message = "empty line"
-            elif isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-                message = f"not a JSON line: {message}"
-            elif isinstance(exc, RecursionError):
-                message = "not a JSON line: nested too deeply"
-            buffer.append(json.dumps({"error": message}))
-        if len(buffer) >= batch:
-            buffer.append("")
-            out.write("\n".join(buffer))
-            buffer.clear()
-    if buffer:
-        buffer.append("")
-        out.write("\n".join(buffer))
+    source = iter(lines)
+    while chunk := list(itertools.islice(source, batch)):
+        events, malformed = decode_lines(chunk)
+        written = results(events)
+        for i in malformed:
+            event = events[i]
+            message = f"not a JSON line: {event}" if event.kind == "json" else str(event)
+            written[i] = json.dumps({"error": message})
+        bad += len(malformed)
+        written.append("")
+        out.write("\n".join(written))
     return bad
 
 

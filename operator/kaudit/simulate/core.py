@@ -1,25 +1,36 @@
 """Replay audit events through one or two policies and tally what each would write.
 
-The hot loop parses each line once, looks the request's shape up in a bounded cache (on a miss it
-asks the policy engine's evaluator for each policy's decision), and estimates the written size from
-the line itself (:mod:`kaudit.simulate.sizes`). Every accumulator is bounded: per-rule and
-per-level tallies are fixed-size; the top-source, exposure and level-change tables are
-:class:`TopCounter` instances.
+The hot loop reads each batch of lines with the audit-event reader (:mod:`kaudit.auditlog`),
+looks each request's shape up in a bounded cache (on a miss it asks the policy engine's evaluator
+for each policy's decision) and adds the event to a *group*: the events of one request shape, one
+user, one stage and one recorded level share every decision, so a group keeps only sums (events,
+recorded bytes, the raw lengths of the members a level may remove) and is turned into the tallies
+(:meth:`Simulation.flush`) when the table of groups is full and at the end. Sizes are linear in
+those sums (:mod:`kaudit.simulate.sizes`), so the totals are the same as event by event.
+
+Every accumulator is bounded: the groups (``GROUP_LIMIT``), the request shapes
+(``REQUEST_CACHE_SIZE``), the per-rule and per-level tallies (fixed-size); the top-source,
+exposure and level-change tables are :class:`TopCounter` instances.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Callable, Iterable
 
-from kaudit.policy.evaluate import AttributeUse, RequestAttributes, attributes_from_event
+from kaudit.auditlog import (
+    UNSET, AuditEvent, MalformedEvent, ObjectRef, RequestAttributes, decode_lines, status_code,
+)
+from kaudit.policy.evaluate import AttributeUse
 from kaudit.policy.model import LEVEL_RANK, LEVELS, STAGES, Policy
 from kaudit.simulate.counters import TopCounter
 from kaudit.simulate.inputs import InputFile
 from kaudit.simulate.sizes import (
-    BODY_STAGES, RANK_REQUEST, RANK_REQUEST_RESPONSE, SizeEstimator, bodies_missing,
+    BODY_STAGES, MEASURES, MF_REQUEST, MF_RESPONSE, N, RANK_REQUEST, RANK_REQUEST_RESPONSE, RECORDED,
+    REQUEST_MEMBER, RESPONSE_MEMBER, STATUS_MEMBER, SizeEstimator, body_possible, measure, other_stage_sizes,
+    raw_managed_fields_len, written_size,
 )
 
 MALFORMED_EXAMPLES = 5
@@ -27,11 +38,18 @@ MALFORMED_EXAMPLES = 5
 # arbitrary strings there would make them grow with the input.
 _STAGE_NAMES = frozenset(STAGES)
 WRITTEN_LEVELS = LEVELS[1:]
+_RECORDED_LEVELS = frozenset(WRITTEN_LEVELS)
 _REQUEST_BODY_VERBS = frozenset(("create", "update", "patch"))
 # kube-apiserver's long-running requests (its LongRunningFunc): these verbs, and these subresources
 # of any resource. Only they get a ResponseStarted event, one per request.
 _LONG_RUNNING_VERBS = frozenset(("watch", "proxy"))
 _LONG_RUNNING_SUBRESOURCES = frozenset(("attach", "exec", "proxy", "log", "portforward"))
+_MANAGED_FIELDS_KEY = b'"managedFields":'
+# What removing a top-level member takes out of a line besides its value: ',"KEY":'.
+_REQUEST_OBJECT = len(',"requestObject":')
+_RESPONSE_OBJECT = len(',"responseObject":')
+_RESPONSE_STATUS = len(',"responseStatus":')
+_NOT_AN_EVENT = "not an audit Event (needs level, stage and verb)"
 
 
 # A policy's decision for a request's attributes (the policy engine's ``Evaluator.evaluate``): an
@@ -39,17 +57,17 @@ _LONG_RUNNING_SUBRESOURCES = frozenset(("attach", "exec", "proxy", "log", "portf
 Decide = Callable[[RequestAttributes], Any]
 
 
-def resource_label(event: dict) -> str:
+def resource_label(event: AuditEvent) -> str:
     """``pods``, ``deployments.apps/scale``, or the non-resource path (``/healthz``)."""
-    ref = event.get("objectRef")
-    if isinstance(ref, dict) and ref.get("resource"):
-        label = ref["resource"]
-        if ref.get("apiGroup"):
-            label = f"{label}.{ref['apiGroup']}"
-        if ref.get("subresource"):
-            label = f"{label}/{ref['subresource']}"
+    ref = event.objectRef
+    if ref is not None and ref.resource:
+        label = ref.resource
+        if ref.apiGroup:
+            label = f"{label}.{ref.apiGroup}"
+        if ref.subresource:
+            label = f"{label}/{ref.subresource}"
         return label
-    return str(event.get("requestURI", "")).split("?", 1)[0]
+    return (event.requestURI or "").split("?", 1)[0]
 
 
 def sensitive_bodies(catalog: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[bool, bool]]:
@@ -64,17 +82,16 @@ def sensitive_bodies(catalog: Iterable[tuple[str, str]]) -> dict[tuple[str, str]
     return table
 
 
-def _succeeded(event: dict) -> bool:
+def succeeded(event: AuditEvent) -> bool:
     """Whether the response carried an object rather than an error Status (no code: assume so)."""
-    status = event.get("responseStatus")
-    code = status.get("code") if isinstance(status, dict) else None
-    return not isinstance(code, int) or code < 300
+    code = status_code(event)
+    return not isinstance(code, int) or isinstance(code, bool) or code < 300
 
 
-def is_long_running(event: dict) -> bool:
-    ref = event.get("objectRef")
-    subresource = ref.get("subresource") if isinstance(ref, dict) and ref.get("resource") else None
-    return event.get("verb") in _LONG_RUNNING_VERBS or subresource in _LONG_RUNNING_SUBRESOURCES
+def is_long_running(event: AuditEvent) -> bool:
+    ref = event.objectRef
+    subresource = ref.subresource if ref is not None and ref.resource else None
+    return event.verb in _LONG_RUNNING_VERBS or subresource in _LONG_RUNNING_SUBRESOURCES
 
 
 class RuleTally:
@@ -126,42 +143,48 @@ class InputTally:
     by_recorded_level: dict[str, int] = field(default_factory=dict)
 
 
-_scan = json.JSONDecoder().scan_once
 REQUEST_CACHE_SIZE = 10_000
+GROUP_LIMIT = 20_000
 
 
 class _Request:
     """What every event of one request shape shares: the decisions, the source, the sensitivity."""
 
-    __slots__ = ("decision", "base", "verb", "label", "sensitive", "long_running")
+    __slots__ = ("decision", "base", "verb", "label", "sensitive", "long_running", "ref", "request_fields",
+                 "response_fields")
 
     def __init__(self, decision: Any, base: Any, verb: Any, label: str, sensitive: tuple[bool, bool] | None,
-                 long_running: bool = False):
+                 long_running: bool, ref: ObjectRef | None):
         self.decision = decision
         self.base = base
         # With the event's user name, (user, verb, label) is the key of the top-source and
-        # level-change tables; the user is not part of the shape (see Simulation._request).
+        # level-change tables; the user is not part of the shape (see RequestKeys).
         self.verb = verb
         self.label = label
         self.sensitive = sensitive
         self.long_running = long_running
+        self.ref = ref
+        # Whether a decision keeps the request (response) body but omits its managedFields: only
+        # then are they measured. A patch body is the patch as sent: nothing is stripped from it.
+        self.request_fields = verb != "patch" and _strips_fields(RANK_REQUEST, decision, base)
+        self.response_fields = _strips_fields(RANK_REQUEST_RESPONSE, decision, base)
 
 
-# Stands for every user name that no rule names: such names all get the same decisions.
-_UNNAMED_USER = object()
-# Stands in the key for the groups of an event whose user is missing or not an object.
-_NOT_A_USER_OBJECT = object()
+def _strips_fields(rank: int, *decisions: Any) -> bool:
+    return any(d is not None and d.omit_managed_fields and LEVEL_RANK[d.level] >= rank for d in decisions)
+
+
+_INVALID = object()  # the group of events that are not audit events (bad level, stage or verb)
 
 
 class Simulation:
-    """Feed it lines (:meth:`feed`) or whole files (:meth:`run`); read the tallies afterwards.
+    """Feed it batches of lines (:meth:`feed`) or whole files (:meth:`run`), then :meth:`flush`;
+    read the tallies afterwards.
 
-    Per request shape — the user as the rules see it, verb and the object reference (its namespace
-    and name only when some rule looks at them), or the URL path: a superset of what the evaluator
-    reads — the decisions and labels are computed once and cached (at most ``REQUEST_CACHE_SIZE``
-    shapes; the cache is emptied when full, which costs time, never correctness). The user as the
-    rules see it is its name only if some rule lists that name, and only those of its groups that
-    some rule lists: a log has thousands of users and group lists, the policies a handful.
+    Per request shape (:class:`kaudit.auditlog.RequestKeys`: the user as the rules see it, verb,
+    the object reference as the rules see it, or the URL path) the decisions and labels are
+    computed once and cached (at most ``request_cache_size`` shapes; the cache is emptied when
+    full, which costs time, never correctness).
     """
 
     def __init__(
@@ -186,17 +209,10 @@ class Simulation:
             self.baseline = PolicyTally(baseline[0], top_capacity)
             self.decide_baseline = baseline[1]
             policies.append(baseline[0])
-        # Attributes no rule looks at stay out of the cache key, so fewer shapes need caching.
-        # (Copied into attributes: they are read on every event.)
-        use = AttributeUse.of(rule for p in policies for rule in p.rules)
-        self._uses_names = use.names
-        self._uses_namespaces = use.namespaces
-        self._rule_users = use.users
-        self._rule_groups = use.groups
-        # group list (as a tuple) -> the groups of it some rule lists; bounded like the shapes
-        self._group_classes: dict[tuple, frozenset | tuple] = {}
-        self._requests: dict[tuple, _Request] = {}
-        self.request_cache_size = request_cache_size
+        # Attributes no rule of either policy looks at stay out of the key, so fewer shapes need caching.
+        self.requests = AttributeUse.of(rule for p in policies for rule in p.rules).keys(
+            self._new_request, request_cache_size)
+        self._groups: dict[tuple, Any] = {}
         self._where = ""
         self._line = 0
 
@@ -205,182 +221,185 @@ class Simulation:
         self._where = name
         self._line = 0
 
-    def _malformed(self, message: str) -> None:
+    def _malformed(self, line_number: int, message: str) -> None:
         self.input.malformed += 1
         if len(self.input.malformed_examples) < MALFORMED_EXAMPLES:
-            self.input.malformed_examples.append(f"{self._where}:{self._line}: {message}")
+            self.input.malformed_examples.append(f"{self._where}:{line_number}: {message}")
 
-    def _parse_slowly(self, content: bytes) -> Any:
-        """The fast parse failed: a blank line, surrounding whitespace, or not JSON at all."""
-        if not content.strip():
-            self.input.blank_lines += 1
-            return None
-        try:
-            return json.loads(content)
-        except RecursionError:
-            self._malformed("not JSON: nested too deeply")
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            self._malformed(f"not JSON: {exc}")
-        return None
-
-    def _group_class(self, groups: tuple) -> frozenset | tuple:
-        """The groups the rules can tell apart; a list that is not all strings stays as it is, so
-        that the evaluator sees it (and rejects it) on a cache miss."""
-        if any(group.__class__ is not str for group in groups):
-            return groups
-        # A frozenset caches its hash: the shape key holding it hashes faster on every lookup.
-        known = frozenset(group for group in groups if group in self._rule_groups)
-        if len(self._group_classes) >= self.request_cache_size:
-            self._group_classes.clear()
-        self._group_classes[groups] = known
-        return known
-
-    def _request(self, event: dict) -> tuple[str, _Request]:
-        """(user name, the cached facts of the event's request shape); ValueError for an unusable event."""
-        user = event.get("user")
-        ref = event.get("objectRef")
-        verb = event.get("verb")
-        try:
-            if user.__class__ is dict:
-                groups = user.get("groups")
-                username = user.get("username")
-                if groups.__class__ is list:
-                    groups = tuple(groups)
-                    group_class = self._group_classes.get(groups)
-                    if group_class is None:
-                        group_class = self._group_class(groups)
-                else:
-                    group_class = groups
-                # A name no rule lists decides like any other such name; a wrongly typed name stays
-                # in the key, so the evaluator sees (and rejects) it on a miss.
-                if username.__class__ is str and username not in self._rule_users:
-                    user_class = _UNNAMED_USER
-                else:
-                    user_class = username
-            else:  # no user, or not an object: the value itself, apart from every user object
-                username, user_class, group_class = None, user, _NOT_A_USER_OBJECT
-            # One flat tuple: a nested one would be hashed again on every lookup.
-            if ref.__class__ is dict and ref.get("resource"):
-                key = (user_class, group_class, verb, ref.get("resource"), ref.get("apiGroup"), ref.get("subresource"),
-                       ref.get("namespace") if self._uses_namespaces else None,
-                       ref.get("name") if self._uses_names else None)
-            elif ref is None or ref.__class__ is dict:
-                uri = event.get("requestURI")
-                key = (user_class, group_class, verb, None, uri.partition("?")[0] if uri.__class__ is str else uri)
-            else:
-                key = None
-            request = self._requests.get(key) if key is not None else None
-        except TypeError:  # an unhashable value where a string belongs
-            key = request = None
-        if request is not None:
-            return username if username.__class__ is str else "", request
-        attributes = attributes_from_event(event)  # the engine's reading of an event; ValueError if unusable
+    def _new_request(self, event: AuditEvent, attributes: RequestAttributes) -> _Request:
         decision = self.decide_candidate(attributes)
         base = self.decide_baseline(attributes) if self.decide_baseline is not None else None
         sensitive = None
-        if isinstance(ref, dict) and ref.get("resource"):
-            resource = ref["resource"] + ("/" + ref["subresource"] if ref.get("subresource") else "")
-            sensitive = self.sensitive.get((ref.get("apiGroup") or "", resource))
-        request = _Request(decision, base, verb, resource_label(event), sensitive, is_long_running(event))
-        if key is not None:
-            if len(self._requests) >= self.request_cache_size:
-                self._requests.clear()
-            self._requests[key] = request
-        return username if isinstance(username, str) else "", request
+        ref = event.objectRef
+        if ref is not None and ref.resource:
+            resource = ref.resource + ("/" + ref.subresource if ref.subresource else "")
+            sensitive = self.sensitive.get((ref.apiGroup or "", resource))
+        return _Request(decision, base, event.verb, resource_label(event), sensitive, is_long_running(event), ref)
 
-    def feed(self, line: bytes) -> None:
-        self._line += 1
-        content = line.rstrip(b"\r\n")
-        try:
-            text = content.decode()
-            event, end = _scan(text, 0)
-            if end != len(text):
-                raise ValueError
-        except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError is a ValueError
-            event = self._parse_slowly(content)
-            if event is None:
-                return
-        if event.__class__ is not dict:
-            self._malformed("not a JSON object")
+    def _group(self, key: tuple) -> Any:
+        """A new group's sums, or ``_INVALID`` when its events are not audit events."""
+        request, _, stage, recorded = key[:4]
+        if (recorded.__class__ is not str or recorded not in _RECORDED_LEVELS or stage.__class__ is not str
+                or stage not in _STAGE_NAMES or request.verb is UNSET):
+            return _INVALID
+        if len(self._groups) >= GROUP_LIMIT:
+            self.flush()
+        sums = self._groups[key] = [0] * MEASURES
+        return sums
+
+    @staticmethod
+    def _key(event: AuditEvent, request: _Request) -> tuple:
+        info = event.user
+        key = (request, info.username if info is not None else None, event.stage, event.level)
+        if request.sensitive is not None:  # the exposure of a response body depends on its success
+            key += (succeeded(event),)
+        return key
+
+    def feed(self, lines: list[bytes]) -> None:
+        """Count one batch of lines of the current file."""
+        events, malformed = decode_lines(lines)
+        requests = self.requests.values(events)
+        first = self._line
+        self._line += len(lines)
+        if malformed or self.estimator.calibrating or self.estimator.reserialize or not _plain_lines(lines):
+            self._feed_slowly(first, lines, events, requests)
             return
-        recorded = event.get("level")
-        stage = event.get("stage")
-        if (recorded.__class__ is not str or recorded not in LEVEL_RANK or recorded == "None"
-                or stage.__class__ is not str or stage not in _STAGE_NAMES or "verb" not in event):
-            self._malformed("not an audit Event (needs level, stage and verb)")
-            return
-        try:
-            username, request = self._request(event)
-        except ValueError as exc:
-            self._malformed(str(exc))
-            return
-        if self.estimator.calibrating:
-            self.estimator.calibrate(content, event)
+        groups, group_of = self._groups, self._group
+        for number, line, event, request in zip(range(first + 1, self._line + 1), lines, events, requests):
+            # Inlined _key: this runs once per event.
+            info = event.user
+            key = (request, info.username if info is not None else None, event.stage, event.level)
+            if request.sensitive is not None:
+                key += (succeeded(event),)
+            try:
+                sums = groups.get(key)
+            except TypeError:  # an unhashable level or stage: not an audit event
+                sums = _INVALID
+            if sums is None:
+                sums = group_of(key)
+            if sums is _INVALID:
+                self._malformed(number, _NOT_AN_EVENT)
+                continue
+            # Inlined sizes.measure (compact lines, every line ending in exactly one newline).
+            sums[N] += 1
+            sums[RECORDED] += len(line)
+            size = len(event.responseStatus)
+            if size:
+                sums[STATUS_MEMBER] += _RESPONSE_STATUS + size
+            size = len(event.requestObject)
+            if size:
+                sums[REQUEST_MEMBER] += _REQUEST_OBJECT + size
+                if request.request_fields and _MANAGED_FIELDS_KEY in line:
+                    sums[MF_REQUEST] += raw_managed_fields_len(event.requestObject)
+            size = len(event.responseObject)
+            if size:
+                sums[RESPONSE_MEMBER] += _RESPONSE_OBJECT + size
+                if request.response_fields and _MANAGED_FIELDS_KEY in line:
+                    sums[MF_RESPONSE] += raw_managed_fields_len(event.responseObject)
+
+    def _feed_slowly(self, first: int, lines: list[bytes], events: list, requests: list) -> None:
+        """One event at a time: a batch with malformed or blank lines, lines with a carriage return
+        or without a newline, or a file's first lines (calibration) or a file of re-encoded lines."""
+        for number, line, event, request in zip(range(first + 1, first + len(lines) + 1), lines, events, requests):
+            if event.__class__ is MalformedEvent:
+                if event.kind == "blank":
+                    self.input.blank_lines += 1
+                elif event.kind == "json":
+                    self._malformed(number, f"not JSON: {event}")
+                elif event.kind == "object":
+                    self._malformed(number, "not a JSON object")
+                else:
+                    self._malformed(number, str(event))
+                continue
+            try:
+                key = self._key(event, request)
+                sums = self._groups.get(key)
+            except TypeError:
+                sums = _INVALID
+            if sums is None:
+                sums = self._group(key)
+            if sums is _INVALID:
+                self._malformed(number, _NOT_AN_EVENT)
+                continue
+            content = line.rstrip(b"\r\n")
+            if self.estimator.calibrating:
+                self.estimator.calibrate(content)
+            measured = measure(content, event, request.request_fields, request.response_fields,
+                               self.estimator.reserialize)
+            for index in range(MEASURES):
+                sums[index] += measured[index]
+
+    def flush(self) -> None:
+        """Turn the groups into the tallies."""
+        for (request, username, stage, recorded, *success), sums in self._groups.items():
+            self._tally_group(request, username if username.__class__ is str else "", stage, recorded,
+                              success[0] if success else True, sums)
+        self._groups.clear()
+
+    def _tally_group(self, request: _Request, username: str, stage: str, recorded: str, success: bool,
+                     sums: list[int]) -> None:
         inp = self.input
-        inp.events += 1
-        recorded_bytes = len(content) + 1
-        inp.recorded_bytes += recorded_bytes
-        by_stage = inp.by_stage
-        by_stage[stage] = by_stage.get(stage, 0) + 1
-        by_level = inp.by_recorded_level
-        by_level[recorded] = by_level.get(recorded, 0) + 1
-
-        decision = request.decision
+        events = sums[N]
+        inp.events += events
+        inp.recorded_bytes += sums[RECORDED]
+        inp.by_stage[stage] = inp.by_stage.get(stage, 0) + events
+        inp.by_recorded_level[recorded] = inp.by_recorded_level.get(recorded, 0) + events
         source = (username, request.verb, request.label)
-        size = self._account(self.candidate, decision, request, source, content, event, stage, recorded, recorded_bytes)
+        size = self._account(self.candidate, request.decision, request, source, stage, recorded, success, sums)
         base = request.base
         if base is not None:
-            base_size = self._account(self.baseline, base, request, source, content, event, stage, recorded,
-                                      recorded_bytes)
-            if base.level != decision.level:
-                self.level_changes.add(source + (base.level, decision.level), 1, extra=size - base_size)
+            base_size = self._account(self.baseline, base, request, source, stage, recorded, success, sums)
+            if base.level != request.decision.level:
+                self.level_changes.add(source + (base.level, request.decision.level), events, events,
+                                       extra=size - base_size)
 
-    def _account(
-        self, tally: PolicyTally, decision: Any, request: _Request, source: tuple[str, Any, str], content: bytes,
-        event: dict, stage: str, recorded: str, recorded_bytes: int,
-    ) -> int:
-        """Tally one event under one policy; return the bytes that policy would write for it."""
+    def _account(self, tally: PolicyTally, decision: Any, request: _Request, source: tuple[str, Any, str],
+                 stage: str, recorded: str, success: bool, sums: list[int]) -> int:
+        """Tally one group under one policy; return the bytes that policy would write for it."""
+        events = sums[N]
         rule = tally.rules[-1 if decision.rule is None else decision.rule]
-        rule.matched += 1
+        rule.matched += events
         level = decision.level
         if level == "None":
-            tally.dropped_none[0] += 1
-            tally.dropped_none[1] += recorded_bytes
+            tally.dropped_none[0] += events
+            tally.dropped_none[1] += sums[RECORDED]
             return 0
         if stage in decision.omit_stages:
-            rule.omitted += 1
+            rule.omitted += events
             dropped = tally.dropped_stage.setdefault(stage, [0, 0])
-            dropped[0] += 1
-            dropped[1] += recorded_bytes
+            dropped[0] += events
+            dropped[1] += sums[RECORDED]
             return 0
         rank = LEVEL_RANK[level]
-        size = self.estimator.size(content, event, rank, level, decision.omit_managed_fields)
-        rule.written += 1
+        size = written_size(sums, rank, level, recorded, decision.omit_managed_fields)
+        rule.written += events
         rule.bytes += size
-        tally.level_events[level] += 1
+        tally.level_events[level] += events
         tally.level_bytes[level] += size
         recorded_rank = LEVEL_RANK[recorded]
-        if recorded_rank < rank and bodies_missing(event, recorded_rank, rank):
-            rule.under_recorded += 1
-            tally.level_under[level] += 1
+        if recorded_rank < rank and stage in BODY_STAGES and body_possible(request.ref, request.verb, rank,
+                                                                            recorded_rank):
+            rule.under_recorded += events
+            tally.level_under[level] += events
             tally.under_recorded_bytes += size
         if stage in BODY_STAGES:
+            received, started = other_stage_sizes(sums, level, recorded, stage)
             if "RequestReceived" not in decision.omit_stages:
                 gap = tally.stage_gaps["RequestReceived"]
-                gap[0] += 1
-                gap[1] += self.estimator.request_received_size(content, event, level)
+                gap[0] += events
+                gap[1] += received
             if request.long_running and stage == "ResponseComplete" and "ResponseStarted" not in decision.omit_stages:
                 gap = tally.stage_gaps["ResponseStarted"]
-                gap[0] += 1
-                gap[1] += self.estimator.response_started_size(content, event, level)
-        tally.top.add(source, size)
+                gap[0] += events
+                gap[1] += started
+        tally.top.add(source, size, events)
         if request.sensitive is not None and rank >= RANK_REQUEST and stage in BODY_STAGES:
-            self._exposure(tally, request, source, rank, level, event)
+            self._exposure(tally, request, source, rank, level, success, events)
         return size
 
     @staticmethod
     def _exposure(tally: PolicyTally, request: _Request, source: tuple[str, Any, str], rank: int, level: str,
-                  event: dict) -> None:
+                  success: bool, events: int) -> None:
         user, verb, label = source
         request_sensitive, response_sensitive = request.sensitive
         bodies = []
@@ -388,18 +407,19 @@ class Simulation:
         # failed one is a Status, which holds no object.
         if request_sensitive and verb in _REQUEST_BODY_VERBS:
             bodies.append("request")
-        if response_sensitive and rank == RANK_REQUEST_RESPONSE and verb != "watch" and _succeeded(event):
+        if response_sensitive and rank == RANK_REQUEST_RESPONSE and verb != "watch" and success:
             bodies.append("response")
         if bodies:
-            tally.exposure_events += 1
-            tally.exposure.add((label, verb, user, level, "+".join(bodies)), 1)
+            tally.exposure_events += events
+            tally.exposure.add((label, verb, user, level, "+".join(bodies)), events, events)
 
     def run(self, files: Iterable[tuple[InputFile, Iterable[list[bytes]]]]) -> None:
-        """Feed every line of every file (as :func:`kaudit.simulate.inputs.iter_files` yields them).
+        """Feed every batch of every file (as :func:`kaudit.simulate.inputs.iter_files` yields
+        them), then :meth:`flush`.
 
-        The cyclic garbage collector is paused meanwhile: parsed events are trees, freed by
-        reference counting, and the collector's passes over them would cost about as much as the
-        parsing itself. It is restored afterwards.
+        The cyclic garbage collector is paused meanwhile: the events and keys are freed by
+        reference counting, and the collector's passes over the caches would cost about as much as
+        the reading itself. It is restored afterwards.
         """
         feed = self.feed
         collecting = gc.isenabled()
@@ -408,8 +428,14 @@ class Simulation:
             for info, batches in files:
                 self.start_file(info.name)
                 for batch in batches:
-                    for line in batch:
-                        feed(line)
+                    feed(batch)
+            self.flush()
         finally:
             if collecting:
                 gc.enable()
+
+
+def _plain_lines(lines: list[bytes]) -> bool:
+    """Whether every line ends with a newline and none with a carriage return: then a line's
+    recorded bytes are its length."""
+    return lines[-1].endswith(b"\n") and not any(map(bytes.endswith, lines, repeat(b"\r\n")))

@@ -11,12 +11,9 @@ subtracts what the candidate level would not write:
   every item of a list, of every row object of a Table (what upstream's ``copyWithoutManagedFields``
   strips). A ``patch`` request body is the raw patch as sent and is left as it is, as upstream does.
 
-The byte span of a top-level member is found in the line itself: a JSON string cannot contain
-``,"`` unescaped, so ``,"requestObject":`` occurs only as an object key. When that key and the key
-that follows it in the event each occur exactly once in the line, the member is the bytes between
-them, which is exact. Otherwise (a body that nests an object with the same key, a first member)
-the member's length is computed by re-serializing its value the way Go does (:func:`go_json_len`).
-``managedFields`` are always measured that way.
+The byte span of a top-level member is the raw span the reader (:mod:`kaudit.auditlog`) keeps of
+its value: exact, whatever the body holds. ``managedFields`` are measured the same way, from the
+spans of the body's own members (:func:`managed_fields_len`).
 
 :func:`go_json_len` matches Go's output for everything an audit event holds (strings, integers,
 booleans, nested objects) including Go's HTML-safe escapes (``<``, ``>``, ``&`` as ``\\u003c``...)
@@ -36,6 +33,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
+from kaudit.auditlog import AuditEvent, decode_event
 from kaudit.policy.model import LEVEL_RANK
 
 RANK_METADATA = LEVEL_RANK["Metadata"]
@@ -55,6 +55,10 @@ _STREAMED_SUBRESOURCES = frozenset(("log",))
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _MANAGED_FIELDS_KEY = b'"managedFields":'
 _MANAGED_FIELDS_MEMBER = len(_MANAGED_FIELDS_KEY)
+# ',"KEY":' before a top-level member's value: what removing the member takes out besides the value.
+_REQUEST_OBJECT_MEMBER = len(',"requestObject":')
+_RESPONSE_OBJECT_MEMBER = len(',"responseObject":')
+_RESPONSE_STATUS_MEMBER = len(',"responseStatus":')
 
 
 def go_json_len(value: Any) -> int:
@@ -68,22 +72,62 @@ def go_json_len(value: Any) -> int:
     return len(data) + extra
 
 
-def member_len(content: bytes, event: dict, key: str) -> int:
-    """Bytes that removing top-level member ``key`` (with its comma) takes out of ``content``."""
-    marker = b',"' + key.encode() + b'":'
-    if content.count(marker) == 1:
-        start = content.find(marker)
-        keys = list(event)
-        position = keys.index(key)
-        if position + 1 < len(keys):
-            following = b',"' + keys[position + 1].encode() + b'":'
-            if content.count(following) == 1:
-                end = content.find(following)
-                if end > start:
-                    return end - start
-        elif content.endswith(b"}"):
-            return len(content) - 1 - start
-    return len(key) + 4 + go_json_len(event[key])
+def _typed(content: bytes, event: AuditEvent | dict) -> AuditEvent:
+    """The reader's view of ``event``; a dict (the API of the tests and of older callers) is read
+    again from its line, whose spans are what is measured."""
+    return event if event.__class__ is AuditEvent else decode_event(content)
+
+
+def member_len(content: bytes, event: AuditEvent | dict, key: str) -> int:
+    """Bytes that removing top-level member ``key`` (with its comma) takes out of ``content``:
+    ``,"key":`` and the value's raw span."""
+    return len(key) + 4 + len(getattr(_typed(content, event), key))
+
+
+class _Metadata(msgspec.Struct, gc=False):
+    managedFields: msgspec.Raw = msgspec.Raw(b"")
+
+
+class _Object(msgspec.Struct, gc=False):
+    metadata: dict[str, msgspec.Raw] | None = None
+
+
+class _Row(msgspec.Struct, gc=False):
+    object: _Object | None = None
+
+
+class _Body(msgspec.Struct, gc=False):
+    """The members of a body that hold managedFields: of the object, of each list item, of each
+    Table row's object (what upstream's ``copyWithoutManagedFields`` strips)."""
+
+    metadata: dict[str, msgspec.Raw] | None = None
+    items: list[_Object] | None = None
+    rows: list[_Row] | None = None
+
+
+_decode_body = msgspec.json.Decoder(_Body).decode
+
+
+def _span_managed_fields_len(metadata: dict[str, msgspec.Raw] | None) -> int:
+    if not metadata or "managedFields" not in metadata:
+        return 0
+    # The member plus one comma, unless it is metadata's only member.
+    return _MANAGED_FIELDS_MEMBER + len(metadata["managedFields"]) + (len(metadata) > 1)
+
+
+def raw_managed_fields_len(body: msgspec.Raw) -> int:
+    """:func:`managed_fields_len` of a body given as its raw span, measured on the span itself."""
+    try:
+        parsed = _decode_body(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # not shaped like an object
+        return managed_fields_len(json.loads(bytes(body)))
+    total = _span_managed_fields_len(parsed.metadata)
+    for item in parsed.items or ():
+        total += _span_managed_fields_len(item.metadata)
+    for row in parsed.rows or ():
+        if row.object is not None:
+            total += _span_managed_fields_len(row.object.metadata)
+    return total
 
 
 def _metadata_managed_fields_len(obj: Any) -> int:
@@ -135,29 +179,104 @@ def strip_managed_fields(body: Any) -> Any:
     return body
 
 
-def bodies_missing(event: dict, recorded_rank: int, rank: int) -> bool:
+def bodies_missing(event: AuditEvent | dict, recorded_rank: int, rank: int) -> bool:
     """Whether the recording level may have left out a body the candidate level would write.
 
     True only where a body can exist: a resource request's final event, a verb whose handler logs
     a request body (for Request), any verb but watch (for the response at RequestResponse); never
     for the connect subresources (``pods/exec``...) nor the response of the streamed ``pods/log``.
     """
-    if recorded_rank >= rank or event.get("stage") not in BODY_STAGES:
+    if event.__class__ is dict:
+        from kaudit.auditlog import event_from_mapping
+
+        event = event_from_mapping(event)
+    if recorded_rank >= rank or event.stage not in BODY_STAGES:
         return False
-    object_ref = event.get("objectRef")
-    if not isinstance(object_ref, dict) or not object_ref.get("resource"):
+    return body_possible(event.objectRef, event.verb, rank, recorded_rank)
+
+
+def body_possible(object_ref: Any, verb: Any, rank: int, recorded_rank: int) -> bool:
+    """:func:`bodies_missing` for a final-stage event of this request (object reference, verb)."""
+    if object_ref is None or not object_ref.resource:
         return False
-    subresource = object_ref.get("subresource") if not object_ref.get("apiGroup") else None
+    subresource = object_ref.subresource if not object_ref.apiGroup else None
     if subresource in _CONNECT_SUBRESOURCES:
         return False
-    verb = event.get("verb")
     if rank >= RANK_REQUEST and recorded_rank < RANK_REQUEST and verb in BODY_VERBS:
         return True
     return rank == RANK_REQUEST_RESPONSE and verb != "watch" and subresource not in _STREAMED_SUBRESOURCES
 
 
+# One event's measurements, or the sums of a group of events (kaudit.simulate.core), by index:
+# events, recorded bytes (line and newline), the removable members (',"requestObject":' and its
+# value, the same for responseObject and responseStatus), the managedFields spans that
+# omitManagedFields would remove from each body, and the bytes by which the event re-serialized
+# the way Go writes it differs from its line (0 for compact lines). Sizes are linear in them.
+N, RECORDED, REQUEST_MEMBER, RESPONSE_MEMBER, STATUS_MEMBER, MF_REQUEST, MF_RESPONSE, DELTA = range(8)
+MEASURES = 8
+
+
+def measure(content: bytes, event: AuditEvent, request_fields: bool, response_fields: bool,
+            reserialize: bool = False) -> list[int]:
+    """One event's measurements (see ``N``...); managedFields only where asked for (a decision
+    strips them from that body). With ``reserialize`` (a file whose lines are not compact JSON),
+    from the event re-serialized the way Go writes it."""
+    if reserialize:
+        parsed = json.loads(content)
+
+        def member(key: str) -> int:
+            return len(key) + 4 + go_json_len(parsed[key]) if key in parsed else 0
+
+        return [
+            1, len(content) + 1, member("requestObject"), member("responseObject"), member("responseStatus"),
+            managed_fields_len(parsed.get("requestObject")) if request_fields else 0,
+            managed_fields_len(parsed.get("responseObject")) if response_fields else 0,
+            go_json_len(parsed) - len(content),
+        ]
+    fields = _MANAGED_FIELDS_KEY in content
+    return [
+        1, len(content) + 1,
+        _REQUEST_OBJECT_MEMBER + len(event.requestObject) if event.requestObject else 0,
+        _RESPONSE_OBJECT_MEMBER + len(event.responseObject) if event.responseObject else 0,
+        _RESPONSE_STATUS_MEMBER + len(event.responseStatus) if event.responseStatus else 0,
+        raw_managed_fields_len(event.requestObject) if fields and request_fields and event.requestObject else 0,
+        raw_managed_fields_len(event.responseObject) if fields and response_fields and event.responseObject else 0,
+        0,
+    ]
+
+
+def written_size(sums: list[int], rank: int, level: str, recorded: str, omit_managed_fields: bool) -> int:
+    """Bytes kube-apiserver would write at ``level`` for the measured events (newlines included):
+    their recorded lines, with the level's name changed, less the bodies the level leaves out
+    or, with ``omit_managed_fields``, their managedFields (measured only where they are removed)."""
+    size = sums[RECORDED] + sums[DELTA] + sums[N] * (len(level) - len(recorded))
+    if rank < RANK_REQUEST:
+        size -= sums[REQUEST_MEMBER]
+    elif omit_managed_fields:
+        size -= sums[MF_REQUEST]
+    if rank < RANK_REQUEST_RESPONSE:
+        size -= sums[RESPONSE_MEMBER]
+    elif omit_managed_fields:
+        size -= sums[MF_RESPONSE]
+    return size
+
+
+def other_stage_sizes(sums: list[int], level: str, recorded: str, stage: str) -> tuple[int, int]:
+    """Approximate sizes at ``level`` of the RequestReceived and of the ResponseStarted events of
+    the requests these final-stage events completed: the same metadata without bodies, naming
+    another stage; RequestReceived also has no responseStatus (a long-running request logs no
+    bodies)."""
+    metadata = written_size(sums, RANK_METADATA, level, recorded, False) + sums[N] * (
+        len("RequestReceived") - len(stage))
+    return metadata - sums[STATUS_MEMBER], metadata + sums[N] * (len("ResponseStarted") - len("RequestReceived"))
+
+
 class SizeEstimator:
-    """Estimates written sizes for the events of one input file (see the module docstring)."""
+    """Estimates written sizes for the events of one input file (see the module docstring).
+
+    Events are the reader's :class:`kaudit.auditlog.AuditEvent`; a dict is accepted too (it is
+    read again from ``content``).
+    """
 
     CALIBRATION_LINES = 16
 
@@ -169,7 +288,7 @@ class SizeEstimator:
         self.reserialize = False
         self.calibrating = self.CALIBRATION_LINES
 
-    def calibrate(self, content: bytes, event: dict) -> None:
+    def calibrate(self, content: bytes, event: Any = None) -> None:
         """Check a file's first events: are its lines compact JSON, as kube-apiserver writes them?
 
         A line counts as compact when its length is that of the event re-serialized compactly,
@@ -177,59 +296,30 @@ class SizeEstimator:
         """
         if self.calibrating:
             self.calibrating -= 1
-            plain = len(_encode(event).encode("utf-8"))
-            if len(content) != plain and len(content) != go_json_len(event):
+            parsed = json.loads(content)
+            plain = len(_encode(parsed).encode("utf-8"))
+            if len(content) != plain and len(content) != go_json_len(parsed):
                 self.reserialize = True
                 self.calibrating = 0
 
-    def size(self, content: bytes, event: dict, rank: int, level: str, omit_managed_fields: bool) -> int:
+    def size(self, content: bytes, event: AuditEvent | dict, rank: int, level: str, omit_managed_fields: bool) -> int:
         """Bytes kube-apiserver would write for ``event`` at ``level`` (newline included)."""
-        if self.reserialize:
-            return self._reserialized_size(event, rank, level, omit_managed_fields)
-        size = len(content) + 1 + len(level) - len(event["level"])
-        if "requestObject" in event:
-            if rank < RANK_REQUEST:
-                size -= member_len(content, event, "requestObject")
-            elif omit_managed_fields and event.get("verb") != "patch" and _MANAGED_FIELDS_KEY in content:
-                size -= managed_fields_len(event["requestObject"])
-        if "responseObject" in event:
-            if rank < RANK_REQUEST_RESPONSE:
-                size -= member_len(content, event, "responseObject")
-            elif omit_managed_fields and _MANAGED_FIELDS_KEY in content:
-                size -= managed_fields_len(event["responseObject"])
-        return size
+        event = _typed(content, event)
+        strips = omit_managed_fields and rank >= RANK_REQUEST
+        sums = measure(content, event, strips and event.verb != "patch", strips and rank >= RANK_REQUEST_RESPONSE,
+                       self.reserialize)
+        return written_size(sums, rank, level, event.level, omit_managed_fields)
 
-    @staticmethod
-    def _reserialized_size(event: dict, rank: int, level: str, omit_managed_fields: bool) -> int:
-        kept = dict(event)
-        kept["level"] = level
-        if rank < RANK_REQUEST:
-            kept.pop("requestObject", None)
-        elif omit_managed_fields and "requestObject" in kept and kept.get("verb") != "patch":
-            kept["requestObject"] = strip_managed_fields(kept["requestObject"])
-        if rank < RANK_REQUEST_RESPONSE:
-            kept.pop("responseObject", None)
-        elif omit_managed_fields and "responseObject" in kept:
-            kept["responseObject"] = strip_managed_fields(kept["responseObject"])
-        return go_json_len(kept) + 1
+    def request_received_size(self, content: bytes, event: AuditEvent | dict, level: str) -> int:
+        """Approximate size of the RequestReceived event of the request ``event`` completed
+        (:func:`other_stage_sizes`)."""
+        event = _typed(content, event)
+        sums = measure(content, event, False, False, self.reserialize)
+        return other_stage_sizes(sums, level, event.level, event.stage)[0]
 
-    def request_received_size(self, content: bytes, event: dict, level: str) -> int:
-        """Approximate size of the RequestReceived event of the request ``event`` completed.
-
-        That event has no bodies and no responseStatus and names another stage; the rest of
-        the metadata is the same.
-        """
-        size = self.size(content, event, RANK_METADATA, level, False)
-        size += len("RequestReceived") - len(event.get("stage", ""))
-        if "responseStatus" in event:
-            size -= len("responseStatus") + 4 + go_json_len(event["responseStatus"])
-        return size
-
-    def response_started_size(self, content: bytes, event: dict, level: str) -> int:
-        """Approximate size of the ResponseStarted event of the long-running request ``event`` completed.
-
-        That event has the response status but no bodies (a long-running request logs none) and
-        names another stage; the rest of the metadata is the same.
-        """
-        size = self.size(content, event, RANK_METADATA, level, False)
-        return size + len("ResponseStarted") - len(event.get("stage", ""))
+    def response_started_size(self, content: bytes, event: AuditEvent | dict, level: str) -> int:
+        """Approximate size of the ResponseStarted event of the long-running request ``event``
+        completed (:func:`other_stage_sizes`)."""
+        event = _typed(content, event)
+        sums = measure(content, event, False, False, self.reserialize)
+        return other_stage_sizes(sums, level, event.level, event.stage)[1]

@@ -1,0 +1,358 @@
+"""The one reader of kube-apiserver audit events (``audit.k8s.io/v1`` Event JSON, one per line).
+
+Every command that reads audit logs (``policy eval``, ``policy simulate``) reads each event here,
+into an :class:`AuditEvent`: a typed view of the fields kaudit looks at (level, stage, verb,
+requestURI, user, objectRef) and, as raw JSON spans, the response status and the two bodies. The
+decoder checks the JSON type of every field it reads and skips everything else without building
+it, so a wrongly typed field is reported whichever policy reads the event, and a body costs what
+it takes to scan it, not to build it.
+
+The decoder is msgspec's (``msgspec.json.Decoder`` into ``msgspec.Struct`` types), chosen by
+measurement (``bench/bench_decoders.py``): on the generated benchmark log, one pinned CPU, by CPU
+time, ``json.loads`` 162 MiB/s, ``orjson.loads`` 469 MiB/s, msgspec into plain dicts 483 MiB/s and
+msgspec into these structs 830 MiB/s. orjson, like ``json``, builds a dict of every field of every
+event (bodies included), which caps a reader built on it at about 3x ``json.loads``; the typed
+decoder is about 5x, and its ``msgspec.Raw`` spans give the exact byte length of each body as
+kube-apiserver wrote it, which is what the size estimates need (:mod:`kaudit.simulate.sizes`).
+
+A JSON ``null`` counts as the field being absent (Go writes none: it omits empty fields). What
+the decoder cannot read falls back to ``json`` to say why (:class:`MalformedEvent`), so the
+messages are the same whatever decoder is used.
+
+:class:`RequestKeys` builds the cache key of an event's request as a policy sees it; the
+evaluator and the simulation both cache their decisions under it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from operator import attrgetter
+from typing import Any, Callable, Iterable
+from urllib.parse import unquote
+
+import msgspec
+from msgspec import UNSET, Raw, Struct, UnsetType
+
+__all__ = [
+    "AuditEvent", "MalformedEvent", "ObjectRef", "OTHER_USER", "RequestAttributes", "RequestKeys", "UserInfo",
+    "decode_event", "decode_lines", "event_from_mapping", "request_attributes", "request_path",
+]
+
+
+class UserInfo(Struct, frozen=True, gc=False):
+    """``event.user`` (authentication/v1 UserInfo): the fields a policy looks at. Frozen, so
+    hashable: :class:`RequestKeys` keys its user classes on it."""
+
+    username: str | None = None
+    groups: tuple[str, ...] | None = None
+
+
+class ObjectRef(Struct, gc=False):
+    """``event.objectRef``: the fields a policy looks at."""
+
+    resource: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    apiGroup: str | None = None
+    subresource: str | None = None
+
+
+_ABSENT = Raw(b"")  # an empty span: the member is not in the line
+
+
+class AuditEvent(Struct, gc=False):
+    """One audit Event as kaudit reads it.
+
+    ``level`` and ``stage`` are taken as they are (any JSON value): whether they name a level and
+    a stage is for the caller to decide (``policy eval`` does not look at them). ``verb`` is
+    ``UNSET`` when the member is missing (which ``simulate`` refuses), ``None`` for a JSON null.
+    ``responseStatus``, ``requestObject`` and ``responseObject`` are the raw JSON bytes of the
+    member's value, empty when the member is absent.
+    """
+
+    level: Any = None
+    stage: Any = None
+    requestURI: str | None = None
+    verb: str | None | UnsetType = UNSET
+    user: UserInfo | None = None
+    objectRef: ObjectRef | None = None
+    responseStatus: Raw = _ABSENT
+    requestObject: Raw = _ABSENT
+    responseObject: Raw = _ABSENT
+
+
+class _Status(Struct, gc=False):
+    code: Any = None
+
+
+_decode = msgspec.json.Decoder(AuditEvent).decode
+_decode_status = msgspec.json.Decoder(_Status).decode
+_encode = msgspec.json.Encoder().encode
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+
+
+class MalformedEvent(ValueError):
+    """A line that holds no usable audit event. ``kind`` says why: ``"blank"`` (an empty line),
+    ``"json"`` (not JSON), ``"object"`` (JSON, but not an object) or ``"field"`` (a field of the
+    wrong JSON type); ``str()`` is a one-line reason naming the field where there is one."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+# msgspec's wording: "Expected `str | null`, got `int` - at `$.user.groups[1]`".
+_FIELD_ERROR = re.compile(r"Expected `(?P<expected>[^`]*)`, got `[^`]*`(?: - at `\$\.(?P<path>[^`]*)`)?")
+_KINDS = {"str": "a string", "object": "an object", "array": "a list"}
+
+
+def _field_message(error: msgspec.ValidationError) -> MalformedEvent:
+    match = _FIELD_ERROR.match(str(error))
+    if match is None:
+        return MalformedEvent("field", str(error))
+    path = match["path"]
+    if not path:
+        return MalformedEvent("object", "an audit event must be a JSON object")
+    if path == "user.groups" or path.startswith("user.groups["):
+        return MalformedEvent("field", "user.groups must be a list of strings")
+    expected = match["expected"].split(" | ")[0]
+    return MalformedEvent("field", f"{path} must be {_KINDS.get(expected, expected)}")
+
+
+def _why_not(content: bytes) -> MalformedEvent | AuditEvent:
+    """The line failed the fast decoder: say why with ``json``'s messages, or read it after all
+    (``json`` accepts a few things msgspec refuses, such as ``NaN`` and lone surrogate escapes)."""
+    if not content.strip():
+        return MalformedEvent("blank", "empty line")
+    try:
+        value = json.loads(content)
+    except RecursionError:
+        return MalformedEvent("json", "nested too deeply")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        return MalformedEvent("json", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    try:
+        return event_from_mapping(value)
+    except MalformedEvent as exc:
+        return exc
+
+
+def decode_event(content: bytes) -> AuditEvent:
+    """The event on one line (without its newline, or with it: surrounding whitespace is allowed).
+    Raises :class:`MalformedEvent`."""
+    try:
+        return _decode(content)
+    except _DECODE_ERRORS:
+        result = _why_not(content)
+    if isinstance(result, MalformedEvent):
+        raise result
+    return result
+
+
+def decode_lines(lines: list[bytes]) -> tuple[list[AuditEvent | MalformedEvent], list[int]]:
+    """(the event on each line, or the :class:`MalformedEvent` saying why there is none; the
+    positions of the malformed lines).
+
+    The lines are decoded by one ``map`` (no Python code runs per line); only a batch with a bad
+    line is decoded again line by line.
+    """
+    try:
+        return list(map(_decode, lines)), []
+    except _DECODE_ERRORS:
+        events = [_decode_or_why_not(line) for line in lines]
+        return events, [i for i, event in enumerate(events) if event.__class__ is MalformedEvent]
+
+
+def _decode_or_why_not(content: bytes) -> AuditEvent | MalformedEvent:
+    try:
+        return _decode(content)
+    except _DECODE_ERRORS:
+        return _why_not(content)
+
+
+def event_from_mapping(value: Any) -> AuditEvent:
+    """The event an already parsed JSON value (a dict, from ``json.loads``) holds, read the same
+    way as a line. Raises :class:`MalformedEvent`."""
+    if value.__class__ is not dict:
+        raise MalformedEvent("object", "an audit event must be a JSON object")
+    try:
+        return _decode(_encode(value))
+    except msgspec.ValidationError as exc:
+        raise _field_message(exc) from None
+    except (msgspec.EncodeError, msgspec.DecodeError, RecursionError, TypeError, ValueError) as exc:
+        raise MalformedEvent("json", f"cannot be read: {exc}") from None
+
+
+def status_code(event: AuditEvent) -> Any:
+    """``responseStatus.code`` (None when absent or when the status is not an object)."""
+    if not event.responseStatus:
+        return None
+    try:
+        return _decode_status(event.responseStatus).code
+    except _DECODE_ERRORS:
+        return None
+
+
+# --- the request a policy evaluates ---------------------------------------------------------------
+
+class RequestAttributes(Struct, frozen=True, gc=False):
+    """What the evaluator looks at (upstream's authorizer.Attributes, as far as audit uses it)."""
+
+    user: Any  # username (str); None when the request carries no user; OTHER_USER in cache keys
+    groups: tuple[str, ...]
+    verb: str  # API verb (get, list, watch, create, ...) or lower-case HTTP method for non-resource URLs
+    resource_request: bool
+    namespace: str = ""  # "" for cluster-scoped resources
+    api_group: str = ""  # "" for the core group
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+    path: str = ""  # URL path without query; what nonResourceURLs match
+
+
+def request_path(request_uri: str) -> str:
+    """The URL path kube-apiserver matches nonResourceURLs against: no query, percent-decoded."""
+    path = request_uri.partition("?")[0]
+    return unquote(path) if "%" in path else path
+
+
+def request_name(verb: str, subresource: str, name: str) -> str:
+    """The name the policy saw: none for a create without subresource. kube-apiserver fills
+    ``objectRef.name`` in from the body after the policy was evaluated on the URL's attributes
+    (LogRequestObject in pkg/audit/request.go); a create on a subresource has it in its URL."""
+    return "" if verb == "create" and not subresource else name
+
+
+def request_attributes(event: AuditEvent, user: Any = UNSET, groups: tuple[str, ...] | None = None) -> RequestAttributes:
+    """The request attributes of an audit Event: a resource request when ``objectRef.resource``
+    is set, else a non-resource request whose path is ``requestURI`` without its query string.
+    The user is ``event.user`` (the authenticated user; policy is evaluated before impersonation),
+    unless ``user`` (and ``groups``) stand for it, as in :class:`RequestKeys`.
+
+    The path is percent-decoded (it is the URL's decoded path) and a create has no name
+    (:func:`request_name`): what the policy saw when kube-apiserver evaluated it.
+    """
+    info = event.user
+    if user is UNSET:
+        user = None if info is None else (info.username or "")
+        groups = () if info is None else (info.groups or ())
+    verb = event.verb or ""
+    ref = event.objectRef
+    if ref is not None and ref.resource:
+        subresource = ref.subresource or ""
+        return RequestAttributes(
+            user=user, groups=groups or (), verb=verb, resource_request=True, namespace=ref.namespace or "",
+            api_group=ref.apiGroup or "", resource=ref.resource, subresource=subresource,
+            name=request_name(verb, subresource, ref.name or ""),
+        )
+    return RequestAttributes(user=user, groups=groups or (), verb=verb, resource_request=False,
+                             path=request_path(event.requestURI or ""))
+
+
+class _Placeholder:
+    __slots__ = ("label",)
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"<{self.label}>"
+
+
+# Stands for every username that no rule's ``users`` lists: never equal to a real username, so it
+# fails every ``users`` check, while ``userGroups`` checks still see the request's groups.
+OTHER_USER = _Placeholder("a user no rule lists")
+
+
+class _UserClass:
+    """The user as the rules see it; one instance per class, so a key holding it hashes by id."""
+
+    __slots__ = ("user", "groups")
+
+    def __init__(self, user: Any, groups: tuple[str, ...]):
+        self.user = user
+        self.groups = groups
+
+
+_NO_USER = _UserClass(None, ())
+
+
+class RequestKeys:
+    """Cache keys of requests as the rules of one or more policies see them, and a bounded
+    cache of whatever the caller computes from a request (a decision, or several).
+
+    The user is its name only if some rule lists that name (any other name is :data:`OTHER_USER`)
+    and only those of its groups some rule lists; namespace and name only when some rule looks at
+    them; the URL path only for non-resource requests. Rules compare usernames and groups only
+    for equality and an empty list matches everything, so requests with one key get one decision.
+    Each table is emptied when it reaches ``limit`` entries: that costs time, never correctness.
+    """
+
+    def __init__(self, users: Iterable[str], groups: Iterable[str], names: bool, namespaces: bool,
+                 compute: Callable[[AuditEvent, RequestAttributes], Any], limit: int):
+        self._rule_users = frozenset(users)
+        self._rule_groups = frozenset(groups)
+        # The objectRef fields in the key, read in one C call: namespace and name only when some
+        # rule looks at them (a log has as many names as objects).
+        fields = ("resource", "apiGroup", "subresource") + ("namespace",) * namespaces + ("name",) * names
+        self._ref_key = attrgetter(*fields)
+        self._compute = compute
+        self.limit = limit
+        self.cache: dict[tuple, Any] = {}
+        self._users: dict[UserInfo, _UserClass] = {}
+        self._classes: dict[tuple, _UserClass] = {}
+
+    def _user_class(self, info: UserInfo) -> _UserClass:
+        name = info.username or ""  # a null or missing name is an empty one
+        groups = tuple(sorted({group for group in info.groups or () if group in self._rule_groups}))
+        shape = (name if name in self._rule_users else OTHER_USER, groups)
+        user_class = self._classes.get(shape)
+        if user_class is None:
+            if len(self._classes) >= self.limit:
+                self._classes.clear()
+                self._users.clear()
+            user_class = self._classes[shape] = _UserClass(*shape)
+        if len(self._users) >= self.limit:
+            self._users.clear()
+        self._users[info] = user_class
+        return user_class
+
+    def get(self, event: AuditEvent) -> Any:
+        """What ``compute(event, attributes)`` returns for the event's request, cached by key."""
+        return self.values((event,))[0]
+
+    def values(self, events: Iterable[AuditEvent | MalformedEvent]) -> list[Any]:
+        """:meth:`get` for each event (None for a :class:`MalformedEvent`), in one loop: this is
+        the hot loop of every log reader, so it makes no Python call on a cache hit."""
+        users, user_class_of, cache = self._users, self._user_class, self.cache
+        ref_key = self._ref_key
+        found = []
+        append = found.append
+        for event in events:
+            if event.__class__ is not AuditEvent:
+                append(None)
+                continue
+            info = event.user
+            if info is None:
+                user_class = _NO_USER
+            else:
+                user_class = users.get(info)
+                if user_class is None:
+                    user_class = user_class_of(info)
+            ref = event.objectRef
+            if ref is not None and ref.resource:
+                key = (user_class, event.verb, ref_key(ref))
+            else:
+                key = (user_class, event.verb, event.requestURI)
+            value = cache.get(key)
+            if value is None:
+                value = self._miss(event, key, user_class)
+            append(value)
+        return found
+
+    def _miss(self, event: AuditEvent, key: tuple, user_class: _UserClass) -> Any:
+        value = self._compute(event, request_attributes(event, user_class.user, user_class.groups))
+        if len(self.cache) >= self.limit:
+            self.cache.clear()
+        self.cache[key] = value
+        return value
