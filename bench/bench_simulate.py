@@ -101,10 +101,14 @@ def time_simulate(path: str, profile: str, baseline: str | None = None) -> tuple
 
 def verify_estimates(path: str, limit_mb: float) -> tuple[int, int, int]:
     """Compare the estimator with plain re-serialization on the first ``limit_mb`` MiB of the log:
-    every event at each written level, with and without omitManagedFields.
+    every event at each written level, with and without omitManagedFields. The estimator reads the
+    events as the simulation does (kaudit.auditlog); the oracle parses them with json and writes
+    them back with Go's encoding (gen_events.go_json: the generator's own, not kaudit's).
     Returns (comparisons, mismatches, largest difference in bytes)."""
     import copy
 
+    from gen_events import go_json
+    from kaudit.auditlog import decode_event
     from kaudit.simulate.sizes import SizeEstimator, strip_managed_fields
 
     def reserialized(event: dict, level: str, omit: bool) -> int:
@@ -117,7 +121,7 @@ def verify_estimates(path: str, limit_mb: float) -> tuple[int, int, int]:
         for key in ("requestObject", "responseObject"):
             if omit and key in kept and not (key == "requestObject" and kept.get("verb") == "patch"):
                 kept[key] = strip_managed_fields(kept[key])
-        return len(json.dumps(kept, separators=(",", ":"), ensure_ascii=False).encode()) + 1
+        return len(go_json(kept).encode()) + 1
 
     estimator = SizeEstimator()
     compared = mismatched = largest = 0
@@ -128,11 +132,11 @@ def verify_estimates(path: str, limit_mb: float) -> tuple[int, int, int]:
             if read > limit_mb * 2**20:
                 break
             content = raw.rstrip(b"\n")
-            event = json.loads(content)
-            estimator.calibrate(content, event)
+            event, parsed = decode_event(content), json.loads(content)
+            estimator.calibrate(content)
             for rank, level in ((1, "Metadata"), (2, "Request"), (3, "RequestResponse")):
                 for omit in (False, True):
-                    difference = abs(estimator.size(content, event, rank, level, omit) - reserialized(event, level, omit))
+                    difference = abs(estimator.size(content, event, rank, level, omit) - reserialized(parsed, level, omit))
                     compared += 1
                     mismatched += difference != 0
                     largest = max(largest, difference)

@@ -13,6 +13,15 @@ also get ResponseStarted), with level, auditID, stage, requestURI, verb, user, s
 userAgent, objectRef, responseStatus, requestObject/responseObject where the level allows,
 timestamps and annotations.
 
+The bytes are those of Go's ``encoding/json``, which kube-apiserver's log backend uses
+(:func:`go_json`): no spaces; struct members in the Go struct's field order (Event, UserInfo,
+ObjectReference, Status, ObjectMeta, PodSpec, Container, VolumeMount...), map keys (labels,
+annotations, data, user extra) sorted; ``<``, ``>``, ``&``, U+2028 and U+2029 escaped as
+``\u003c``... ; other non-ASCII characters as UTF-8. What the events hold follows what a real
+kube-apiserver (1.30 and later) writes: service-account users carry their uid and the claims of
+their bound token in ``user.extra``, response bodies the metadata the server set (uid,
+resourceVersion, generation, creationTimestamp, managedFields).
+
 Importable: ``iter_events(seed)`` yields event dicts, ``iter_lines(seed)`` their JSON lines.
 """
 
@@ -22,6 +31,7 @@ import argparse
 import datetime as dt
 import json
 import random
+import re
 import sys
 import uuid
 from typing import Iterator
@@ -74,9 +84,37 @@ CONTROLLERS = ["replicaset-controller", "deployment-controller", "endpoint-contr
                "statefulset-controller", "node-controller", "generic-garbage-collector", "resourcequota-controller",
                "horizontal-pod-autoscaler", "pvc-protection-controller", "service-account-controller", "coredns",
                "kube-proxy", "metrics-server"]
+IN_POD_CONTROLLERS = frozenset(("coredns", "kube-proxy", "metrics-server"))
 TEAMS = ["payments", "search", "checkout", "platform", "data", "ml", "identity", "frontend", "mobile", "infra",
          "billing", "growth", "ads", "risk", "support"]
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete")
+
+
+# Go's encoding/json escapes these in every string (HTML-safe output, and the two line separators
+# JavaScript does not allow in strings); Python's json module writes them as they are.
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPED = re.compile("[<>&\u2028\u2029]")
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
+def go_json(value) -> str:
+    """``value`` as Go's ``encoding/json`` writes it. The members of each dict come in the order
+    they were inserted: build struct-like dicts in the Go struct's field order, map-like ones
+    sorted (:func:`_sorted`). Python's escapes are Go's otherwise: ``\\"``, ``\\\\``, ``\\n``,
+    ``\\r``, ``\\t``, ``\\b``, ``\\f`` (Go 1.22 and later) and ``\\u00XX`` for the other
+    control characters; these characters cannot occur outside strings, so replacing them in the
+    text escapes exactly the ones inside strings."""
+    text = _encode(value)
+    return _GO_ESCAPED.sub(lambda match: _GO_ESCAPES[match.group()], text) if _GO_ESCAPED.search(text) else text
+
+
+def _sorted(mapping: dict) -> dict:
+    """A Go map: encoding/json writes its keys sorted."""
+    return dict(sorted(mapping.items()))
+
+
+def _uid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def _weighted(rng: random.Random, pairs):
@@ -107,7 +145,30 @@ class _World:
                 groups.append("developers")
             self.humans.append({"username": name, "uid": str(uuid.UUID(int=rng.getrandbits(128))), "groups": groups})
         self.app_sas = [f"system:serviceaccount:{ns}:{app}" for ns in self.namespaces[7:] for app in ("app", "worker")]
+        self._service_accounts: dict[str, dict] = {}
         self.words = ["web", "api", "worker", "cache", "db", "queue", "cron", "gateway", "auth", "search", "etl", "ui"]
+
+    def service_account(self, username: str, groups: list[str], in_pod: bool) -> dict:
+        """A service account's UserInfo as kube-apiserver logs it (1.30 and later): its uid and, in
+        ``extra``, the bound token's id and, for a token mounted into a pod, the pod and its node.
+        Derived from the name, so the same account always looks the same."""
+        user = self._service_accounts.get(username)
+        if user is None:
+            def uid(kind: str) -> str:
+                return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}/{username}"))
+
+            extra = {"authentication.kubernetes.io/credential-id": [f"JTI={uid('token')}"]}
+            if in_pod:
+                node = self.nodes[int(uid("node")[:8], 16) % len(self.nodes)]
+                extra.update({
+                    "authentication.kubernetes.io/node-name": [node],
+                    "authentication.kubernetes.io/node-uid": [uid(f"node/{node}")],
+                    "authentication.kubernetes.io/pod-name": [f"{username.rsplit(':', 1)[-1]}-{uid('pod')[-15:-5]}-{uid('pod')[-5:]}"],
+                    "authentication.kubernetes.io/pod-uid": [uid("pod")],
+                })
+            user = {"username": username, "uid": uid("serviceaccount"), "groups": groups, "extra": _sorted(extra)}
+            self._service_accounts[username] = user
+        return user
 
     def object_name(self) -> str:
         rng = self.rng
@@ -123,16 +184,17 @@ def _pod_body(rng: random.Random, name: str, namespace: str) -> dict:
             "ports": [{"containerPort": 8080 + c, "protocol": "TCP"}],
             "env": [{"name": f"VAR_{k}", "value": f"value-{rng.getrandbits(32):08x}"} for k in range(rng.randint(2, 12))],
             "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}},
-            "volumeMounts": [{"name": "config", "mountPath": "/etc/config", "readOnly": True}],
+            "volumeMounts": [{"name": "config", "readOnly": True, "mountPath": "/etc/config"}],
         })
     return {
         "kind": "Pod", "apiVersion": "v1",
         "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app": name.split("-")[0], "team": rng.choice(TEAMS), "pod-template-hash": f"{rng.getrandbits(32):x}"},
+                     "labels": _sorted({"app": name.split("-")[0], "team": rng.choice(TEAMS),
+                                        "pod-template-hash": f"{rng.getrandbits(32):x}"}),
                      "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"}},
-        "spec": {"containers": containers, "serviceAccountName": "default", "restartPolicy": "Always",
-                 "volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
-                 "nodeSelector": {"kubernetes.io/os": "linux"}},
+        "spec": {"volumes": [{"name": "config", "configMap": {"name": f"{name}-config"}}],
+                 "containers": containers, "restartPolicy": "Always",
+                 "nodeSelector": {"kubernetes.io/os": "linux"}, "serviceAccountName": "default"},
     }
 
 
@@ -152,6 +214,40 @@ def _body(rng: random.Random, group: str, version: str, resource: str, name: str
                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": "2026-01-01T00:00:00.000000Z"}}
     return {"kind": resource.rstrip("s").capitalize(), "apiVersion": f"{group}/{version}" if group else version,
             "metadata": {"name": name, "namespace": namespace} if namespace else {"name": name}}
+
+
+def _fields(value: dict, depth: int = 2) -> dict:
+    """A managedFields ``fieldsV1`` set for the members of ``value`` (sorted, as the server writes it)."""
+    fields: dict = {}
+    for key in sorted(value):
+        child = value[key]
+        fields[f"f:{key}"] = _fields(child, depth - 1) if isinstance(child, dict) and depth > 1 else {}
+    return fields
+
+
+def _served(rng: random.Random, body: dict, created: str) -> dict:
+    """``body`` as the server returns it: ObjectMeta with what the server set (uid,
+    resourceVersion, generation, creationTimestamp, managedFields), in ObjectMeta's field order."""
+    sent = body["metadata"]
+    metadata = {"name": sent["name"]}
+    if "namespace" in sent:
+        metadata["namespace"] = sent["namespace"]
+    metadata["uid"] = _uid(rng)
+    metadata["resourceVersion"] = str(rng.randint(10_000, 9_999_999))
+    if "spec" in body:
+        metadata["generation"] = rng.randint(1, 40)
+    metadata["creationTimestamp"] = created[:19] + "Z"
+    for key in ("labels", "annotations"):
+        if key in sent:
+            metadata[key] = sent[key]
+    content = {key: value for key, value in body.items() if key not in ("kind", "apiVersion")}
+    metadata["managedFields"] = [{
+        "manager": rng.choice(["kubectl-client-side-apply", "kube-controller-manager", "helm", "argocd-controller"]),
+        "operation": "Update", "apiVersion": body["apiVersion"], "time": created[:19] + "Z",
+        "fieldsType": "FieldsV1", "fieldsV1": _fields(content),
+    }]
+    return {"kind": body["kind"], "apiVersion": body["apiVersion"], "metadata": metadata,
+            **{key: value for key, value in content.items() if key != "metadata"}}
 
 
 def _uri(group, version, resource, namespace, name, sub, verb) -> str:
@@ -208,9 +304,12 @@ def iter_events(seed: int = 1) -> Iterator[dict]:
                         "groups": ["system:authenticated"]}
             else:
                 sa = rng.choice(CONTROLLERS)
-                user = {"username": f"system:serviceaccount:kube-system:{sa}",
-                        "uid": f"{rng.getrandbits(64):016x}",
-                        "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]}
+                # The controller manager's own controllers use tokens it requests; the add-ons
+                # (coredns, kube-proxy, metrics-server) run in pods with mounted tokens.
+                user = world.service_account(
+                    f"system:serviceaccount:kube-system:{sa}",
+                    ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+                    in_pod=sa in IN_POD_CONTROLLERS)
             agent = "kube-controller-manager/v1.33.2 (linux/amd64) kubernetes/a1b2c3d/system:serviceaccount:kube-system:x"
             group, version, resource, namespaced, subs, _ = pick_resource()
             verb = pick_verb()
@@ -222,16 +321,17 @@ def iter_events(seed: int = 1) -> Iterator[dict]:
             req = (group, version, resource, ns, name, sub, verb)
         elif actor < 0.6:  # non-resource
             user = rng.choice([{"username": "system:anonymous", "groups": ["system:unauthenticated"]},
-                               {"username": "system:serviceaccount:monitoring:prometheus",
-                                "groups": ["system:serviceaccounts", "system:serviceaccounts:monitoring", "system:authenticated"]},
+                               world.service_account(
+                                   "system:serviceaccount:monitoring:prometheus",
+                                   ["system:serviceaccounts", "system:serviceaccounts:monitoring", "system:authenticated"],
+                                   in_pod=True),
                                rng.choice(world.humans)])
             agent = rng.choice(["kube-probe/1.33", "Prometheus/2.53.0", "kubectl/v1.33.1 (linux/amd64) kubernetes/e3f4a5b"])
             uri = pick_url()
             req = None
         else:  # people and workloads
-            user = rng.choice(world.humans) if rng.random() < 0.7 else {
-                "username": rng.choice(world.app_sas),
-                "groups": ["system:serviceaccounts", "system:authenticated"]}
+            user = rng.choice(world.humans) if rng.random() < 0.7 else world.service_account(
+                rng.choice(world.app_sas), ["system:serviceaccounts", "system:authenticated"], in_pod=True)
             agent = rng.choice(["kubectl/v1.33.1 (darwin/arm64) kubernetes/e3f4a5b", "argocd-application-controller/v0.0.0",
                                 "helm/v3.15.0", "Go-http-client/2.0", "k9s/v0.32.5 (linux/amd64)"])
             group, version, resource, namespaced, subs, _ = pick_resource()
@@ -254,6 +354,7 @@ def iter_events(seed: int = 1) -> Iterator[dict]:
         event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": audit_id,
                  "stage": "ResponseComplete", "requestURI": "", "verb": "", "user": user, "sourceIPs": [source_ip],
                  "userAgent": agent}
+        request_body = response_body = None
         if req is None:
             event["requestURI"] = uri
             event["verb"] = "get"
@@ -278,18 +379,23 @@ def iter_events(seed: int = 1) -> Iterator[dict]:
                     and rng.random() < 0.5:
                 level = rng.choice(["Request", "RequestResponse"])
                 event["level"] = level
-                body = _body(rng, group, version, resource, name or world.object_name(), ns)
-                event["requestObject"] = body
+                request_body = _body(rng, group, version, resource, name or world.object_name(), ns)
                 if level == "RequestResponse" and code < 300:
-                    event["responseObject"] = body
+                    response_body = _served(rng, request_body, received)
             elif verb == "get" and rng.random() < 0.05 and resource not in ("secrets", "configmaps"):
                 event["level"] = "RequestResponse"
-                event["responseObject"] = _body(rng, group, version, resource, name or "x", ns)
-        status = {"metadata": {}, "code": code}
+                response_body = _served(rng, _body(rng, group, version, resource, name or "x", ns), received)
+        # metav1.Status: metadata, status, message, reason, code (its field order).
+        status = {"metadata": {}}
         if code >= 400:
-            status.update(status="Failure", reason={403: "Forbidden", 404: "NotFound", 409: "Conflict"}.get(code, "Invalid"),
-                          message=f"request failed with code {code}")
+            status.update(status="Failure", message=f"request failed with code {code}",
+                          reason={403: "Forbidden", 404: "NotFound", 409: "Conflict"}.get(code, "Invalid"))
+        status["code"] = code
         event["responseStatus"] = status
+        if request_body is not None:
+            event["requestObject"] = request_body
+        if response_body is not None:
+            event["responseObject"] = response_body
         event["requestReceivedTimestamp"] = received
         event["stageTimestamp"] = done
         decision = "allow" if code != 403 else "forbid"
@@ -311,9 +417,8 @@ def iter_events(seed: int = 1) -> Iterator[dict]:
 
 
 def iter_lines(seed: int = 1) -> Iterator[str]:
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     for event in iter_events(seed):
-        yield dumps(event) + "\n"
+        yield go_json(event) + "\n"
 
 
 def generate(path: str, size_mb: float, seed: int = 1) -> tuple[int, int]:
