@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Union
 
-from kaudit.detect.fields import getter
+from kaudit.detect.fields import ABSENT, lookup, source_path
 
 _SPECIAL_IN_TERM = set(':"[]{}=!^~<>&|+#')
 _NUMBER = re.compile(r"-?\d+(\.\d+)?\Z")
@@ -388,27 +388,89 @@ def value_matcher(predicate: Predicate) -> Callable[[list], bool]:
 DEFAULT_TAGS = {"source": ("kubernetes.audit",)}
 
 
+def scalar_matcher(predicate: Predicate) -> Callable[[object], bool]:
+    """``value_matcher`` for one value (the common case), without building a list."""
+    if predicate.kind == "text" and predicate.regex is None:
+        text = predicate.text
+        number = float(text) if _NUMBER.match(text) else None
+        truth = text if text in ("true", "false") else None
+
+        def equals(v) -> bool:
+            if type(v) is str:
+                return v == text
+            if type(v) is bool:
+                return truth is not None and v is (truth == "true")
+            return number is not None and type(v) in (int, float) and v == number
+
+        return equals
+    many = value_matcher(predicate)
+    return lambda v: many([v])
+
+
+_TRUE, _FALSE = (lambda event: True), (lambda event: False)
+
+
+def _term(node: Term, tags: dict) -> Callable[[dict], bool]:
+    if node.tag:
+        return _TRUE if value_matcher(node.predicate)(list(tags.get(node.field, ()))) else _FALSE
+    get, one, many = lookup(node.field), scalar_matcher(node.predicate), value_matcher(node.predicate)
+
+    def term(event: dict) -> bool:
+        value = get(event)
+        if value is ABSENT:
+            return False
+        return many(value) if type(value) is list else one(value)
+
+    path = source_path(node.field)
+    if node.predicate.kind != "text" or node.predicate.regex is not None or path is None or len(path) > 2:
+        return term
+    # The hot case, inlined: an exact value at one or two levels that holds a string.
+    text, first, second = node.predicate.text, path[0], path[-1]
+    if len(path) == 1:
+        def shallow(event: dict) -> bool:
+            value = event.get(first)
+            return value == text if type(value) is str else term(event)
+        return shallow
+
+    def nested(event: dict) -> bool:
+        parent = event.get(first)
+        if type(parent) is dict:
+            value = parent.get(second)
+            if type(value) is str:
+                return value == text
+        return term(event)
+
+    return nested
+
+
 def compile_query(node: Node, tags: dict[str, tuple[str, ...]] | None = None) -> Callable[[dict], bool]:
     """A function telling whether an audit event (as kube-apiserver wrote it) matches, after
     Datadog's remapping. Tags are fixed for the whole log (``source`` is kubernetes.audit unless
-    ``tags`` says otherwise), so tag terms are decided here, once."""
+    ``tags`` says otherwise), so tag terms are decided here, once, and folded away."""
     tags = DEFAULT_TAGS if tags is None else tags
     if isinstance(node, MatchAll):
-        return lambda event: True
+        return _TRUE
     if isinstance(node, Term):
-        check = value_matcher(node.predicate)
-        if node.tag:
-            result = check(list(tags.get(node.field, ())))
-            return (lambda event: True) if result else (lambda event: False)
-        get = getter(node.field)
-        return lambda event: check(get(event))
+        return _term(node, tags)
     if isinstance(node, Not):
         inner = compile_query(node.child, tags)
+        if inner is _TRUE or inner is _FALSE:
+            return _FALSE if inner is _TRUE else _TRUE
         return lambda event: not inner(event)
-    parts = tuple(compile_query(child, tags) for child in node.children)
-    if isinstance(node, And):
-        return lambda event: all(part(event) for part in parts)
-    return lambda event: any(part(event) for part in parts)
+    parts = [compile_query(child, tags) for child in node.children]
+    absorbing, neutral = (_FALSE, _TRUE) if isinstance(node, And) else (_TRUE, _FALSE)
+    if absorbing in parts:
+        return absorbing
+    parts = [part for part in parts if part is not neutral]
+    if not parts:
+        return neutral
+    combined = parts[-1]
+    for part in reversed(parts[:-1]):  # a chain of two-way closures: no generator per event
+        if absorbing is _FALSE:
+            combined = (lambda a, b: lambda event: a(event) and b(event))(part, combined)
+        else:
+            combined = (lambda a, b: lambda event: a(event) or b(event))(part, combined)
+    return combined
 
 
 def terms(node: Node, negated: bool = False) -> Iterator[tuple[Term, bool]]:

@@ -68,6 +68,7 @@ class RuleRunner:
         self.rule = rule
         self.names = query_names(rule)
         self.matchers = [compile_text(q.query, tags).match for q in rule.queries]
+        self.single = self.matchers[0] if len(self.matchers) == 1 else None
         self.group_getters = [[getter(f.lstrip("@")) for f in q.group_by_fields] for q in rule.queries]
         self.distinct = [[getter(f.lstrip("@")) for f in q.distinct_fields] for q in rule.queries]
         self.metric = [getter(q.metrics[0].lstrip("@")) if q.metrics else None for q in rule.queries]
@@ -81,9 +82,18 @@ class RuleRunner:
         self.first_seen: dict[tuple, float] = {}
 
     def feed(self, event: dict) -> list[Signal]:
-        hits = [i for i, match in enumerate(self.matchers) if match(event)]
-        if not hits:
-            return []
+        if self.single is not None:  # one query (most rules): no list per event that matches nothing
+            if not self.single(event):
+                return []
+            hits = [0]
+        else:
+            hits = [i for i, match in enumerate(self.matchers) if match(event)]
+            if not hits:
+                return []
+        return self.matched(event, hits)
+
+    def matched(self, event: dict, hits: list[int]) -> list[Signal]:
+        """The signals of an event the queries ``hits`` (indexes) matched."""
         when = event_time(event)
         if self.rule.options.detection_method == "new_value":
             return [s for i in hits for s in self._new_value(i, event, when)]
@@ -149,6 +159,25 @@ class RuleRunner:
         if aggregation == "max":
             return max(numbers, default=0)
         return len(window)
+
+
+class RuleSet:
+    """Several rules over one stream of events; the queries run first, the rest only on a match."""
+
+    def __init__(self, rules: Iterable[Rule], tags: dict | None = None):
+        self.runners = [RuleRunner(rule, tags) for rule in rules]
+        self._single = [(r.single, r) for r in self.runners if r.single is not None]
+        self._multi = [r for r in self.runners if r.single is None]
+        self._hit = [0]
+
+    def feed(self, event: dict) -> list[Signal]:
+        out: list[Signal] = []
+        for match, runner in self._single:
+            if match(event):
+                out += runner.matched(event, self._hit)
+        for runner in self._multi:
+            out += runner.feed(event)
+        return out
 
 
 def run_rule(rule: Rule, events: Iterable[dict], tags: dict | None = None) -> list[Signal]:
