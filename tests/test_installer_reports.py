@@ -190,6 +190,23 @@ def test_a_node_with_an_older_hash_or_without_report_is_pending():
     assert summary.condition["message"] == "policy aaaaaaaaaaaa installed on 1 of 3 node(s); waiting for cp-2, cp-3"
 
 
+def test_a_control_plane_node_that_has_not_reported_is_waited_for():
+    # Found on a real cluster: with no mirror pods, one node's report used to mean "installed on all 1".
+    summary = aggregate([lease("cp-1")], [], DESIRED, nodes=["cp-1", "cp-2"])
+    assert [n["name"] for n in summary.nodes] == ["cp-1", "cp-2"]
+    assert summary.nodes[1]["message"] == "no report from the policy installer on this node"
+    assert summary.condition["status"] == "False" and summary.condition["reason"] == "Installing"
+    assert summary.condition["message"] == "policy aaaaaaaaaaaa installed on 1 of 2 node(s); waiting for cp-2"
+    both = aggregate([lease("cp-1"), lease("cp-2")], [], DESIRED, nodes=["cp-1", "cp-2"])
+    assert both.condition["status"] == "True"
+
+
+def test_known_nodes_without_any_report_yet_are_no_reports():
+    summary = aggregate([], [], DESIRED, nodes=["cp-1"])
+    assert [n["name"] for n in summary.nodes] == ["cp-1"]
+    assert (summary.condition["status"], summary.condition["reason"]) == ("Unknown", "NoReports")
+
+
 def test_an_install_error_makes_the_condition_false_with_the_node_and_reason():
     summary = aggregate([lease("cp-1"), lease("cp-2", hash_=OLD, error="/etc/kaudit/policy/policy.yaml: invalid policy")],
                         [], DESIRED)

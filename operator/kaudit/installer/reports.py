@@ -1,13 +1,15 @@
 """Turn node reports and kube-apiserver mirror pods into status: pure, for the operator.
 
     from kaudit.installer.reports import aggregate
-    summary = aggregate(leases, apiserver_pods, desired_hash)
+    summary = aggregate(leases, apiserver_pods, desired_hash, nodes=control_plane_node_names)
     status["nodes"] = summary.nodes            # [{name, installedHash, installedAt, ...}]
     conditions.append(summary.condition)        # type PolicyInstalled (no lastTransitionTime)
 
 ``leases``: the Leases labelled ``kaudit.dev/collection=<name>`` in the operator namespace (see
 :mod:`kaudit.installer.lease`). ``apiserver_pods``: the pods in ``kube-system`` labelled
-``component=kube-apiserver`` (kubeadm's mirror pods of the static pod).
+``component=kube-apiserver`` (kubeadm's mirror pods of the static pod). ``nodes``: the control-plane
+nodes, each of which must report before the policy counts as installed everywhere (a node whose
+installer has not reported yet is "waiting", not forgotten).
 
 When did kube-apiserver read the policy? At its process start. The mirror pod's
 ``status.startTime`` is when the kubelet first saw the pod and does not move when the container
@@ -164,10 +166,10 @@ def _node_message(report: NodeReport | None, server: ApiServer | None, desired_h
 
 
 def node_entries(reports: Iterable[NodeReport], servers: Mapping[str, ApiServer], desired_hash: str,
-                 now: datetime | None = None) -> list[dict]:
+                 now: datetime | None = None, nodes: Iterable[str] = ()) -> list[dict]:
     by_node = {r.node: r for r in reports}
     entries = []
-    for node in sorted(set(by_node) | set(servers)):
+    for node in sorted(set(by_node) | set(servers) | set(nodes)):
         report, server = by_node.get(node), servers.get(node)
         restart = restart_required(report, server, desired_hash)
         entry: dict = {"name": node}
@@ -220,9 +222,11 @@ def installed_condition(entries: list[dict], failed: Mapping[str, str], desired_
 
 
 def aggregate(leases: Iterable[Mapping], apiserver_pods: Iterable[Mapping], desired_hash: str,
-              now: datetime | None = None) -> Summary:
+              now: datetime | None = None, nodes: Iterable[str] = ()) -> Summary:
     reports = [r for r in (parse_report(lease) for lease in leases) if r is not None]
     servers = apiservers_by_node(apiserver_pods)
-    entries = node_entries(reports, servers, desired_hash, now)
+    entries = node_entries(reports, servers, desired_hash, now, nodes)
     failed = {r.node: r.error for r in reports if r.error}
-    return Summary(entries, installed_condition(entries, failed, desired_hash))
+    # Nodes known only from the node list, none heard from: NoReports says more than "0 of N".
+    heard_from = entries if reports or servers else []
+    return Summary(entries, installed_condition(heard_from, failed, desired_hash))

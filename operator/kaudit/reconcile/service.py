@@ -225,9 +225,10 @@ class Reconciler:
             raise exc.cause from None
         outcome.writes += len(writes.applies) + len(writes.deletes) + len(writes.releases)
 
+        nodes = await self._control_plane_nodes()
         figures, installed = await asyncio.gather(
-            self._agent_figures(collection, rendered, applied, children, live_target),
-            self._policy_installed(collection, rendered))
+            self._agent_figures(collection, rendered, applied, children, live_target, nodes),
+            self._policy_installed(collection, rendered, nodes))
         extra = _rendered_status(collection, rendered)
         if figures is not None:
             extra["agent"] = figures.as_status()
@@ -251,10 +252,13 @@ class Reconciler:
             logger.warning("not allowed to list %s in %s: %s", resource.plural, namespace or "the cluster", exc)
             return []
 
-    async def _policy_installed(self, collection: dict, rendered: Any) -> tuple[list[dict], Condition] | None:
+    async def _policy_installed(self, collection: dict, rendered: Any,
+                                nodes: list[dict]) -> tuple[list[dict], Condition] | None:
         """Node by node: which policy the installer wrote and whether kube-apiserver has loaded it.
 
-        None when kaudit does not install the policy (spec.apiServer.installPolicy: false).
+        Every control-plane node in ``nodes`` must report: one whose installer has not reported yet
+        is waited for, so Ready never comes while a node still lacks the policy. None when kaudit
+        does not install the policy (spec.apiServer.installPolicy: false).
         """
         if not any(_component(obj) == INSTALLER_COMPONENT for obj in rendered.objects):
             return None
@@ -266,7 +270,9 @@ class Reconciler:
             self._optional_list(r.PODS, APISERVER_NAMESPACE, APISERVER_SELECTOR))
         leases = [lease for lease in leases
                   if ((lease.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name]
-        summary = aggregate(leases, pods, rendered.policy.hash, now=datetime.datetime.now(datetime.timezone.utc))
+        names = [(node.get("metadata") or {}).get("name") for node in nodes]
+        summary = aggregate(leases, pods, rendered.policy.hash, now=datetime.datetime.now(datetime.timezone.utc),
+                            nodes=[n for n in names if n])
         found = summary.condition
         return summary.nodes, Condition(found["type"], found["status"], found["reason"], found["message"])
 
@@ -346,17 +352,20 @@ class Reconciler:
                 await self._release_one(collection, live)
             return len(patched)
 
+    async def _control_plane_nodes(self) -> list[dict]:
+        """The nodes with the first control-plane role label any node carries (the legacy one after)."""
+        for label in CONTROL_PLANE_SELECTORS:
+            nodes = await self._optional_list(r.NODES, None, label)
+            if nodes:
+                return nodes
+        return []
+
     async def _agent_figures(self, collection: dict, rendered: Any, applied: dict, children: list[dict],
-                             live_target: dict | None):
+                             live_target: dict | None, nodes: list[dict]):
         mode = agent_mode(collection)
         if mode in ("None", "DatadogAgent"):
             return None
         daemon_set = _agent_daemon_set(mode, rendered, applied, children, live_target)
-        nodes: list[dict] = []
-        for label in CONTROL_PLANE_SELECTORS:
-            nodes = await self._optional_list(r.NODES, None, label)
-            if nodes:
-                break
         pods: list[dict] = []
         if daemon_set is not None and nodes:
             namespace = (daemon_set.get("metadata") or {}).get("namespace")
