@@ -52,6 +52,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory):
         plane.stop()
 
 
+@pytest.fixture(scope="session")
+def kaudit_installed(control_plane):
+    """kaudit installed with ``kubectl apply -k manifests/`` (CRD, namespace, RBAC, operator Deployment)."""
+    import kaudit_cluster
+
+    return kaudit_cluster.install_with_kustomize(control_plane)
+
+
 @pytest.fixture(autouse=True)
 def _real_cluster(request: pytest.FixtureRequest) -> None:
     # Every test here needs the plane: the skip reason is then one line for all of them.
