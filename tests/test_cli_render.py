@@ -209,3 +209,56 @@ def test_bad_namespace_and_image_options_are_refused_by_name(capsys):
     assert run(capsys, "render", "-f", MANAGED, "--image", "")[0] == 1
     code, out, _ = run(capsys, "render", "-f", MANAGED, "--namespace", "audit-ops", "--image", "team/kaudit:9")
     assert code == 0 and "namespace: audit-ops" in out and "image: team/kaudit:9" in out
+
+
+# --- --existing with what users have at hand (issue 11) --------------------------------------------
+
+CHART_FIXTURES = ROOT / "tests" / "fixtures" / "datadog-chart"
+WHOLE_RELEASE = CHART_FIXTURES / "helm-template-default.yaml"  # `helm template` of the chart: 31 objects
+
+
+def agent_patch(out: str) -> dict:
+    [patch] = [d for d in yaml.safe_load_all(out)
+               if d and d["kind"] == "DaemonSet" and not d["metadata"]["name"].startswith("kaudit-")]
+    return patch
+
+
+def test_existing_accepts_helm_template_output_and_picks_the_named_agent(capsys):
+    kinds = {d["kind"] for d in yaml.safe_load_all(WHOLE_RELEASE.read_text()) if d}
+    assert {"DaemonSet", "Deployment", "ConfigMap", "Secret", "ClusterRole"} <= kinds
+    code, out, err = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"), "--existing", str(WHOLE_RELEASE))
+    assert code == 0 and err == ""
+    alone = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"),
+                "--existing", str(CHART_FIXTURES / "default.yaml"))
+    assert alone == (code, out, err)  # the same as with the DaemonSet alone
+
+
+def test_existing_accepts_a_kubectl_list_of_several_daemon_sets(capsys, tmp_path):
+    agent = yaml.safe_load((CHART_FIXTURES / "logs.yaml").read_text())
+    other = yaml.safe_load((CHART_FIXTURES / "other-release.yaml").read_text())
+    other["metadata"]["namespace"] = "datadog"
+    listing = tmp_path / "ds.yaml"
+    listing.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""},
+                                       "items": [other, agent]}))
+    code, out, _ = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"), "--existing", str(listing))
+    assert code == 0 and agent_patch(out)["metadata"]["name"] == "datadog-agent"
+
+
+def test_an_agent_absent_from_the_files_is_one_line_naming_them_and_what_they_hold(capsys, tmp_path):
+    moved = tmp_path / "release.yaml"
+    moved.write_text(WHOLE_RELEASE.read_text().replace("namespace: datadog\n", "namespace: monitoring\n"))
+    code, out, err = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"), "--existing", str(moved))
+    assert code == 1 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: TargetNotFound: DaemonSet datadog/datadog-agent is not in --existing ")
+    assert str(moved) in line and "it holds DaemonSet monitoring/datadog-agent" in line
+    assert "kubectl get daemonset -n datadog datadog-agent -o yaml" in line
+
+
+def test_an_agent_there_twice_is_one_line_naming_both_places(capsys):
+    code, out, err = run(capsys, "render", "-f", str(EXAMPLES / "daemonset.yaml"),
+                         "--existing", str(WHOLE_RELEASE), "--existing", str(CHART_FIXTURES / "logs.yaml"))
+    assert code == 1 and out == ""
+    [line] = err.strip().splitlines()
+    assert "DaemonSet datadog/datadog-agent is there 2 times" in line
+    assert f"of {WHOLE_RELEASE}" in line and f"object 1 of {CHART_FIXTURES / 'logs.yaml'}" in line

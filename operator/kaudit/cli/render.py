@@ -41,8 +41,9 @@ def register(subparsers) -> None:
     parser.add_argument("-f", "--filename", required=True, metavar="FILE",
                         help="the AuditCollection to render (YAML or JSON; '-' reads standard input)")
     parser.add_argument("--existing", action="append", default=[], metavar="FILE",
-                        help="a file with the live agent DaemonSet or DatadogAgent kaudit should adapt to, as "
-                             "'kubectl get ... -o yaml' prints it (several documents or a List are fine); "
+                        help="a file with the live agent DaemonSet or DatadogAgent kaudit should adapt to: "
+                             "'kubectl get ... -o yaml' output (a List is fine) or 'helm get manifest' / "
+                             "'helm template' output (many kinds); kaudit picks the one spec.agent names; "
                              "repeat for more files")
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml",
                         help="yaml (default): documents with the kube-apiserver flags and next steps as a "
@@ -100,6 +101,18 @@ def _option_errors(args: argparse.Namespace) -> list[FieldError]:
     return errors
 
 
+def _existing(collection: dict, sources: list) -> list:
+    """The live agent object the collection names, picked out of files that may hold many objects
+    (``helm template`` or ``helm get manifest`` output, ``kubectl get ds -o yaml`` Lists)."""
+    from kaudit.api.spec import parse_collection
+    from kaudit.render.targets import pick_target, target_of
+
+    target = target_of(parse_collection(collection)) if sources else None
+    if target is None:
+        return [doc for _, docs in sources for doc in docs]
+    return [pick_target(sources, target)]
+
+
 def run(args: argparse.Namespace) -> int:
     from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, parse_collection
     from kaudit.render import render
@@ -112,9 +125,7 @@ def run(args: argparse.Namespace) -> int:
     documents = _documents(args.filename, _read(args.filename))
     if len(documents) != 1:
         raise InvalidInput([FieldError(args.filename, f"expected one AuditCollection document, found {len(documents)}")])
-    existing: list = []
-    for path in args.existing:
-        existing.extend(_documents(path, _read(path)))
+    existing = _existing(documents[0], [(path, _documents(path, _read(path))) for path in args.existing])
 
     rendered = render(documents[0], existing=existing, namespace=args.namespace,
                       image=args.image or DEFAULT_INSTALLER_IMAGE, preview=not args.existing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from kaudit.errors import FieldError, InvalidInput, Refused
@@ -73,6 +74,13 @@ def kubectl_get(resource: str, namespace: str, name: str) -> str:
     return f"kubectl get {resource} -n {namespace} {name} -o yaml"
 
 
+def _matches(obj: dict, api_group: str, kind: str, name: str, namespace: str) -> bool:
+    if obj.get("kind") != kind or str(obj.get("apiVersion", "")).split("/")[0] != api_group.split("/")[0]:
+        return False
+    meta = obj.get("metadata")
+    return isinstance(meta, dict) and meta.get("name") == name and meta.get("namespace", namespace) == namespace
+
+
 def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, namespace: str,
                 hint: str, shape: dict | None = None) -> dict:
     """The object of that kind, name and namespace, or Refused(TargetNotFound) saying how to supply it.
@@ -80,10 +88,7 @@ def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, 
     With ``shape``, an object whose fields have the wrong types is InvalidInput naming them.
     """
     for obj in flatten(existing):
-        if obj.get("kind") != kind or str(obj.get("apiVersion", "")).split("/")[0] != api_group.split("/")[0]:
-            continue
-        meta = obj.get("metadata")
-        if isinstance(meta, dict) and meta.get("name") == name and meta.get("namespace", namespace) == namespace:
+        if _matches(obj, api_group, kind, name, namespace):
             errors = shape_errors(obj, shape or {}, "")
             if errors:
                 where = f"the existing {kind} {namespace}/{name}"
@@ -94,6 +99,65 @@ def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, 
         f"{kind} {namespace}/{name} was not found among the existing objects; kaudit adapts its "
         f"change to what the {kind} already has, so it needs the live object: {hint}",
     )
+
+
+@dataclass(frozen=True)
+class Target:
+    """The user's agent object an AuditCollection names (DaemonSet and DatadogAgent modes)."""
+
+    api_group: str
+    kind: str
+    resource: str  # for kubectl
+    name: str
+    namespace: str
+
+    def matches(self, obj: dict) -> bool:
+        return _matches(obj, self.api_group, self.kind, self.name, self.namespace)
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+def target_of(spec) -> Target | None:
+    """The object ``spec`` (a parsed AuditCollection) adapts to, None in Managed and None modes."""
+    agent = spec.agent
+    if agent.mode == "DaemonSet":
+        return Target("apps", "DaemonSet", "daemonset", agent.daemon_set.name, agent.namespace)
+    if agent.mode == "DatadogAgent":
+        return Target("datadoghq.com", "DatadogAgent", "datadogagent", agent.datadog_agent.name, agent.namespace)
+    return None
+
+
+def pick_target(sources: Sequence[tuple[str, Sequence[Any]]], target: Target) -> dict:
+    """The one object ``target`` names among files of many objects (``helm template`` output, a List).
+
+    ``sources`` are (file name, documents). Absent: Refused(TargetNotFound) naming the files and
+    the objects of that kind they do hold; there more than once: InvalidInput naming where.
+    """
+    found: list[tuple[str, int, dict]] = []
+    same_kind: list[str] = []
+    for path, documents in sources:
+        for number, obj in enumerate(flatten(documents), start=1):
+            if target.matches(obj):
+                found.append((path, number, obj))
+            elif obj.get("kind") == target.kind:
+                meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+                same_kind.append(f"{meta.get('namespace', '?')}/{meta.get('name', '?')}")
+    files = ", ".join(path for path, _ in sources)
+    if not found:
+        held = f"it holds {target.kind} {', '.join(same_kind)}" if same_kind else f"it holds no {target.kind}"
+        raise Refused(
+            "TargetNotFound",
+            f"{target.text} is not in --existing {files} ({held}); set spec.agent.namespace and the "
+            f"{target.kind}'s name in spec.agent to your agent, or pass the output of "
+            f"'{kubectl_get(target.resource, target.namespace, target.name)}'",
+        )
+    if len(found) > 1:
+        where = ", ".join(f"object {number} of {path}" for path, number, _ in found)
+        raise InvalidInput([FieldError(files, f"{target.text} is there {len(found)} times ({where}); kaudit "
+                                              f"adapts to one live object: pass one of them")])
+    return found[0][2]
 
 
 def refuse_if_claimed(live: dict, collection: str, where: str) -> None:
