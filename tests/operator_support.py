@@ -340,4 +340,6 @@ def closed_schema(node: dict) -> dict:
         node["properties"] = {k: closed_schema(v) for k, v in node["properties"].items()}
     if isinstance(node.get("items"), dict):
         node["items"] = closed_schema(node["items"])
+    if isinstance(node.get("additionalProperties"), dict):  # maps of objects (DatadogAgent overrides)
+        node["additionalProperties"] = closed_schema(node["additionalProperties"])
     return node

@@ -16,8 +16,14 @@ def node_agent_of(live: dict, **agent) -> tuple[dict, dict]:
     return body, body["spec"]["override"]["nodeAgent"]
 
 
+def without_extra_confd() -> dict:
+    live = datadog_agent()
+    del live["spec"]["override"]["nodeAgent"]["extraConfd"]
+    return live
+
+
 def test_body_enables_logs_and_points_extra_confd_at_kaudits_config_map():
-    body, node_agent = node_agent_of(datadog_agent())
+    body, node_agent = node_agent_of(without_extra_confd())
     assert body["apiVersion"] == "datadoghq.com/v2alpha1" and body["kind"] == "DatadogAgent"
     assert body["metadata"] == {"name": "datadog", "namespace": "datadog",
                                 "labels": {"kaudit.dev/collection": "cluster"}}
@@ -63,10 +69,17 @@ def test_extra_confd_pointing_elsewhere_is_a_conflict():
     with pytest.raises(Refused) as caught:
         render(datadogagent_mode(), existing=[live])
     assert caught.value.reason == "ExtraConfdConflict" and "my-checks" in caught.value.message
-    live["spec"]["override"]["nodeAgent"]["extraConfd"] = {"configDataMap": {"x.yaml": "init_config:"}}
-    with pytest.raises(Refused) as caught:
-        render(datadogagent_mode(), existing=[live])
-    assert caught.value.reason == "ExtraConfdConflict"
+
+
+def test_a_users_config_data_map_gets_kaudits_file_beside_theirs():
+    live = datadog_agent()
+    body, node_agent = node_agent_of(live)
+    # configDataMap is a map: each key is a file in conf.d, and an apply merges kaudit's key with theirs.
+    assert list(node_agent["extraConfd"]) == ["configDataMap"]
+    assert set(node_agent["extraConfd"]["configDataMap"]) == {"kubernetes_audit.yaml"}
+    text = node_agent["extraConfd"]["configDataMap"]["kubernetes_audit.yaml"]
+    cm = one(render(datadogagent_mode(), existing=[live]).objects, "ConfigMap", "agent-config")
+    assert text == cm["data"]["conf.yaml"]  # the same log configuration as the other modes
 
 
 def test_rendering_against_the_already_configured_resource_gives_the_same_body():

@@ -24,6 +24,8 @@ from kaudit.render.targets import DATADOG_AGENT_SHAPE, find_target, kubectl_get,
 API_VERSION = "datadoghq.com/v2alpha1"
 # extraConfd items are paths below conf.d, as the Operator copies them there.
 CONFD_ITEM_PATH = "kubernetes_audit.d/conf.yaml"
+# With configDataMap each key becomes a file of that name in conf.d (the Operator's own ConfigMap).
+CONFD_DATA_KEY = "kubernetes_audit.yaml"
 
 
 def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: str,
@@ -46,7 +48,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
             f"you set (turning it on also starts log collection on every node); set it to true and render again",
         )
     node_agent = ((spec.get("override") or {}).get("nodeAgent") or {})
-    _check_extra_confd(node_agent.get("extraConfd") or {}, config_map_name, where)
+    extra_confd = _extra_confd(collection, node_agent.get("extraConfd") or {}, config_map_name, where)
 
     log_dir = collection.api_server.log_dir
     live_mounts = (((node_agent.get("containers") or {}).get("agent") or {}).get("volumeMounts")) or []
@@ -55,10 +57,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
     warnings: list[FieldError] = []
     override: dict = {
         "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
-        "extraConfd": {"configMap": {
-            "name": config_map_name,
-            "items": [{"key": AGENT_CONFIG_KEY, "path": CONFD_ITEM_PATH}],
-        }},
+        "extraConfd": extra_confd,
     }
     if reused is None:
         override["volumes"] = [{"name": LOGS_VOLUME, "hostPath": {"path": log_dir, "type": "DirectoryOrCreate"}}]
@@ -82,22 +81,26 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
     return AgentPatch(body=body, warnings=warnings)
 
 
-def _check_extra_confd(extra_confd: dict, config_map_name: str, where: str) -> None:
-    # The Operator mounts one ConfigMap as the whole extra conf.d (a ConfigMap wins over
-    # configDataMap), so kaudit can share it with nothing else.
+def _extra_confd(collection: AuditCollection, extra_confd: dict, config_map_name: str, where: str) -> dict:
+    """kaudit's part of ``extraConfd``, merged with what the user already has there.
+
+    The Operator mounts one source as the extra conf.d: a ConfigMap if one is named, else a
+    ConfigMap it makes from ``configDataMap`` (a map: each key is a file, and server-side apply
+    merges kaudit's key with the user's). So kaudit adds a key where the user uses configDataMap,
+    names its own ConfigMap where the user has neither, and cannot share the user's ConfigMap.
+    """
     config_map = extra_confd.get("configMap") or {}
     if config_map.get("name") and config_map["name"] != config_map_name:
         raise Refused(
             "ExtraConfdConflict",
             f"{where} already points spec.override.nodeAgent.extraConfd.configMap at ConfigMap "
-            f"{config_map['name']!r}, and the Datadog Operator mounts only one there; either add key "
+            f"{config_map['name']!r}, and the Datadog Operator mounts only that one there; either add key "
             f"{AGENT_CONFIG_KEY} of ConfigMap {config_map_name!r} to yours at path {CONFD_ITEM_PATH} and "
-            f"set spec.agent.mode to None, or move your checks out of extraConfd and render again",
+            f"set spec.agent.mode to None, or move your checks into extraConfd.configDataMap (kaudit adds "
+            f"its file there) and render again",
         )
     if extra_confd.get("configDataMap"):
-        raise Refused(
-            "ExtraConfdConflict",
-            f"{where} already sets spec.override.nodeAgent.extraConfd.configDataMap, which the Datadog "
-            f"Operator ignores once a configMap is set there; move those entries into a ConfigMap and "
-            f"render again, or set spec.agent.mode to None and add the audit log configuration yourself",
-        )
+        from kaudit.render.agent_config import agent_config_text
+
+        return {"configDataMap": {CONFD_DATA_KEY: agent_config_text(collection)}}
+    return {"configMap": {"name": config_map_name, "items": [{"key": AGENT_CONFIG_KEY, "path": CONFD_ITEM_PATH}]}}
