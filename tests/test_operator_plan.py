@@ -125,3 +125,82 @@ def test_status_is_patched_only_when_it_changes_and_transition_time_is_kept():
     assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["reason"] == "InvalidPolicy"
     # Keys kaudit stopped reporting are removed; kopf's own status keys are not touched.
     assert status_patch({"agent": {}, "kopf": {"x": 1}}, {}) == {"status": {"agent": None}}
+
+
+# --- fields kaudit sets over another manager's value (Helm 4 applies server-side) ---------------
+
+LOGS_PATH = ("spec", "template", "spec", "containers", "agent", "env", "DD_LOGS_ENABLED", "value")
+CP = {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
+ENV_ITEM = 'k:{"name":"DD_LOGS_ENABLED"}'
+
+
+def patched_by_kaudit(helm_owns_value: bool = False) -> dict:
+    """A Helm agent after kaudit's forced apply: its managedFields as kube-apiserver 1.36 wrote them."""
+    env_fields = {".": {}, "f:name": {}, **({"f:value": {}} if helm_owns_value else {})}
+    helm = {"manager": "helm", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {
+        "f:containers": {'k:{"name":"agent"}': {".": {}, "f:name": {}, "f:env": {ENV_ITEM: env_fields}}}}}}}}
+    kaudit = {"manager": "kaudit", "operation": "Apply", "fieldsV1": {
+        "f:metadata": {"f:annotations": {"f:kaudit.dev/replaced-values": {}}},
+        "f:spec": {"f:template": {"f:spec": {
+            "f:containers": {'k:{"name":"agent"}': {".": {}, "f:name": {}, "f:env": {
+                ENV_ITEM: {".": {}, "f:name": {}, "f:value": {}}}}},
+            "f:tolerations": {}}}}}}
+    annotations = {plan.REPLACED_VALUES_ANNOTATION: json.dumps([[list(LOGS_PATH), "false"]]),
+                   plan.ADDED_ITEMS_ANNOTATION: json.dumps({".spec.template.spec.tolerations": [CP]})}
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "datadog", "resourceVersion": "12",
+                         "annotations": annotations, "managedFields": [helm, kaudit]},
+            "spec": {"template": {"spec": {"containers": [{"name": "agent", "env": [
+                {"name": "DD_LOGS_ENABLED", "value": "true"}]}], "tolerations": [CP]}}}}
+
+
+def test_yield_drops_exactly_the_overridden_fields_from_kaudits_apply_entry():
+    live = patched_by_kaudit()
+    operations = plan.yield_patch(live)
+    assert operations[:3] == [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "12"},
+        {"op": "test", "path": "/metadata/managedFields/1/manager", "value": "kaudit"},
+        {"op": "test", "path": "/metadata/managedFields/1/operation", "value": "Apply"}]
+    [replace] = operations[3:]
+    assert replace["path"] == "/metadata/managedFields/1/fieldsV1"
+    spec = replace["value"]["f:spec"]["f:template"]["f:spec"]
+    assert "f:tolerations" not in spec  # Helm's `tolerations: null` made it Helm's field too
+    assert spec["f:containers"]['k:{"name":"agent"}']["f:env"][ENV_ITEM] == {".": {}, "f:name": {}}
+    assert replace["value"]["f:metadata"] == live["metadata"]["managedFields"][1]["fieldsV1"]["f:metadata"]
+
+
+def test_nothing_to_yield_once_yielded_or_without_kaudits_entry():
+    live = patched_by_kaudit()
+    kaudit = live["metadata"]["managedFields"][1]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]
+    del kaudit["f:tolerations"], kaudit["f:containers"]['k:{"name":"agent"}']["f:env"][ENV_ITEM]["f:value"]
+    assert plan.yield_patch(live) is None
+    live["metadata"]["managedFields"] = live["metadata"]["managedFields"][:1]
+    assert plan.yield_patch(live) is None
+
+
+def test_user_view_gives_back_the_replaced_value_unless_the_user_set_it_again():
+    view = plan.user_view(patched_by_kaudit())
+    assert view["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "DD_LOGS_ENABLED", "value": "false"}]
+    assert plan.REPLACED_VALUES_ANNOTATION not in view["metadata"].get("annotations", {})
+    # A helm upgrade with datadog.logs.enabled=true: Helm owns the value again, and it is theirs.
+    view = plan.user_view(patched_by_kaudit(helm_owns_value=True))
+    assert view["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "DD_LOGS_ENABLED", "value": "true"}]
+
+
+def test_an_atomic_list_another_manager_applied_is_all_the_users():
+    live = patched_by_kaudit()
+    assert plan.user_items(live, TOLERATIONS) == []  # kaudit's own addition
+    live["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:tolerations"] = {}
+    assert plan.user_items(live, TOLERATIONS) == [CP]  # Helm applied it: the chart's values now hold it
+
+
+def test_hand_back_puts_the_replaced_value_back_by_index_with_the_names_tested():
+    live = patched_by_kaudit()
+    release = plan.release_of(live)
+    assert release.values == ((LOGS_PATH, "false"),)
+    assert plan.restore_values_patch(live, release.values) == [
+        {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": "agent"},
+        {"op": "test", "path": "/spec/template/spec/containers/0/env/0/name", "value": "DD_LOGS_ENABLED"},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": "false"}]
+    # The user has set it again since (another manager owns it): their value stays.
+    assert plan.restore_values_patch(patched_by_kaudit(helm_owns_value=True), release.values) is None

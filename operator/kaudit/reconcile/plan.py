@@ -305,11 +305,10 @@ def yielded_paths(desired: dict) -> list[tuple[str, ...]]:
     """
     paths = [path for path, _ in replaced_values(desired)]
     added = added_items(desired)
-    for path in ATOMIC_LISTS.get((desired.get("apiVersion", ""), desired.get("kind", "")), ()):
-        wanted = _get_path(desired, path) or []
-        ours = added.get(_path_text(path), [])
-        if ours and any(item not in ours for item in wanted):  # the user's items are in it too
-            paths.append(path)
+    # An atomic list kaudit added items to is a value over the user's too, even an empty one:
+    # Helm applies the chart's `tolerations: null` and so owns the field.
+    paths += [path for path in ATOMIC_LISTS.get((desired.get("apiVersion", ""), desired.get("kind", "")), ())
+              if added.get(_path_text(path))]
     return paths
 
 
@@ -437,7 +436,9 @@ def user_view(live: dict | None, manager: str = FIELD_MANAGER) -> dict | None:
               if not (m.get("manager") == manager and m.get("operation") == "Apply") and not m.get("subresource")]
     view = copy.deepcopy(live)
     if ours:
-        _strip(view, _union(ours), _union(others))
+        theirs = _union(others)
+        theirs.setdefault("f:metadata", {})  # the object keeps its metadata even if no one else lists any
+        _strip(view, _union(ours), theirs)
     for path, original in replaced_values(live):
         if not owned_by_others(live, path):
             _set_named(view, path, original)
