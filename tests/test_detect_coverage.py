@@ -280,3 +280,12 @@ def test_check_cli_bad_policy_and_rules_name_the_file(capsys, tmp_path):
     assert out == "" and err.startswith(f"error: {policy}: rules[0].level: ") and err.count("\n") == 1
     assert main(["rules", "check", "--profile", "Default", "--rules", str(tmp_path / "missing.json")]) == 1
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: cannot read")
+
+
+def test_a_cluster_scoped_rule_has_the_verdict_of_the_rule_it_came_from():
+    from kaudit.detect.render import for_cluster
+
+    policy = profile_policy("Datadog")
+    rules = pack_rules()
+    scoped = check(policy, [for_cluster(rule, "prod-eu") for rule in rules])
+    assert [r.verdict for r in scoped] == [RESULTS["Datadog"][e.id].verdict for e in PACK]
