@@ -81,7 +81,6 @@ def _load_policy(args: argparse.Namespace):
     """(Policy, description) from --policy or --profile."""
     from kaudit.cli.policy import check_kubernetes_version
     from kaudit.policy import PolicyOptions, compose_policy, load_policy
-    from kaudit.policy.loader import MAX_BYTES
 
     check_kubernetes_version(args)
     if args.profile:
@@ -89,7 +88,7 @@ def _load_policy(args: argparse.Namespace):
         return load_policy(document.text, args.kubernetes_version).policy, f"profile {args.profile}"
     try:
         with open(args.policy, "rb") as handle:
-            data = handle.read(MAX_BYTES + 1)  # one byte past the limit: the loader names the size
+            data = handle.read()
     except OSError as exc:
         raise InvalidInput([FieldError(args.policy, f"cannot read: {exc.strerror or exc}")]) from None
     result = load_policy(data, args.kubernetes_version)

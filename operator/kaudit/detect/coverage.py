@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from itertools import product
 from typing import Callable, Iterable, Iterator
 
+from kaudit.detect.fields import ABSENT as _ABSENT
 from kaudit.detect.fields import REMAPPED, moved_source, needed_level
 from kaudit.detect.model import Rule, query_names
 from kaudit.detect.query import And, MatchAll, Node, Not, Or, Predicate, Term, parse_query, terms, value_matcher
@@ -63,8 +64,7 @@ DIMENSIONS = {
     "objectRef.apiGroup": "api_group", "objectRef.name": "name", "http.url_details.path": "path",
     "stage": "stage", "level": "level",
 }
-_UNKNOWN = object()
-_ABSENT = object()
+_UNKNOWN = object()  # what only the live request decides (a body's content, the status code)
 
 
 # --- cells ----------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def _api_path(cell: dict) -> str:
     if not cell["resource_request"]:
         return cell["path"]
     group = cell["api_group"]
-    out = f"/api/v1" if not group else f"/apis/{group}/v1"
+    out = "/api/v1" if not group else f"/apis/{group}/v1"
     if cell["namespace"]:
         out += f"/namespaces/{cell['namespace']}"
     out += f"/{cell['resource']}"
