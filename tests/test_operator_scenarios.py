@@ -556,3 +556,28 @@ async def test_children_are_listed_and_watched_by_label_on_the_server(server):
     unfiltered = [(r.resource.plural, r.namespace, dict(r.params)) for r in reads
                   if "kaudit.dev/collection" not in str(r.params.get("labelSelector", ""))]
     assert unfiltered == []
+
+
+def node_lists(server) -> int:
+    return len([r for r in server if r.method == kmock.method.GET and r.resource is not None
+                and r.resource.plural == "nodes"])
+
+
+async def test_nodes_are_read_once_per_reconcile_and_only_when_needed(server):
+    # The agent figures and the install state share one list of the control-plane nodes; a
+    # policy-only collection that installs nothing needs neither.
+    spec = {"agent": {"mode": "None"}, "apiServer": {"installPolicy": False}}
+    runtime = runtime_for(server)
+    rounds = lambda: sum(runtime.metrics.reconciles.values())
+    async with running_operator(server, runtime):
+        await create(server, collection(spec=spec))
+        await until(lambda: is_ready(server))
+        await asyncio.sleep(0.3)
+        assert node_lists(server) == 0
+        before = rounds()
+        await server.patch(CREATE_URL + "/cluster", json={"metadata": {"generation": 2},
+                                                          "spec": {"agent": {"mode": "Managed"}}})
+        await until(lambda: status_of(server).get("observedGeneration") == 2 and is_ready(server))
+        await asyncio.sleep(0.3)
+    # Some rounds end before the status (nothing to do); none reads the nodes twice.
+    assert 1 <= node_lists(server) <= rounds() - before

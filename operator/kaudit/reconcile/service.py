@@ -11,7 +11,7 @@ import asyncio
 import datetime
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from kaudit.errors import InvalidInput, Refused
 from kaudit.k8s import resources as r
@@ -225,7 +225,7 @@ class Reconciler:
             raise exc.cause from None
         outcome.writes += len(writes.applies) + len(writes.deletes) + len(writes.releases)
 
-        nodes = await self._control_plane_nodes()
+        nodes = _once(self._control_plane_nodes)  # read only if a consumer needs it, then shared
         figures, installed = await asyncio.gather(
             self._agent_figures(collection, rendered, applied, children, live_target, nodes),
             self._policy_installed(collection, rendered, nodes))
@@ -253,10 +253,10 @@ class Reconciler:
             return []
 
     async def _policy_installed(self, collection: dict, rendered: Any,
-                                nodes: list[dict]) -> tuple[list[dict], Condition] | None:
+                                control_plane_nodes: Callable[[], Awaitable[list[dict]]]) -> tuple[list[dict], Condition] | None:
         """Node by node: which policy the installer wrote and whether kube-apiserver has loaded it.
 
-        Every control-plane node in ``nodes`` must report: one whose installer has not reported yet
+        Every control-plane node must report: one whose installer has not reported yet
         is waited for, so Ready never comes while a node still lacks the policy. None when kaudit
         does not install the policy (spec.apiServer.installPolicy: false).
         """
@@ -265,12 +265,12 @@ class Reconciler:
         from kaudit.installer.reports import aggregate
 
         name = collection["metadata"]["name"]
-        leases, pods = await asyncio.gather(
+        leases, pods, nodes_now = await asyncio.gather(
             self._optional_list(r.LEASES, self.config.namespace, f"{planning.COLLECTION_LABEL}={name}"),
-            self._optional_list(r.PODS, APISERVER_NAMESPACE, APISERVER_SELECTOR))
+            self._optional_list(r.PODS, APISERVER_NAMESPACE, APISERVER_SELECTOR), control_plane_nodes())
         leases = [lease for lease in leases
                   if ((lease.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name]
-        names = [(node.get("metadata") or {}).get("name") for node in nodes]
+        names = [(node.get("metadata") or {}).get("name") for node in nodes_now]
         summary = aggregate(leases, pods, rendered.policy.hash, now=datetime.datetime.now(datetime.timezone.utc),
                             nodes=[n for n in names if n])
         found = summary.condition
@@ -361,11 +361,12 @@ class Reconciler:
         return []
 
     async def _agent_figures(self, collection: dict, rendered: Any, applied: dict, children: list[dict],
-                             live_target: dict | None, nodes: list[dict]):
+                             live_target: dict | None, control_plane_nodes: Callable[[], Awaitable[list[dict]]]):
         mode = agent_mode(collection)
         if mode in ("None", "DatadogAgent"):
             return None
         daemon_set = _agent_daemon_set(mode, rendered, applied, children, live_target)
+        nodes = await control_plane_nodes()
         pods: list[dict] = []
         if daemon_set is not None and nodes:
             namespace = (daemon_set.get("metadata") or {}).get("namespace")
@@ -422,6 +423,18 @@ class Reconciler:
             await post_event(self.client, collection, type_=type_, reason=reason, message=message)
         except Exception as exc:  # an Event is informative; never fail a reconcile for it
             logger.warning("could not post an Event (%s): %s", reason, exc)
+
+
+def _once(factory: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    """``factory()`` started on the first call only; every caller awaits that same task."""
+    task: asyncio.Future | None = None
+
+    def get() -> Awaitable[Any]:
+        nonlocal task
+        if task is None:
+            task = asyncio.ensure_future(factory())
+        return task
+    return get
 
 
 def _component(obj: dict) -> str:
