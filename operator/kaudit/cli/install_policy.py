@@ -19,7 +19,8 @@ is followed through the kubelet's updates, no restart needed) or the installed f
 
 Outside Kubernetes (cloud-init, Ansible, a kubeadm pre-step) use --once: no API access is needed
 and no report is sent. In the kaudit DaemonSet it reports the installed hash for its node
-(NODE_NAME) in a Lease in POD_NAMESPACE.
+(NODE_NAME) in a Lease in POD_NAMESPACE, with the pod's service account (token and ca.crt in
+/var/run/secrets/kubernetes.io/serviceaccount, or in $KAUDIT_SERVICE_ACCOUNT_DIR).
 """
 
 EPILOG = """\
