@@ -8,7 +8,10 @@ that input and its preparation here makes their figures comparable by constructi
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import time
 from dataclasses import dataclass
 
 DEFAULT_EVENTS = "/tmp/kaudit-bench-audit.log"
@@ -24,10 +27,14 @@ def pin_one_cpu() -> str:
 
 
 def ensure_events(path: str, size_mb: float, seed: int) -> None:
-    """Generate the log with gen_events.py unless ``path`` already holds at least ``size_mb`` MiB."""
+    """Generate the log with gen_events.py unless ``path`` already holds at least ``size_mb`` MiB
+    of what this generator writes for ``seed`` (its first line tells)."""
+    from gen_events import generate, iter_lines
+
     if os.path.exists(path) and os.path.getsize(path) >= size_mb * 1024 * 1024:
-        return
-    from gen_events import generate
+        with open(path, "rb") as handle:
+            if handle.readline() == next(iter_lines(seed)).encode():
+                return
 
     events, size = generate(path, size_mb, seed)
     print(f"generated {events} events ({size / 2**20:.0f} MiB) into {path}")
@@ -39,8 +46,70 @@ def log_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--events", default=DEFAULT_EVENTS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", default="Default")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs of each contender (the median counts)")
     return parser
+
+
+class Timer:
+    """Wall-clock and CPU seconds of a block. On a shared machine the CPU time is the fair figure:
+    both contenders are single-threaded, so CPU time is what they would take alone."""
+
+    def __enter__(self) -> "Timer":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def time_json_loads(path: str) -> Timer:
+    """The yardstick: ``for line in file: json.loads(line)``."""
+    loads = json.loads
+    with Timer() as timer, open(path, "rb") as handle:
+        for line in handle:
+            loads(line)
+    return timer
+
+
+def memory_kib() -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of this process in KiB (empty where /proc is not available)."""
+    figures: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as status:
+            for row in status:
+                key, _, value = row.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    figures[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return figures
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def machine_load() -> str:
+    """The load averages, for the report: other processes share the machine's CPUs."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} {five:.1f} {fifteen:.1f} on {os.cpu_count()} CPUs"
+
+
+def ratio_line(name: str, loads: list[Timer], runs: list[Timer], target: float) -> str:
+    """``name / json.loads`` by median CPU time (and by median wall time), against the target."""
+    by_cpu = median([t.cpu for t in loads]) / median([t.cpu for t in runs])
+    by_wall = median([t.wall for t in loads]) / median([t.wall for t in runs])
+    verdict = "met" if by_cpu >= target else "NOT met"
+    return (f"{name} / json.loads = {by_cpu:.2f} by median CPU time (target >= {target:g}: {verdict}); "
+            f"{by_wall:.2f} by median wall time")
+
+
+def timing_line(label: str, timers: list[Timer], mib: float, lines: int) -> str:
+    cpu = [t.cpu for t in timers]
+    return (f"{label:<30}: {mib / median(cpu):7.1f} MiB/s {lines / median(cpu):9.0f} lines/s  "
+            f"(CPU median {median(cpu):.2f} s, min {min(cpu):.2f}, max {max(cpu):.2f}; "
+            f"wall median {median([t.wall for t in timers]):.2f} s)")
 
 
 @dataclass(frozen=True)

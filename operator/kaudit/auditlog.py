@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import json
 import re
-from operator import attrgetter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 from urllib.parse import unquote
 
 import msgspec
+import msgspec.structs
 from msgspec import UNSET, Raw, Struct, UnsetType
 
 __all__ = [
@@ -61,15 +61,40 @@ class ObjectRef(Struct, gc=False):
 _ABSENT = Raw(b"")  # an empty span: the member is not in the line
 
 
+# The names kube-apiserver writes. Decoded as literals, they come back as these very strings
+# (no new string per event, hashes already computed: the caches' keys hold them).
+Level = Literal["None", "Metadata", "Request", "RequestResponse"]
+Stage = Literal["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]
+# RequestInfo's verbs for resource requests, the lower-case HTTP methods for the others.
+Verb = Literal["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "proxy",
+               "post", "put", "head", "options", "connect", "trace"]
+
+
 class AuditEvent(Struct, gc=False):
     """One audit Event as kaudit reads it.
 
-    ``level`` and ``stage`` are taken as they are (any JSON value): whether they name a level and
-    a stage is for the caller to decide (``policy eval`` does not look at them). ``verb`` is
-    ``UNSET`` when the member is missing (which ``simulate`` refuses), ``None`` for a JSON null.
-    ``responseStatus``, ``requestObject`` and ``responseObject`` are the raw JSON bytes of the
-    member's value, empty when the member is absent.
+    ``level``, ``stage`` and ``verb`` are one of kube-apiserver's names, or, in an event that
+    holds another value there, that value as it is (any JSON value for level and stage, any
+    string for verb): whether they name a level and a stage is for the caller to decide
+    (``policy eval`` does not look at them). ``verb`` is ``UNSET`` when the member is missing
+    (which ``simulate`` refuses), ``None`` for a JSON null. ``responseStatus``, ``requestObject``
+    and ``responseObject`` are the raw JSON bytes of the member's value, empty when the member is
+    absent.
     """
+
+    level: Level | None = None
+    stage: Stage | None = None
+    requestURI: str | None = None
+    verb: Verb | None | UnsetType = UNSET
+    user: UserInfo | None = None
+    objectRef: ObjectRef | None = None
+    responseStatus: Raw = _ABSENT
+    requestObject: Raw = _ABSENT
+    responseObject: Raw = _ABSENT
+
+
+class _AnyNames(Struct, gc=False):
+    """:class:`AuditEvent` (the same fields, in the same order) with any level, stage and verb."""
 
     level: Any = None
     stage: Any = None
@@ -86,7 +111,22 @@ class _Status(Struct, gc=False):
     code: Any = None
 
 
-_decode = msgspec.json.Decoder(AuditEvent).decode
+_decode_known = msgspec.json.Decoder(AuditEvent).decode
+_decode_any = msgspec.json.Decoder(_AnyNames).decode
+_NAMES = ("`$.level`", "`$.stage`", "`$.verb`")
+
+
+def _decode(content: bytes) -> AuditEvent:
+    """The event, or msgspec's error; a level, stage or verb other than kube-apiserver's names is
+    read as it is (a second, slower decoder)."""
+    try:
+        return _decode_known(content)
+    except msgspec.ValidationError as exc:
+        if not str(exc).endswith(_NAMES):
+            raise
+    return AuditEvent(*msgspec.structs.astuple(_decode_any(content)))
+
+
 _decode_status = msgspec.json.Decoder(_Status).decode
 _encode = msgspec.json.Encoder().encode
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
@@ -157,7 +197,7 @@ def decode_lines(lines: list[bytes]) -> tuple[list[AuditEvent | MalformedEvent],
     line is decoded again line by line.
     """
     try:
-        return list(map(_decode, lines)), []
+        return list(map(_decode_known, lines)), []
     except _DECODE_ERRORS:
         events = [_decode_or_why_not(line) for line in lines]
         return events, [i for i, event in enumerate(events) if event.__class__ is MalformedEvent]
@@ -292,10 +332,10 @@ class RequestKeys:
                  compute: Callable[[AuditEvent, RequestAttributes], Any], limit: int):
         self._rule_users = frozenset(users)
         self._rule_groups = frozenset(groups)
-        # The objectRef fields in the key, read in one C call: namespace and name only when some
-        # rule looks at them (a log has as many names as objects).
-        fields = ("resource", "apiGroup", "subresource") + ("namespace",) * namespaces + ("name",) * names
-        self._ref_key = attrgetter(*fields)
+        # The objectRef's namespace and name are in the key only when some rule looks at them (a
+        # log has as many names as objects).
+        self._names = names
+        self._namespaces = namespaces
         self._compute = compute
         self.limit = limit
         self.cache: dict[tuple, Any] = {}
@@ -325,7 +365,7 @@ class RequestKeys:
         """:meth:`get` for each event (None for a :class:`MalformedEvent`), in one loop: this is
         the hot loop of every log reader, so it makes no Python call on a cache hit."""
         users, user_class_of, cache = self._users, self._user_class, self.cache
-        ref_key = self._ref_key
+        names, namespaces = self._names, self._namespaces
         found = []
         append = found.append
         for event in events:
@@ -340,10 +380,13 @@ class RequestKeys:
                 if user_class is None:
                     user_class = user_class_of(info)
             ref = event.objectRef
-            if ref is not None and ref.resource:
-                key = (user_class, event.verb, ref_key(ref))
-            else:
+            if ref is None or not ref.resource:
                 key = (user_class, event.verb, event.requestURI)
+            elif names or namespaces:
+                key = (user_class, event.verb, ref.resource, ref.apiGroup, ref.subresource,
+                       ref.namespace if namespaces else None, ref.name if names else None)
+            else:
+                key = (user_class, event.verb, ref.resource, ref.apiGroup, ref.subresource)
             value = cache.get(key)
             if value is None:
                 value = self._miss(event, key, user_class)

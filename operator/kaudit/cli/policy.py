@@ -171,8 +171,10 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
 
     results = evaluator.decision_lines
     bad = 0
+    # A file hands out its lines in batches by itself (one C call); any other iterable is sliced.
+    read = getattr(lines, "readlines", None)
     source = iter(lines)
-    while chunk := list(itertools.islice(source, batch)):
+    while chunk := (read(batch * 256) if read is not None else list(itertools.islice(source, batch))):
         events, malformed = decode_lines(chunk)
         written = results(events)
         for i in malformed:

@@ -2,14 +2,15 @@
 
 The hot loop reads each batch of lines with the audit-event reader (:mod:`kaudit.auditlog`),
 looks each request's shape up in a bounded cache (on a miss it asks the policy engine's evaluator
-for each policy's decision) and adds the event to a *group*: the events of one request shape, one
-user, one stage and one recorded level share every decision, so a group keeps only sums (events,
-recorded bytes, the raw lengths of the members a level may remove) and is turned into the tallies
-(:meth:`Simulation.flush`) when the table of groups is full and at the end. Sizes are linear in
-those sums (:mod:`kaudit.simulate.sizes`), so the totals are the same as event by event.
+for each policy's decision) and adds the event to its *slot*: the events of one request shape,
+stage and recorded level share every decision, so a slot keeps the sums of their measurements
+(recorded bytes, the raw spans a level may remove: :func:`kaudit.simulate.sizes.measure`) and,
+per user name, the events and the bytes each policy would write. Sizes are linear in the
+measurements, so the totals are those of the event-by-event estimate. Slots become tallies
+(:meth:`Simulation.flush`) when there are too many and at the end.
 
-Every accumulator is bounded: the groups (``GROUP_LIMIT``), the request shapes
-(``REQUEST_CACHE_SIZE``), the per-rule and per-level tallies (fixed-size); the top-source,
+Every accumulator is bounded: the slots and their user entries (``SLOT_LIMIT``), the request
+shapes (``REQUEST_CACHE_SIZE``), the per-rule and per-level tallies (fixed-size); the top-source,
 exposure and level-change tables are :class:`TopCounter` instances.
 """
 
@@ -30,7 +31,7 @@ from kaudit.simulate.inputs import InputFile
 from kaudit.simulate.sizes import (
     BODY_STAGES, MEASURES, MF_REQUEST, MF_RESPONSE, N, RANK_REQUEST, RANK_REQUEST_RESPONSE, RECORDED,
     REQUEST_MEMBER, RESPONSE_MEMBER, STATUS_MEMBER, SizeEstimator, body_possible, measure, other_stage_sizes,
-    raw_managed_fields_len, written_size,
+    planned_size, raw_managed_fields_len, size_plan,
 )
 
 MALFORMED_EXAMPLES = 5
@@ -144,14 +145,14 @@ class InputTally:
 
 
 REQUEST_CACHE_SIZE = 10_000
-GROUP_LIMIT = 20_000
+# Slots, and user entries in all slots, held before they are turned into the tallies.
+SLOT_LIMIT = 20_000
 
 
 class _Request:
     """What every event of one request shape shares: the decisions, the source, the sensitivity."""
 
-    __slots__ = ("decision", "base", "verb", "label", "sensitive", "long_running", "ref", "request_fields",
-                 "response_fields")
+    __slots__ = ("decision", "base", "verb", "label", "sensitive", "long_running", "ref")
 
     def __init__(self, decision: Any, base: Any, verb: Any, label: str, sensitive: tuple[bool, bool] | None,
                  long_running: bool, ref: ObjectRef | None):
@@ -164,17 +165,49 @@ class _Request:
         self.sensitive = sensitive
         self.long_running = long_running
         self.ref = ref
-        # Whether a decision keeps the request (response) body but omits its managedFields: only
-        # then are they measured. A patch body is the patch as sent: nothing is stripped from it.
-        self.request_fields = verb != "patch" and _strips_fields(RANK_REQUEST, decision, base)
-        self.response_fields = _strips_fields(RANK_REQUEST_RESPONSE, decision, base)
 
 
-def _strips_fields(rank: int, *decisions: Any) -> bool:
-    return any(d is not None and d.omit_managed_fields and LEVEL_RANK[d.level] >= rank for d in decisions)
+_INVALID = object()  # the slot of events that are not audit events (bad level, stage or verb)
 
 
-_INVALID = object()  # the group of events that are not audit events (bad level, stage or verb)
+def _plan(decision: Any, stage: str, recorded: str, patch: bool) -> tuple | None:
+    """How one policy's written size of the events of a slot follows from their measurements
+    (:func:`kaudit.simulate.sizes.size_plan`); None when the policy writes nothing (level None,
+    or the stage omitted)."""
+    if decision.level == "None" or stage in decision.omit_stages:
+        return None
+    return size_plan(decision.level, recorded, decision.omit_managed_fields, patch)
+
+
+class _Slot:
+    """The events of one request shape, stage and recorded level (and, for a sensitive resource,
+    success): they share every decision. Keeps, per user name, the sums of their measurements
+    (:func:`kaudit.simulate.sizes.measure`): the tables by user need them per user, the per-rule
+    and per-level tallies their total."""
+
+    __slots__ = ("request", "stage", "recorded", "success", "users", "plan", "base_plan",
+                 "request_fields", "response_fields")
+
+    def __init__(self, request: _Request, stage: str, recorded: str, success: bool):
+        self.request = request
+        self.stage = stage
+        self.recorded = recorded
+        self.success = success
+        self.users: dict[Any, list[int]] = {}  # user name (None: no user) -> sums of measurements
+        patch = request.verb == "patch"
+        self.plan = _plan(request.decision, stage, recorded, patch)
+        self.base_plan = None if request.base is None else _plan(request.base, stage, recorded, patch)
+        # managedFields are measured only where a policy strips them from a body it writes.
+        self.request_fields = any(p is not None and p[3] for p in (self.plan, self.base_plan))
+        self.response_fields = any(p is not None and p[4] for p in (self.plan, self.base_plan))
+
+    def sums(self) -> list[int]:
+        """The sums of the measurements of all its events."""
+        return [sum(column) for column in zip(*self.users.values())]
+
+    def sizes(self, plan: tuple | None) -> list[tuple[Any, int, int]]:
+        """(user name, events, bytes written under ``plan``) per user."""
+        return [(user, sums[N], 0 if plan is None else planned_size(sums, plan)) for user, sums in self.users.items()]
 
 
 class Simulation:
@@ -212,7 +245,8 @@ class Simulation:
         # Attributes no rule of either policy looks at stay out of the key, so fewer shapes need caching.
         self.requests = AttributeUse.of(rule for p in policies for rule in p.rules).keys(
             self._new_request, request_cache_size)
-        self._groups: dict[tuple, Any] = {}
+        self._slots: dict[tuple, Any] = {}
+        self._slot_users = 0  # user entries in all slots: the slots are flushed when there are too many
         self._where = ""
         self._line = 0
 
@@ -236,21 +270,20 @@ class Simulation:
             sensitive = self.sensitive.get((ref.apiGroup or "", resource))
         return _Request(decision, base, event.verb, resource_label(event), sensitive, is_long_running(event), ref)
 
-    def _group(self, key: tuple) -> Any:
-        """A new group's sums, or ``_INVALID`` when its events are not audit events."""
-        request, _, stage, recorded = key[:4]
+    def _slot(self, key: tuple) -> Any:
+        """A new slot, or ``_INVALID`` when its events are not audit events."""
+        request, stage, recorded = key[:3]
         if (recorded.__class__ is not str or recorded not in _RECORDED_LEVELS or stage.__class__ is not str
                 or stage not in _STAGE_NAMES or request.verb is UNSET):
             return _INVALID
-        if len(self._groups) >= GROUP_LIMIT:
+        if len(self._slots) >= SLOT_LIMIT:
             self.flush()
-        sums = self._groups[key] = [0] * MEASURES
-        return sums
+        slot = self._slots[key] = _Slot(request, stage, recorded, key[3] if len(key) > 3 else True)
+        return slot
 
     @staticmethod
     def _key(event: AuditEvent, request: _Request) -> tuple:
-        info = event.user
-        key = (request, info.username if info is not None else None, event.stage, event.level)
+        key = (request, event.stage, event.level)
         if request.sensitive is not None:  # the exposure of a response body depends on its success
             key += (succeeded(event),)
         return key
@@ -264,23 +297,29 @@ class Simulation:
         if malformed or self.estimator.calibrating or self.estimator.reserialize or not _plain_lines(lines):
             self._feed_slowly(first, lines, events, requests)
             return
-        groups, group_of = self._groups, self._group
+        slots, slot_of = self._slots, self._slot
+        new_users = 0
         for number, line, event, request in zip(range(first + 1, self._line + 1), lines, events, requests):
-            # Inlined _key: this runs once per event.
-            info = event.user
-            key = (request, info.username if info is not None else None, event.stage, event.level)
+            # Inlined _key and sizes.measure: this runs once per event, for compact lines that each
+            # end in exactly one newline.
+            key = (request, event.stage, event.level)
             if request.sensitive is not None:
                 key += (succeeded(event),)
             try:
-                sums = groups.get(key)
+                slot = slots.get(key)
             except TypeError:  # an unhashable level or stage: not an audit event
-                sums = _INVALID
-            if sums is None:
-                sums = group_of(key)
-            if sums is _INVALID:
+                slot = _INVALID
+            if slot is None:
+                slot = slot_of(key)
+            if slot is _INVALID:
                 self._malformed(number, _NOT_AN_EVENT)
                 continue
-            # Inlined sizes.measure (compact lines, every line ending in exactly one newline).
+            info = event.user
+            username = info.username if info is not None else None
+            sums = slot.users.get(username)
+            if sums is None:
+                sums = slot.users[username] = [0] * MEASURES
+                new_users += 1
             sums[N] += 1
             sums[RECORDED] += len(line)
             size = len(event.responseStatus)
@@ -289,13 +328,16 @@ class Simulation:
             size = len(event.requestObject)
             if size:
                 sums[REQUEST_MEMBER] += _REQUEST_OBJECT + size
-                if request.request_fields and _MANAGED_FIELDS_KEY in line:
+                if slot.request_fields and _MANAGED_FIELDS_KEY in line:
                     sums[MF_REQUEST] += raw_managed_fields_len(event.requestObject)
             size = len(event.responseObject)
             if size:
                 sums[RESPONSE_MEMBER] += _RESPONSE_OBJECT + size
-                if request.response_fields and _MANAGED_FIELDS_KEY in line:
+                if slot.response_fields and _MANAGED_FIELDS_KEY in line:
                     sums[MF_RESPONSE] += raw_managed_fields_len(event.responseObject)
+        self._slot_users += new_users
+        if self._slot_users >= SLOT_LIMIT:
+            self.flush()
 
     def _feed_slowly(self, first: int, lines: list[bytes], events: list, requests: list) -> None:
         """One event at a time: a batch with malformed or blank lines, lines with a carriage return
@@ -313,49 +355,59 @@ class Simulation:
                 continue
             try:
                 key = self._key(event, request)
-                sums = self._groups.get(key)
+                slot = self._slots.get(key)
             except TypeError:
-                sums = _INVALID
-            if sums is None:
-                sums = self._group(key)
-            if sums is _INVALID:
+                slot = _INVALID
+            if slot is None:
+                slot = self._slot(key)
+            if slot is _INVALID:
                 self._malformed(number, _NOT_AN_EVENT)
                 continue
             content = line.rstrip(b"\r\n")
             if self.estimator.calibrating:
                 self.estimator.calibrate(content)
-            measured = measure(content, event, request.request_fields, request.response_fields,
+            measured = measure(content, event, slot.request_fields, slot.response_fields,
                                self.estimator.reserialize)
+            username = event.user.username if event.user is not None else None
+            sums = slot.users.get(username)
+            if sums is None:
+                sums = slot.users[username] = [0] * MEASURES
+                self._slot_users += 1
             for index in range(MEASURES):
                 sums[index] += measured[index]
 
     def flush(self) -> None:
-        """Turn the groups into the tallies."""
-        for (request, username, stage, recorded, *success), sums in self._groups.items():
-            self._tally_group(request, username if username.__class__ is str else "", stage, recorded,
-                              success[0] if success else True, sums)
-        self._groups.clear()
+        """Turn the slots into the tallies."""
+        for slot in self._slots.values():
+            self._tally_slot(slot)
+        self._slots.clear()
+        self._slot_users = 0
 
-    def _tally_group(self, request: _Request, username: str, stage: str, recorded: str, success: bool,
-                     sums: list[int]) -> None:
+    def _tally_slot(self, slot: _Slot) -> None:
         inp = self.input
+        sums = slot.sums()
         events = sums[N]
         inp.events += events
         inp.recorded_bytes += sums[RECORDED]
-        inp.by_stage[stage] = inp.by_stage.get(stage, 0) + events
-        inp.by_recorded_level[recorded] = inp.by_recorded_level.get(recorded, 0) + events
-        source = (username, request.verb, request.label)
-        size = self._account(self.candidate, request.decision, request, source, stage, recorded, success, sums)
+        inp.by_stage[slot.stage] = inp.by_stage.get(slot.stage, 0) + events
+        inp.by_recorded_level[slot.recorded] = inp.by_recorded_level.get(slot.recorded, 0) + events
+        request = slot.request
+        sizes = slot.sizes(slot.plan)
+        self._account(self.candidate, request.decision, slot, sums, sizes)
         base = request.base
         if base is not None:
-            base_size = self._account(self.baseline, base, request, source, stage, recorded, success, sums)
+            base_sizes = slot.sizes(slot.base_plan)
+            self._account(self.baseline, base, slot, sums, base_sizes)
             if base.level != request.decision.level:
-                self.level_changes.add(source + (base.level, request.decision.level), events, events,
-                                       extra=size - base_size)
+                for (username, count, size), (_, _, base_size) in zip(sizes, base_sizes):
+                    source = (username if username.__class__ is str else "", request.verb, request.label)
+                    self.level_changes.add(source + (base.level, request.decision.level), count, count,
+                                           extra=size - base_size)
 
-    def _account(self, tally: PolicyTally, decision: Any, request: _Request, source: tuple[str, Any, str],
-                 stage: str, recorded: str, success: bool, sums: list[int]) -> int:
-        """Tally one group under one policy; return the bytes that policy would write for it."""
+    def _account(self, tally: PolicyTally, decision: Any, slot: _Slot, sums: list[int],
+                 sizes: list[tuple[Any, int, int]]) -> None:
+        """Tally one slot under one policy, given its sums and (user, events, bytes) per user."""
+        stage, request = slot.stage, slot.request
         events = sums[N]
         rule = tally.rules[-1 if decision.rule is None else decision.rule]
         rule.matched += events
@@ -363,27 +415,30 @@ class Simulation:
         if level == "None":
             tally.dropped_none[0] += events
             tally.dropped_none[1] += sums[RECORDED]
-            return 0
+            return
         if stage in decision.omit_stages:
             rule.omitted += events
             dropped = tally.dropped_stage.setdefault(stage, [0, 0])
             dropped[0] += events
             dropped[1] += sums[RECORDED]
-            return 0
+            return
         rank = LEVEL_RANK[level]
-        size = written_size(sums, rank, level, recorded, decision.omit_managed_fields)
+        size = 0
+        for username, count, written in sizes:
+            size += written
+            tally.top.add((username if username.__class__ is str else "", request.verb, request.label), written, count)
         rule.written += events
         rule.bytes += size
         tally.level_events[level] += events
         tally.level_bytes[level] += size
-        recorded_rank = LEVEL_RANK[recorded]
+        recorded_rank = LEVEL_RANK[slot.recorded]
         if recorded_rank < rank and stage in BODY_STAGES and body_possible(request.ref, request.verb, rank,
                                                                             recorded_rank):
             rule.under_recorded += events
             tally.level_under[level] += events
             tally.under_recorded_bytes += size
         if stage in BODY_STAGES:
-            received, started = other_stage_sizes(sums, level, recorded, stage)
+            received, started = other_stage_sizes(sums, level, slot.recorded, stage)
             if "RequestReceived" not in decision.omit_stages:
                 gap = tally.stage_gaps["RequestReceived"]
                 gap[0] += events
@@ -392,26 +447,26 @@ class Simulation:
                 gap = tally.stage_gaps["ResponseStarted"]
                 gap[0] += events
                 gap[1] += started
-        tally.top.add(source, size, events)
         if request.sensitive is not None and rank >= RANK_REQUEST and stage in BODY_STAGES:
-            self._exposure(tally, request, source, rank, level, success, events)
-        return size
+            self._exposure(tally, slot, rank, level, sizes)
 
     @staticmethod
-    def _exposure(tally: PolicyTally, request: _Request, source: tuple[str, Any, str], rank: int, level: str,
-                  success: bool, events: int) -> None:
-        user, verb, label = source
+    def _exposure(tally: PolicyTally, slot: _Slot, rank: int, level: str, sizes: list[tuple[Any, int, int]]) -> None:
+        request = slot.request
+        verb = request.verb
         request_sensitive, response_sensitive = request.sensitive
         bodies = []
         # The request body is logged whether or not the request succeeds; the response of a
         # failed one is a Status, which holds no object.
         if request_sensitive and verb in _REQUEST_BODY_VERBS:
             bodies.append("request")
-        if response_sensitive and rank == RANK_REQUEST_RESPONSE and verb != "watch" and success:
+        if response_sensitive and rank == RANK_REQUEST_RESPONSE and verb != "watch" and slot.success:
             bodies.append("response")
         if bodies:
-            tally.exposure_events += events
-            tally.exposure.add((label, verb, user, level, "+".join(bodies)), events, events)
+            for username, count, _ in sizes:
+                tally.exposure_events += count
+                tally.exposure.add((request.label, verb, username if username.__class__ is str else "", level,
+                                    "+".join(bodies)), count, count)
 
     def run(self, files: Iterable[tuple[InputFile, Iterable[list[bytes]]]]) -> None:
         """Feed every batch of every file (as :func:`kaudit.simulate.inputs.iter_files` yields

@@ -245,20 +245,30 @@ def measure(content: bytes, event: AuditEvent, request_fields: bool, response_fi
     ]
 
 
-def written_size(sums: list[int], rank: int, level: str, recorded: str, omit_managed_fields: bool) -> int:
-    """Bytes kube-apiserver would write at ``level`` for the measured events (newlines included):
-    their recorded lines, with the level's name changed, less the bodies the level leaves out
-    or, with ``omit_managed_fields``, their managedFields (measured only where they are removed)."""
-    size = sums[RECORDED] + sums[DELTA] + sums[N] * (len(level) - len(recorded))
-    if rank < RANK_REQUEST:
-        size -= sums[REQUEST_MEMBER]
-    elif omit_managed_fields:
-        size -= sums[MF_REQUEST]
-    if rank < RANK_REQUEST_RESPONSE:
-        size -= sums[RESPONSE_MEMBER]
-    elif omit_managed_fields:
-        size -= sums[MF_RESPONSE]
-    return size
+def size_plan(level: str, recorded: str, omit_managed_fields: bool, patch: bool = False) -> tuple:
+    """What writing at ``level`` an event recorded at ``recorded`` does to its line: (change of
+    the level name's length, drop the request body, drop the response body, strip the request
+    body's managedFields, strip the response body's). A patch request body is the patch as sent:
+    nothing is stripped from it, as upstream does."""
+    rank = LEVEL_RANK[level]
+    strip = omit_managed_fields
+    return (len(level) - len(recorded), rank < RANK_REQUEST, rank < RANK_REQUEST_RESPONSE,
+            strip and not patch and rank >= RANK_REQUEST, strip and rank >= RANK_REQUEST_RESPONSE)
+
+
+def planned_size(sums: list[int], plan: tuple) -> int:
+    """Bytes kube-apiserver would write for the measured events (newlines included) under a
+    :func:`size_plan`: their recorded lines, with the level's name changed, less the bodies the
+    level leaves out or their managedFields (measured only where they are stripped)."""
+    change, drop_request, drop_response, strip_request, strip_response = plan
+    return (sums[RECORDED] + sums[DELTA] + sums[N] * change
+            - (sums[REQUEST_MEMBER] if drop_request else sums[MF_REQUEST] if strip_request else 0)
+            - (sums[RESPONSE_MEMBER] if drop_response else sums[MF_RESPONSE] if strip_response else 0))
+
+
+def written_size(sums: list[int], level: str, recorded: str, omit_managed_fields: bool, patch: bool = False) -> int:
+    """:func:`planned_size` at ``level``."""
+    return planned_size(sums, size_plan(level, recorded, omit_managed_fields, patch))
 
 
 def other_stage_sizes(sums: list[int], level: str, recorded: str, stage: str) -> tuple[int, int]:
@@ -266,7 +276,7 @@ def other_stage_sizes(sums: list[int], level: str, recorded: str, stage: str) ->
     the requests these final-stage events completed: the same metadata without bodies, naming
     another stage; RequestReceived also has no responseStatus (a long-running request logs no
     bodies)."""
-    metadata = written_size(sums, RANK_METADATA, level, recorded, False) + sums[N] * (
+    metadata = planned_size(sums, (len(level) - len(recorded), True, True, False, False)) + sums[N] * (
         len("RequestReceived") - len(stage))
     return metadata - sums[STATUS_MEMBER], metadata + sums[N] * (len("ResponseStarted") - len("RequestReceived"))
 
@@ -308,7 +318,7 @@ class SizeEstimator:
         strips = omit_managed_fields and rank >= RANK_REQUEST
         sums = measure(content, event, strips and event.verb != "patch", strips and rank >= RANK_REQUEST_RESPONSE,
                        self.reserialize)
-        return written_size(sums, rank, level, event.level, omit_managed_fields)
+        return planned_size(sums, size_plan(level, event.level, omit_managed_fields, event.verb == "patch"))
 
     def request_received_size(self, content: bytes, event: AuditEvent | dict, level: str) -> int:
         """Approximate size of the RequestReceived event of the request ``event`` completed
