@@ -93,18 +93,12 @@ class AuditEvent(Struct, gc=False):
     responseObject: Raw = _ABSENT
 
 
-class _AnyNames(Struct, gc=False):
-    """:class:`AuditEvent` (the same fields, in the same order) with any level, stage and verb."""
-
-    level: Any = None
-    stage: Any = None
-    requestURI: str | None = None
-    verb: str | None | UnsetType = UNSET
-    user: UserInfo | None = None
-    objectRef: ObjectRef | None = None
-    responseStatus: Raw = _ABSENT
-    requestObject: Raw = _ABSENT
-    responseObject: Raw = _ABSENT
+# AuditEvent's fields, in its order, with any level, stage and verb: the decoder of the events
+# that hold another value there.
+_ANY_NAMES = {"level": Any, "stage": Any, "verb": str | None | UnsetType}
+_AnyNames = msgspec.defstruct(
+    "_AnyNames", [(f.name, _ANY_NAMES.get(f.name, f.type), f.default) for f in msgspec.structs.fields(AuditEvent)],
+    gc=False)
 
 
 class _Status(Struct, gc=False):
