@@ -8,11 +8,11 @@ it, so a wrongly typed field is reported whichever policy reads the event, and a
 it takes to scan it, not to build it.
 
 The decoder is msgspec's (``msgspec.json.Decoder`` into ``msgspec.Struct`` types), chosen by
-measurement (``bench/bench_decoders.py``): on the generated benchmark log, one pinned CPU, by CPU
-time, ``json.loads`` 162 MiB/s, ``orjson.loads`` 469 MiB/s, msgspec into plain dicts 483 MiB/s and
-msgspec into these structs 830 MiB/s. orjson, like ``json``, builds a dict of every field of every
-event (bodies included), which caps a reader built on it at about 3x ``json.loads``; the typed
-decoder is about 5x, and its ``msgspec.Raw`` spans give the exact byte length of each body as
+measurement (``bench/bench_decoders.py``): on the generated 200 MiB benchmark log, one pinned CPU,
+by CPU time, ``json.loads`` 135 MiB/s, ``orjson.loads`` 403 MiB/s, msgspec into plain dicts 446
+MiB/s and msgspec into these structs 889 MiB/s. orjson, like ``json``, builds a dict of every field
+of every event (bodies included), which caps a reader built on it at 3x ``json.loads``; the typed
+decoder is 6.6x, and its ``msgspec.Raw`` spans give the exact byte length of each body as
 kube-apiserver wrote it, which is what the size estimates need (:mod:`kaudit.simulate.sizes`).
 
 A JSON ``null`` counts as the field being absent (Go writes none: it omits empty fields). What
