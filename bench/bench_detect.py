@@ -27,8 +27,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import log_arguments, prepare_log  # noqa: E402
-from bench_policy_eval import time_json_loads  # noqa: E402
+from _common import log_arguments, prepare_log, time_json_loads  # noqa: E402
 
 
 def time_pack(path: str) -> tuple[float, float, Counter]:
@@ -53,7 +52,8 @@ def main() -> int:
     loads_wall = loads_cpu = pack_wall = pack_cpu = float("inf")
     signals: Counter = Counter()
     for _ in range(args.rounds):
-        wall, cpu = time_json_loads(args.events)
+        timer = time_json_loads(args.events)
+        wall, cpu = timer.wall, timer.cpu
         loads_wall, loads_cpu = min(loads_wall, wall), min(loads_cpu, cpu)
         wall, cpu, signals = time_pack(args.events)
         pack_wall, pack_cpu = min(pack_wall, wall), min(pack_cpu, cpu)
