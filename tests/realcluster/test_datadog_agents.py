@@ -18,6 +18,7 @@ import copy
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -98,20 +99,47 @@ def kaudits_fields_in_place(ds: dict) -> bool:
 
 # --- DaemonSet mode on Helm-installed agents --------------------------------------------------------
 
+# Matrix entries, each installed as its own release (namespace) so that all install at once.
+CASES = {"default": "datadog", "control-plane-tolerations": "datadog-tolerations", "other-release": None}
 
-@pytest.mark.parametrize("case_name", ["default", "control-plane-tolerations", "other-release"])
-def test_daemonset_mode_on_a_helm_installed_agent(control_plane, operator, case_name):
+
+def install_args(case_name: str) -> tuple[str, list[str]]:
+    case = BY_NAME[case_name]
+    namespace = CASES[case_name] or case.namespace
+    return namespace, ["--namespace", namespace, "--create-namespace", *case.args]
+
+
+@pytest.fixture(scope="module")
+def releases(control_plane):
+    """The Datadog chart installed with helm install for each case (in parallel: helm is mostly waiting)."""
     chart = chart_dir()
     if chart is None:
         pytest.skip(missing_reason())
-    plane, case = control_plane, BY_NAME[case_name]
+
+    def install(case_name: str) -> None:
+        namespace, args = install_args(case_name)
+        control_plane.helm("install", BY_NAME[case_name].release, str(chart), *args)
+
+    def uninstall(case_name: str) -> None:
+        namespace, _ = install_args(case_name)
+        control_plane.helm("uninstall", BY_NAME[case_name].release, "--namespace", namespace, check=False)
+
+    with ThreadPoolExecutor(len(CASES)) as pool:
+        list(pool.map(install, CASES))
+    yield chart
+    with ThreadPoolExecutor(len(CASES)) as pool:
+        list(pool.map(uninstall, CASES))
+
+
+@pytest.mark.parametrize("case_name", list(CASES))
+def test_daemonset_mode_on_a_helm_installed_agent(control_plane, operator, releases, case_name):
+    plane, case, chart = control_plane, BY_NAME[case_name], releases
+    namespace, install = install_args(case_name)
     name = f"agents-{case_name}"
-    install = ["--namespace", case.namespace, "--create-namespace", *case.args]
-    plane.helm("install", case.release, str(chart), *install)
+    ds_args = ("daemonset", case.daemon_set, "-n", namespace)
+    helms = stable(plane.get(*ds_args))
     try:
-        ds_args = ("daemonset", case.daemon_set, "-n", case.namespace)
-        helms = stable(plane.get(*ds_args))
-        plane.apply(collection(name, {"mode": "DaemonSet", "namespace": case.namespace,
+        plane.apply(collection(name, {"mode": "DaemonSet", "namespace": namespace,
                                       "daemonSet": {"name": case.daemon_set}}))
         status = wait_configured(plane, operator, name)["status"]
         live = plane.get(*ds_args)
@@ -144,7 +172,6 @@ def test_daemonset_mode_on_a_helm_installed_agent(control_plane, operator, case_
         assert stable(plane.get(*ds_args)) == helms  # Helm's DaemonSet, exactly
     finally:
         plane.kubectl("delete", "auditcollection", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
-        plane.helm("uninstall", case.release, "--namespace", case.namespace, check=False)
 
 
 # --- DatadogAgent mode on the real CRD --------------------------------------------------------------
