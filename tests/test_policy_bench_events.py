@@ -35,9 +35,15 @@ def test_generator_is_deterministic_and_produces_audit_events(tmp_path):
     assert any("requestObject" in e for e in events) and any("responseObject" in e for e in events)
     assert {"RequestReceived", "ResponseComplete"} <= {e["stage"] for e in events}
 
+    plain = Evaluator(load_policy(compose_policy(PolicyOptions(self_audit=None)).text).policy)
+    assert {plain.evaluate_event(e).level for e in events} == {"None", "Metadata", "Request"}
+    # With the self-audit rules the generated log's cluster-wide RBAC writes (its only changes to
+    # objects those rules name) gain their response bodies; nothing else changes level.
     evaluator = Evaluator(load_policy(compose_policy(PolicyOptions()).text).policy)
-    levels = {evaluator.evaluate_event(e).level for e in events}
-    assert levels == {"None", "Metadata", "Request"}
+    raised = [e for e in events if evaluator.evaluate_event(e).level != plain.evaluate_event(e).level]
+    assert raised and {(e["objectRef"]["resource"], e["verb"] in ("create", "update", "patch", "delete"),
+                        evaluator.evaluate_event(e).level) for e in raised} <= {
+        ("clusterroles", True, "RequestResponse"), ("clusterrolebindings", True, "RequestResponse")}
 
 
 def test_other_seed_gives_other_events():

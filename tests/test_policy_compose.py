@@ -7,8 +7,12 @@ import pytest
 from kaudit.errors import InvalidInput
 from kaudit.policy import PROFILES, PolicyOptions, compose_policy, content_hash, load_policy
 from kaudit.policy.evaluate import Evaluator, RequestAttributes
+from kaudit.policy.profiles import self_audit_rules
 
 from test_policy_lint import DATADOG_PAGE_POLICY
+
+
+SELF_AUDIT_RULES = len(self_audit_rules(PolicyOptions().self_audit))  # before every custom rule
 
 
 def evaluator(**options) -> Evaluator:
@@ -94,10 +98,12 @@ def test_none_profile_logs_nothing():
     assert levels(ev, res("create", "pods"), res("get", "secrets"), url("/x")) == ["None"] * 3
 
 
-def test_custom_rules_come_first_with_the_users_index():
+def test_custom_rules_come_right_after_the_self_audit_rules():
     ev = evaluator(rules=({"level": "RequestResponse", "resources": [{"group": "apps", "resources": ["deployments"]}]},))
     decision = ev.evaluate(res("get", "deployments", group="apps"))
-    assert (decision.level, decision.rule) == ("RequestResponse", 0)
+    assert (decision.level, decision.rule) == ("RequestResponse", SELF_AUDIT_RULES)
+    alone = evaluator(self_audit=None, rules=({"level": "None"},))
+    assert alone.evaluate(res("get", "deployments", group="apps")).rule == 0
 
 
 def test_omit_read_only_keeps_secret_reads_at_metadata():
@@ -167,4 +173,4 @@ def test_custom_rules_round_trip_through_the_file_exactly():
             "resources": [{"group": "", "resources": tricky, "resourceNames": tricky}], "omitManagedFields": False}
     document = compose_policy(PolicyOptions(profile="None", rules=(rule,)))
     loaded = load_policy(document.text).policy
-    assert loaded.rules[0] == decode_rule(rule, "rules[0]", [])
+    assert loaded.rules[SELF_AUDIT_RULES] == decode_rule(rule, "rules[0]", [])

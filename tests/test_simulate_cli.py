@@ -101,8 +101,9 @@ def test_profile_with_options(files):
 
 @pytest.mark.parametrize("args, message", [
     (["--events", "MISSING"], "--events: MISSING: no such file or directory"),
-    (["--events", "LOG", "--omit-read-only"], "--policy: --rules, --omit-read-only, --omit-stages and "
-                                              "--keep-managed-fields apply to --profile only"),
+    (["--events", "LOG", "--omit-read-only"], "--policy: --rules, --omit-read-only, --omit-stages, "
+                                              "--keep-managed-fields, --operator-namespace, --collection and "
+                                              "--no-audit-kaudit apply to --profile only"),
     # A typo must not silently mean "the newest version" (which accepts more than older ones).
     (["--events", "LOG", "--kubernetes-version", "1,33"],
      "--kubernetes-version: expected a version such as \"1.33\", got '1,33'"),

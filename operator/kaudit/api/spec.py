@@ -53,6 +53,7 @@ class PolicySpec:
     omit_read_only: bool = False
     omit_stages: tuple[str, ...] = ("RequestReceived",)
     omit_managed_fields: bool = True
+    audit_kaudit: bool = True  # the self-audit rules first (docs/security.md); false drops them
 
 
 @dataclass(frozen=True)
@@ -393,7 +394,7 @@ def _parse_name(r: _Reader, metadata: dict) -> str:
 def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
     path = "spec.policy"
     obj = r.mapping(spec, "policy", path,
-                    ("profile", "rules", "omitReadOnly", "omitStages", "omitManagedFields"))
+                    ("profile", "rules", "omitReadOnly", "omitStages", "omitManagedFields", "auditKaudit"))
     rules = r.listing(obj, "rules", path) or []
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):
@@ -407,6 +408,7 @@ def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
         omit_read_only=r.boolean(obj, "omitReadOnly", path, default.omit_read_only),
         omit_stages=_parse_stages(r, obj, path, default.omit_stages),
         omit_managed_fields=r.boolean(obj, "omitManagedFields", path, default.omit_managed_fields),
+        audit_kaudit=r.boolean(obj, "auditKaudit", path, default.audit_kaudit),
     )
 
 

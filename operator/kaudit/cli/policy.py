@@ -239,6 +239,13 @@ def add_profile_options(parser: argparse.ArgumentParser, help_prefix: str = "") 
                              "'' for none)")
     parser.add_argument("--keep-managed-fields", action="store_true",
                         help=f"{help_prefix}set omitManagedFields: false (the default omits them)")
+    parser.add_argument("--operator-namespace", metavar="NS", default=None,
+                        help=f"{help_prefix}kaudit's namespace, named by the self-audit rules (default: kaudit-system)")
+    parser.add_argument("--collection", metavar="NAME", default=None,
+                        help=f"{help_prefix}the AuditCollection whose policy ConfigMap the self-audit rules name "
+                             "(default: cluster)")
+    parser.add_argument("--no-audit-kaudit", action="store_true",
+                        help=f"{help_prefix}leave out the self-audit rules (spec.policy.auditKaudit: false)")
 
 
 def profile_options(args: argparse.Namespace, profile: str):
@@ -249,12 +256,33 @@ def profile_options(args: argparse.Namespace, profile: str):
         stage.strip() for stage in args.omit_stages.split(",") if stage.strip())
     return PolicyOptions(
         profile=profile,
+        self_audit=None if args.no_audit_kaudit else _self_audit(args),
         rules=read_custom_rules(args.rules),
         omit_read_only=args.omit_read_only,
         omit_stages=stages,
         omit_managed_fields=not args.keep_managed_fields,
         kubernetes_version=args.kubernetes_version,
     )
+
+
+def _self_audit(args: argparse.Namespace):
+    """The objects the self-audit rules name: what kaudit renders for --collection in --operator-namespace."""
+    from dataclasses import replace
+
+    from kaudit.api.spec import dns_label_problem
+    from kaudit.policy import SelfAudit
+    from kaudit.render.policy import self_audit
+
+    problems = [FieldError(flag, f"Invalid value: {value!r}: {problem}")
+                for flag, value in (("--operator-namespace", args.operator_namespace), ("--collection", args.collection))
+                if value is not None and (problem := dns_label_problem(value))]
+    if problems:
+        raise InvalidInput(problems)
+    default = SelfAudit()
+    namespace = args.operator_namespace or default.namespace
+    if args.collection is None:
+        return replace(default, namespace=namespace)
+    return self_audit(args.collection, namespace)
 
 
 def read_custom_rules(path: str | None) -> tuple[dict, ...]:

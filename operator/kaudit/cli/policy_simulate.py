@@ -103,10 +103,12 @@ def _load_profile(args: argparse.Namespace, profile: str, *, as_shipped: bool = 
 
 def _check_args(args: argparse.Namespace) -> None:
     errors = []
-    profile_flags = args.rules or args.omit_read_only or args.omit_stages is not None or args.keep_managed_fields
+    profile_flags = (args.rules or args.omit_read_only or args.omit_stages is not None or args.keep_managed_fields
+                     or args.operator_namespace is not None or args.collection is not None or args.no_audit_kaudit)
     if args.policy and profile_flags:
         errors.append(FieldError(
-            "--policy", "--rules, --omit-read-only, --omit-stages and --keep-managed-fields apply to --profile only",
+            "--policy", "--rules, --omit-read-only, --omit-stages, --keep-managed-fields, --operator-namespace, "
+                        "--collection and --no-audit-kaudit apply to --profile only",
         ))
     if args.fail_if_increase is not None and not (args.baseline or args.baseline_profile):
         errors.append(FieldError("--fail-if-increase", "needs --baseline or --baseline-profile to compare with"))

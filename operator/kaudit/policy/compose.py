@@ -1,5 +1,10 @@
-"""Compose a policy file from ``spec.policy`` options: custom rules, then the omitReadOnly
-rules, then the profile's rules, rendered through ``templates/policy.yaml.j2``.
+"""Compose a policy file from ``spec.policy`` options: kaudit's self-audit rules, then custom
+rules, then the omitReadOnly rules, then the profile's rules, rendered through
+``templates/policy.yaml.j2``.
+
+The self-audit rules come first so that no custom rule can take a change to the audit machinery
+away from them (kube-apiserver takes the first matching rule); only
+``spec.policy.auditKaudit: false`` leaves them out.
 """
 
 from __future__ import annotations
@@ -117,11 +122,11 @@ def render_policy_text(options: PolicyOptions, items: list[_Item], policy: Polic
 def compose_policy(options: PolicyOptions) -> PolicyDocument:
     """The policy file ``options`` ask for, or :class:`InvalidInput` with paths relative to spec.policy.
 
-    Warnings (lints) name ``rules[i]`` for the user's own rules (they come first, so the index
-    is the same in the file) and policy-level fields such as ``omitStages``.
+    Warnings (lints) name ``rules[i]`` for the user's own rules (index i of spec.policy.rules,
+    whatever comes before them in the file) and policy-level fields such as ``omitStages``.
     """
     from kaudit.policy.lint import covers, lint_policy, unknown_field_warnings
-    from kaudit.policy.profiles import omit_read_only_rules, profile_rules
+    from kaudit.policy.profiles import omit_read_only_rules, profile_rules, self_audit_rules
 
     errors = _option_errors(options)
     custom, unknown, rule_errors = _custom_rules(options)
@@ -129,17 +134,26 @@ def compose_policy(options: PolicyOptions) -> PolicyDocument:
     if errors:
         raise InvalidInput(errors)
 
-    items = [_Item(_wrap(f"Custom rule spec.policy.rules[{i}]."), _rule_yaml(rule)) for i, rule in enumerate(custom)]
-    rules = list(custom)
+    items: list[_Item] = []
+    rules: list[PolicyRule] = []
     generated: list[PolicyRule] = []
-    extra = omit_read_only_rules() if options.omit_read_only and options.profile != "None" else ()
-    for commented in extra + profile_rules(options.profile):
+
+    def add_generated(commented) -> None:
         # A generated rule that an earlier generated rule makes unreachable is left out.
         if any(covers(earlier, commented.rule) for earlier in generated):
-            continue
+            return
         generated.append(commented.rule)
         rules.append(commented.rule)
         items.append(_Item(_wrap(commented.comment), _rule_yaml(commented.rule)))
+
+    for commented in self_audit_rules(options.self_audit) if options.self_audit is not None else ():
+        add_generated(commented)
+    first_custom = len(rules)
+    items += [_Item(_wrap(f"Custom rule spec.policy.rules[{i}]."), _rule_yaml(rule)) for i, rule in enumerate(custom)]
+    rules += custom
+    extra = omit_read_only_rules() if options.omit_read_only and options.profile != "None" else ()
+    for commented in extra + profile_rules(options.profile):
+        add_generated(commented)
 
     policy = Policy(
         rules=tuple(rules),
@@ -155,10 +169,26 @@ def compose_policy(options: PolicyOptions) -> PolicyDocument:
         raise InvalidInput(FieldError("", f"kaudit composed a policy that would not load: {e}") for e in loaded.errors)
 
     warnings = unknown_field_warnings(unknown)
-    custom_paths = tuple(f"rules[{i}]" for i in range(len(custom)))
-    for warning in lint_policy(loaded.policy, kubernetes_version=options.kubernetes_version):
-        path = warning.path
-        if not path.startswith("rules") or any(path == p or path.startswith(p + ".") or path.startswith(p + "[")
-                                                 for p in custom_paths):
-            warnings.append(warning)
+
+    def spec_name(index: int) -> str:  # a rule of the file as the user knows it
+        if index < first_custom:
+            return "kaudit's self-audit rules (spec.policy.auditKaudit)"
+        return f"rules[{index - first_custom}]"
+
+    for warning in lint_policy(loaded.policy, kubernetes_version=options.kubernetes_version, rule_name=spec_name):
+        index, rest = _rule_index(warning.path)
+        if index is None:
+            if not warning.path.startswith("rules"):
+                warnings.append(warning)
+        elif first_custom <= index < first_custom + len(custom):
+            warnings.append(FieldError(f"rules[{index - first_custom}]{rest}", warning.message))
     return PolicyDocument(text=text, hash=digest, rule_count=len(rules), warnings=tuple(warnings))
+
+
+def _rule_index(path: str) -> tuple[int | None, str]:
+    """(N, rest) for a path ``rules[N]rest``; (None, path) for any other path."""
+    head, bracket, tail = path.partition("[")
+    number, close, rest = tail.partition("]")
+    if head != "rules" or not bracket or not close or not number.isdigit():
+        return None, path
+    return int(number), rest

@@ -14,6 +14,19 @@ PROFILES = ("Default", "Datadog", "WriteRequestBodies", "AllRequestBodies", "Non
 
 
 @dataclass(frozen=True)
+class SelfAudit:
+    """kaudit's own objects, which every composed policy records changes to first (docs/security.md).
+
+    The defaults are what kaudit renders for an AuditCollection named ``cluster`` with the operator
+    in ``kaudit-system`` (tests/test_policy_self_audit.py keeps them in step with the renderer's
+    names); ``kaudit render`` and the operator pass the real ones.
+    """
+
+    namespace: str = "kaudit-system"  # the operator namespace: policy ConfigMap, installer, RBAC
+    policy_config_map: str = "kaudit-cluster-policy"  # the ConfigMap the installers read
+
+
+@dataclass(frozen=True)
 class PolicyOptions:
     """What ``spec.policy`` (plus ``spec.apiServer.kubernetesVersion``) asks for."""
 
@@ -23,6 +36,9 @@ class PolicyOptions:
     omit_stages: tuple[str, ...] = ("RequestReceived",)
     omit_managed_fields: bool = True
     kubernetes_version: str = ""  # target minor such as "1.33"; "" = latest known
+    # The self-audit rules that come before every other rule; None (spec.policy.auditKaudit: false)
+    # leaves them out.
+    self_audit: SelfAudit | None = SelfAudit()
 
 
 @dataclass(frozen=True)

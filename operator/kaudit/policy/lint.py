@@ -8,7 +8,7 @@ request the later rule can match is certainly matched by the earlier one.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Callable, Iterable
 
 from kaudit.errors import FieldError
 from kaudit.policy.catalog import BUILTIN_RESOURCES, KNOWN_VERBS, SENSITIVE_RESOURCES
@@ -150,6 +150,12 @@ def _probe_rule(group: str, resource: str) -> PolicyRule:
     return PolicyRule(level="None", resources=(GroupResources(group=group, resources=(resource,)),))
 
 
+# A ConfigMap is sensitive because it is often used for credentials; one the rule names
+# (resourceNames) is a deliberate choice of an object whose content the author knows, such as
+# kaudit's own policy ConfigMap. A named Secret or token is still a secret.
+NAMED_OBJECTS_NOT_SENSITIVE = frozenset({("", "configmaps")})
+
+
 def _may_match_resource(rule: PolicyRule, group: str, resource: str) -> bool:
     """Could ``rule`` match some request for group/resource (ignoring users, verbs, names)?"""
     if rule.non_resource_urls and not (rule.resources or rule.namespaces):
@@ -159,6 +165,8 @@ def _may_match_resource(rule: PolicyRule, group: str, resource: str) -> bool:
     base, _, sub = resource.partition("/")
     for entry in rule.resources:
         if entry.group not in (group, "*"):
+            continue
+        if entry.resource_names and (group, resource) in NAMED_OBJECTS_NOT_SENSITIVE:
             continue
         if not entry.resources:
             return True
@@ -190,7 +198,12 @@ def lint_sensitive_bodies(policy: Policy) -> list[FieldError]:
 SHADOW_CHECK_LIMIT = 1000  # the check compares every pair of rules
 
 
-def lint_shadowed(policy: Policy) -> list[FieldError]:
+def _file_rule_name(index: int) -> str:
+    return f"rules[{index}]"
+
+
+def lint_shadowed(policy: Policy, rule_name: Callable[[int], str] = _file_rule_name) -> list[FieldError]:
+    """``rule_name`` names the earlier rule in the message (a composer numbers the user's rules its own way)."""
     if len(policy.rules) > SHADOW_CHECK_LIMIT:
         return [FieldError("rules", f"{len(policy.rules)} rules: the shadowed-rule check was skipped "
                                     f"(it runs up to {SHADOW_CHECK_LIMIT} rules)")]
@@ -199,7 +212,7 @@ def lint_shadowed(policy: Policy) -> list[FieldError]:
         for i in range(j):
             if covers(policy.rules[i], rule):
                 warnings.append(FieldError(f"rules[{j}]", f"never matches: every request it matches is matched "
-                                                          f"first by rules[{i}]"))
+                                                          f"first by {rule_name(i)}"))
                 break
     return warnings
 
@@ -238,15 +251,16 @@ def duplicate_field_warnings(paths: Iterable[str]) -> list[FieldError]:
 
 
 def lint_policy(policy: Policy, *, unknown_fields: Iterable[str] = (), duplicate_fields: Iterable[str] = (),
-                kubernetes_version: str = "") -> list[FieldError]:
-    """All warnings for a policy that loads. ``unknown_fields``/``duplicate_fields`` come from LoadResult."""
+                kubernetes_version: str = "", rule_name: Callable[[int], str] = _file_rule_name) -> list[FieldError]:
+    """All warnings for a policy that loads. ``unknown_fields``/``duplicate_fields`` come from LoadResult;
+    ``rule_name`` names a rule that another message refers to (default ``rules[i]``)."""
     return (
         unknown_field_warnings(unknown_fields)
         + duplicate_field_warnings(duplicate_fields)
         + lint_verbs(policy)
         + lint_resources(policy)
         + lint_sensitive_bodies(policy)
-        + lint_shadowed(policy)
+        + lint_shadowed(policy, rule_name)
         + lint_catch_all(policy)
         + lint_request_received(policy)
         + lint_group_wildcard(policy, kubernetes_version)

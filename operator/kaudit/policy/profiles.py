@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kaudit.policy.catalog import READ_VERBS, SENSITIVE_RESOURCES, WRITE_VERBS
-from kaudit.policy.document import PROFILES
+from kaudit.policy.document import PROFILES, SelfAudit
 from kaudit.policy.model import PolicyRule
 
 
@@ -107,7 +107,8 @@ _PROFILE_SOURCES: dict[str, tuple[tuple[str, dict], ...]] = {
          {"level": "RequestResponse"}),
     ),
     "None": (
-        ("Log nothing. kube-apiserver refuses a policy without rules, so 'nothing' is one rule.",
+        ("Log nothing (beyond kaudit's self-audit rules, when they are above). kube-apiserver refuses a "
+         "policy without rules, so 'nothing' is one rule.",
          {"level": "None"}),
     ),
 }
@@ -119,6 +120,49 @@ OMIT_READ_ONLY_RULES: tuple[tuple[str, dict], ...] = (
     ("omitReadOnly: no other get, list or watch request is logged.",
      {"level": "None", "verbs": list(READ_VERBS)}),
 )
+
+
+def _self_audit_sources(scope: SelfAudit) -> tuple[tuple[str, dict], ...]:
+    """The rules that record changes to the audit machinery itself, first in every policy.
+
+    Lowering the policy must itself be in the log, with what was put in: kube-apiserver takes the
+    first matching rule, so these come before the user's rules and every profile rule. None of
+    them matches Secrets, and tokens are logged at Metadata only (the response is a live token).
+    """
+    writes = list(WRITE_VERBS)
+    return (
+        ("kaudit audits itself (spec.policy.auditKaudit): changes to AuditCollections (the spec and the "
+         "status that approves each policy), to their CRD, and to cluster-wide RBAC (who may change them) "
+         "are logged with request and response bodies, so lowering the policy is in the log with what "
+         "was put in.",
+         {"level": "RequestResponse", "verbs": writes, "resources": [
+             {"group": "kaudit.dev", "resources": ["auditcollections", "auditcollections/status"]},
+             {"group": "apiextensions.k8s.io", "resources": ["customresourcedefinitions"],
+              "resourceNames": ["auditcollections.kaudit.dev"]},
+             {"group": "rbac.authorization.k8s.io", "resources": ["clusterroles", "clusterrolebindings"]},
+         ]}),
+        (f"kaudit audits itself: in its namespace {scope.namespace}, changes to the policy ConfigMap the "
+         "installers read (named: it holds the policy and nothing else), and to what runs there as "
+         "kaudit or decides who kaudit is (pods, ServiceAccounts, DaemonSets, Deployments, Roles, "
+         "RoleBindings), with bodies. A ConfigMap being created has no name yet when kube-apiserver picks "
+         "the rule, so its creation falls to the rules below, which log no ConfigMap body.",
+         {"level": "RequestResponse", "verbs": writes, "namespaces": [scope.namespace], "resources": [
+             {"group": "", "resources": ["configmaps"], "resourceNames": [scope.policy_config_map]},
+             {"group": "", "resources": ["pods", "pods/ephemeralcontainers", "serviceaccounts"]},
+             {"group": "apps", "resources": ["daemonsets", "deployments"]},
+             {"group": "rbac.authorization.k8s.io", "resources": ["roles", "rolebindings"]},
+         ]}),
+        (f"kaudit audits itself: sessions into the pods of {scope.namespace} and tokens for its "
+         "ServiceAccounts (how someone borrows kaudit's identity), with metadata only: a TokenRequest "
+         "response is a live token.",
+         {"level": "Metadata", "verbs": ["create", "get"], "namespaces": [scope.namespace], "resources": [
+             {"group": "", "resources": ["pods/exec", "pods/attach", "pods/portforward", "serviceaccounts/token"]},
+         ]}),
+    )
+
+
+def self_audit_rules(scope: SelfAudit) -> tuple[CommentedRule, ...]:
+    return _decode(_self_audit_sources(scope))
 
 
 def _decode(sources: tuple[tuple[str, dict], ...]) -> tuple[CommentedRule, ...]:

@@ -473,7 +473,7 @@ def _rendered_status(collection: dict, rendered: Any) -> dict:
     policy = rendered.policy
     return {
         "policy": {"hash": policy.short_hash, "fullHash": policy.hash, "ruleCount": policy.rule_count,
-                   "profile": _profile_of(collection)},
+                   "profile": _profile_of(collection), "auditKaudit": _audits_kaudit(collection)},
         "apiServerFlags": list(rendered.api_server_flags),
         "nextSteps": list(rendered.next_steps),
         "warnings": [str(w) for w in rendered.warnings],
@@ -482,6 +482,10 @@ def _rendered_status(collection: dict, rendered: Any) -> dict:
 
 def _profile_of(collection: dict) -> str:
     return ((collection.get("spec") or {}).get("policy") or {}).get("profile") or "Default"
+
+
+def _audits_kaudit(collection: dict) -> bool:
+    return ((collection.get("spec") or {}).get("policy") or {}).get("auditKaudit") is not False
 
 
 def _agent_daemon_set(mode: str, rendered: Any, applied: dict, children: list[dict],

@@ -29,11 +29,13 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
     instead of guessing it is left out and a warning says how to see it. The operator never previews.
     """
     spec = parse_collection(collection)
-    document = policy.compose(policy.policy_options(spec))
+    document = policy.compose(policy.policy_options(spec, namespace))
     objects: list[dict] = [policy.policy_config_map(spec, document, namespace)]
     patches: list[dict] = []
     warnings: list[FieldError] = [w.under("spec.policy") for w in document.warnings]
     warnings.extend(apiserver_warnings(spec))
+    if not spec.policy.audit_kaudit:
+        warnings.append(policy.SELF_AUDIT_OFF_WARNING)
     steps = policy.api_server_steps(spec, namespace)
     events: list[tuple[str, str]] = []
 

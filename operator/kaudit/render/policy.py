@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from kaudit.api.spec import AuditCollection
-from kaudit.errors import InvalidInput
-from kaudit.policy.document import PolicyDocument, PolicyOptions
+from kaudit.errors import FieldError, InvalidInput
+from kaudit.policy.document import PolicyDocument, PolicyOptions, SelfAudit
 from kaudit.render.common import POLICY_HASH_ANNOTATION, metadata, object_name
 
 COMPONENT = "policy"
 POLICY_KEY = "policy.yaml"
+SELF_AUDIT_OFF_WARNING = FieldError(
+    "spec.policy.auditKaudit",
+    "false: changes to AuditCollections, to kaudit's policy ConfigMap, installer and RBAC are not "
+    "recorded by kaudit's own rules, so lowering the audit policy may leave no trace of what was put in")
 
 
-def policy_options(collection: AuditCollection) -> PolicyOptions:
+def self_audit(collection_name: str, namespace: str) -> SelfAudit:
+    """The objects the self-audit rules name: the operator namespace and the policy ConfigMap there."""
+    return SelfAudit(namespace=namespace, policy_config_map=object_name(collection_name, COMPONENT))
+
+
+def policy_options(collection: AuditCollection, namespace: str) -> PolicyOptions:
     policy = collection.policy
     return PolicyOptions(
+        self_audit=self_audit(collection.name, namespace) if policy.audit_kaudit else None,
         profile=policy.profile,
         rules=policy.rules,
         omit_read_only=policy.omit_read_only,
