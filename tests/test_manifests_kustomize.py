@@ -105,8 +105,13 @@ def test_namespaced_objects_land_in_the_operator_namespace(kubectl):
     for kind in ("Deployment", "ServiceAccount", "PodDisruptionBudget"):
         for obj in objects_of_kind(objects, kind):
             assert obj["metadata"]["namespace"] == namespace
-    binding = one(objects, "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kaudit", "namespace": namespace}]
+    subjects = {o["metadata"]["name"]: o["subjects"] for o in objects_of_kind(objects, "ClusterRoleBinding")}
+    assert subjects == {
+        "kaudit": [{"kind": "ServiceAccount", "name": "kaudit", "namespace": namespace}],
+        # the policy installers' approval read (get AuditCollections): the namespace's service accounts
+        "kaudit-policy-approval": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                                    "name": f"system:serviceaccounts:{namespace}"}],
+    }
 
 
 def test_operator_namespace_admits_the_policy_installer(kubectl):

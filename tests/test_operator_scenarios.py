@@ -581,3 +581,68 @@ async def test_nodes_are_read_once_per_reconcile_and_only_when_needed(server):
         await asyncio.sleep(0.3)
     # Some rounds end before the status (nothing to do); none reads the nodes twice.
     assert 1 <= node_lists(server) <= rounds() - before
+
+
+def _first(requests: list, predicate) -> int:
+    return next(i for i, r in enumerate(requests) if predicate(r))
+
+
+async def test_the_policy_is_approved_before_the_config_map_carries_it(server):
+    # The installers install only the hash in status.policy.fullHash: it must be there before any
+    # kubelet can hand them the ConfigMap, on creation and on every policy change.
+    def approval_then_apply(since: int, expected_hash: str) -> None:
+        sent = writes(server, since)
+        approval = _first(sent, lambda r: r.url.path == CREATE_URL + "/cluster/status"
+                          and body_of(r)["status"].get("policy", {}).get("fullHash") == expected_hash)
+        config_map = _first(sent, lambda r: r.url.path.endswith("/configmaps/kaudit-cluster-policy"))
+        assert approval < config_map
+        assert set(body_of(sent[approval])["status"]) == {"policy"}  # the approval alone, nothing else yet
+
+    async with running_operator(server):
+        start = len(list(server))
+        await create(server, collection())
+        await until(lambda: is_ready(server) and handled(server))
+        first = status_of(server)["policy"]
+        assert first["auditKaudit"] is True
+        approval_then_apply(start, first["fullHash"])
+
+        start = len(list(server))
+        await server.patch(CREATE_URL + "/cluster", json={
+            "metadata": {"generation": 2}, "spec": {"policy": {"profile": "WriteRequestBodies"}}})
+        await until(lambda: status_of(server).get("observedGeneration") == 2)
+        assert status_of(server)["policy"]["fullHash"] != first["fullHash"]
+        approval_then_apply(start, status_of(server)["policy"]["fullHash"])
+
+
+async def test_a_refused_policy_is_a_warning_event_and_a_condition_naming_it(server):
+    runtime = runtime_for(server, recheck_delay=3600)
+    async with running_operator(server, runtime, installer=False):
+        await create(server, collection())
+        installer = asyncio.create_task(fake_installer(server))
+        try:
+            await until(lambda: condition(server, "Ready").get("status") == "True")
+        finally:
+            installer.cancel()
+        start = len(list(server))
+        approved = status_of(server)["policy"]["fullHash"]
+        refused = "f" * 64
+        reason = "not the policy AuditCollection cluster approves (status.policy.fullHash " + approved[:12] + ")"
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/kaudit-cluster-policy-cp-1"
+        await server.patch(path, json={"metadata": {"annotations": {
+            "kaudit.dev/refused-hash": refused, "kaudit.dev/refused-reason": reason,
+            "kaudit.dev/refused-at": "2026-12-01T10:00:00.000000Z"}}})
+        await until(lambda: condition(server, "PolicyInstalled").get("reason") == "PolicyRefused")
+        message = condition(server, "PolicyInstalled")["message"]
+        assert message == (f"node cp-1 refused policy ffffffffffff since 2026-12-01T10:00:00Z: {reason}; "
+                           f"kept {approved[:12]} installed")
+        assert (condition(server, "Ready")["status"], condition(server, "Ready")["reason"]) == ("False", "PolicyRefused")
+        assert status_of(server)["nodes"][0]["refusedHash"] == refused
+        await until(lambda: any(r.url.path.endswith("/events") and body_of(r)["reason"] == "PolicyRefused"
+                                for r in writes(server, start, events=True)))
+        [event] = [body_of(r) for r in writes(server, start, events=True)
+                   if r.url.path.endswith("/events") and body_of(r)["reason"] == "PolicyRefused"]
+        assert event["type"] == "Warning" and event["message"] == message
+        # The source is put right (the installer sees the approved policy again): the refusal clears.
+        await server.patch(path, json={"metadata": {"annotations": {
+            "kaudit.dev/refused-hash": "", "kaudit.dev/refused-reason": "", "kaudit.dev/refused-at": ""}}})
+        await until(lambda: condition(server, "Ready").get("status") == "True")

@@ -120,6 +120,14 @@ class Grant:
     resource_names: tuple[str, ...] = ()  # () = every object of the resource
 
 
+def binds(subject: dict, service_account: str, namespace: str = OPERATOR_NAMESPACE) -> bool:
+    """Whether a binding's subject includes the ServiceAccount (by name, or a group it is in)."""
+    if subject.get("kind") == "ServiceAccount":
+        return (subject.get("name"), subject.get("namespace")) == (service_account, namespace)
+    return subject.get("kind") == "Group" and subject.get("name") in (
+        f"system:serviceaccounts:{namespace}", "system:serviceaccounts", "system:authenticated")
+
+
 def operator_grants(objects: list[dict], service_account: str = "kaudit") -> set[Grant]:
     roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
              for o in objects if o["kind"] in ("ClusterRole", "Role")}
@@ -127,7 +135,7 @@ def operator_grants(objects: list[dict], service_account: str = "kaudit") -> set
     for binding in objects:
         if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
             continue
-        if {"kind": "ServiceAccount", "name": service_account, "namespace": OPERATOR_NAMESPACE} not in binding["subjects"]:
+        if not any(binds(subject, service_account) for subject in binding["subjects"]):
             continue
         namespace = binding["metadata"].get("namespace", CLUSTER)
         ref = binding["roleRef"]
@@ -244,3 +252,74 @@ def test_owner_references_with_block_owner_deletion_are_allowed(chart_objects, m
     need = Need("kaudit.dev", "auditcollections/finalizers", "update", CLUSTER)
     assert allowed(operator_grants(chart_objects), need)
     assert allowed(operator_grants(manifest_objects), need)
+
+
+# --- who can change what reaches the nodes ----------------------------------------------------
+# What ends up in the policy file on a control-plane node, and so in the audit trail, and each
+# write that changes it: the AuditCollection (the operator renders from its spec) and its status
+# (status.policy.fullHash approves what the installers install); the policy ConfigMap (refused by
+# the installers unless approved, but its content is what they are offered); the installer
+# DaemonSet, and any pod in the operator namespace (they run as root with the policy directory);
+# the RBAC that decides all of the above.
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+REACHES_NODES = {
+    ("kaudit.dev", "auditcollections", CLUSTER), ("kaudit.dev", "auditcollections/status", CLUSTER),
+    ("", "configmaps", OPERATOR_NAMESPACE), ("apps", "daemonsets", OPERATOR_NAMESPACE),
+    ("", "pods", OPERATOR_NAMESPACE), ("", "pods/exec", OPERATOR_NAMESPACE),
+    ("rbac.authorization.k8s.io", "roles", OPERATOR_NAMESPACE),
+    ("rbac.authorization.k8s.io", "rolebindings", OPERATOR_NAMESPACE),
+    ("rbac.authorization.k8s.io", "clusterroles", CLUSTER),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", CLUSTER),
+}
+INSTALLER_SA = "kaudit-cluster-policy-installer"  # the examples' collection is "cluster"
+
+
+def identities(objects: list[dict]) -> set[str]:
+    """Every ServiceAccount kaudit's RBAC (chart and rendered objects) binds, by name."""
+    return {s["name"] for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")
+            for s in o["subjects"] if s.get("kind") == "ServiceAccount"} | {INSTALLER_SA, "default"}
+
+
+def node_changing_writes(grants: set[Grant]) -> set[tuple[str, str, str]]:
+    found = set()
+    for grant in grants:
+        if grant.verb not in WRITES and grant.verb not in DANGEROUS_VERBS:
+            continue
+        for group, resource, namespace in REACHES_NODES:
+            if (grant.group, grant.resource) == (group, resource) and (grant.namespace is CLUSTER
+                                                                     or grant.namespace == namespace):
+                found.add((grant.verb, f"{group or 'core'}/{resource}", namespace or "the cluster"))
+    return found
+
+
+@pytest.fixture(scope="module")
+def kaudit_rbac(chart_objects) -> list[dict]:
+    """The chart's RBAC and the RBAC the operator renders (the installer's Role and RoleBinding)."""
+    rendered = [o for r in example_renders() for o in r.objects if o["kind"] in WORKLOAD_KINDS]
+    return chart_objects + [o for o in rendered if o["metadata"]["name"].startswith("kaudit-cluster-")]
+
+
+def test_only_the_operator_can_change_what_reaches_the_nodes(kaudit_rbac):
+    can_change = {name: node_changing_writes(operator_grants(kaudit_rbac, name)) for name in identities(kaudit_rbac)}
+    assert {name for name, writes in can_change.items() if writes} == {"kaudit"}
+    # The approval is the operator's alone: it writes status.policy, nothing else of kaudit's can.
+    assert ("patch", "kaudit.dev/auditcollections/status", "the cluster") in can_change["kaudit"]
+    # And it cannot hand out rights it does not hold: no cluster RBAC write, no bind or escalate.
+    assert not any(resource.startswith("rbac.authorization.k8s.io/cluster") or verb in DANGEROUS_VERBS
+                   for verb, resource, _ in can_change["kaudit"])
+
+
+def test_the_installer_holds_exactly_its_permission_table(kaudit_rbac):
+    places = {permissions.CLUSTER: CLUSTER, permissions.OPERATOR_NAMESPACE: OPERATOR_NAMESPACE}
+    table = {(p.group, p.resource, verb, places[p.scope]) for p in permissions.INSTALLER_PERMISSIONS for verb in p.verbs}
+    held = {(g.group, g.resource, g.verb, g.namespace) for g in operator_grants(kaudit_rbac, INSTALLER_SA)}
+    assert held == table
+
+
+def test_the_approval_read_is_a_get_for_the_operator_namespace_only(chart_objects):
+    [binding] = [o for o in chart_objects if o["kind"] == "ClusterRoleBinding" and o["metadata"]["name"].endswith("-policy-approval")]
+    assert binding["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                                    "name": f"system:serviceaccounts:{OPERATOR_NAMESPACE}"}]
+    # Any other account of the namespace gets this read and nothing else from kaudit's RBAC.
+    assert {(g.group, g.resource, g.verb) for g in operator_grants(chart_objects, "default")} == {
+        ("kaudit.dev", "auditcollections", "get")}

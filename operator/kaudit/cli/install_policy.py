@@ -18,9 +18,12 @@ Without --once it keeps running and installs again whenever --from changes (a mo
 is followed through the kubelet's updates, no restart needed) or the installed file is altered.
 
 Outside Kubernetes (cloud-init, Ansible, a kubeadm pre-step) use --once: no API access is needed
-and no report is sent. In the kaudit DaemonSet it reports the installed hash for its node
-(NODE_NAME) in a Lease in POD_NAMESPACE, with the pod's service account (token and ca.crt in
-/var/run/secrets/kubernetes.io/serviceaccount, or in $KAUDIT_SERVICE_ACCOUNT_DIR).
+and no report is sent; nothing approves the file there, so it installs any valid policy. In the
+kaudit DaemonSet (--report) it installs only the policy the AuditCollection --collection approves
+(its status.policy.fullHash, read afresh before every write): any other candidate is refused, the
+installed file stays as it is, and the refusal is in the node report. It reports the installed
+hash for its node (NODE_NAME) in a Lease in POD_NAMESPACE, with the pod's service account (token
+and ca.crt in /var/run/secrets/kubernetes.io/serviceaccount, or in $KAUDIT_SERVICE_ACCOUNT_DIR).
 """
 
 EPILOG = """\
@@ -29,8 +32,8 @@ examples:
   kaudit install-policy --from /etc/kaudit/policy/policy.yaml \\
       --to /etc/kubernetes/audit-policies/policy.yaml --collection cluster   # in the DaemonSet
 
-exit status: 0 installed or already in place; 1 invalid policy or unusable path (one line each,
-nothing changed at --to).
+exit status: 0 installed or already in place; 1 invalid policy, refused (not approved) policy or
+unusable path (one line each, nothing changed at --to).
 """
 
 
@@ -99,10 +102,16 @@ def run(args) -> int:
     source, target = Path(args.source), Path(args.target)
     reporting = args.report if args.report is not None else bool(os.environ.get("NODE_NAME"))
     reporter = _reporter(args, target) if reporting else None  # before anything is written
+    # Reporting means running in the cluster: there, only the AuditCollection's approved policy goes in.
+    approve = _approval(args).check if reporting else None
     validate = policy_validator(source, args.kubernetes_version)
     if not args.once:
-        return _serve(source, target, validate, args, reporter)
-    result = install_from(source, target, validate)
+        return _serve(source, target, validate, args, reporter, approve)
+    try:
+        result = install_from(source, target, validate, approve)
+    except KauditError as exc:
+        _report_refusal(reporter, exc)
+        raise
     if result.changed:
         kept = f" (previous kept as {result.previous})" if result.previous else ""
         print(f"installed policy {result.hash[:12]} at {target}{kept}")
@@ -113,6 +122,20 @@ def run(args) -> int:
 
         reporter.record(Outcome(result=result))
     return 0
+
+
+def _report_refusal(reporter, exc: KauditError) -> None:
+    from kaudit.installer.approval import NotApproved
+    from kaudit.installer.follow import Outcome, Refusal
+
+    if reporter is not None and isinstance(exc, NotApproved):
+        reporter.record(Outcome(refused=Refusal(exc.candidate_hash, exc.reason)))
+
+
+def _approval(args):
+    from kaudit.installer.approval import Approval, api_fetch
+
+    return Approval(args.collection, api_fetch())  # the client config is the reporter's (in-cluster)
 
 
 def _reporter(args, target: Path):
@@ -127,10 +150,10 @@ def _reporter(args, target: Path):
     return Reporter(sender, identity, target, heartbeat=args.heartbeat)
 
 
-def _serve(source: Path, target: Path, validate, args, reporter) -> int:
+def _serve(source: Path, target: Path, validate, args, reporter, approve) -> int:
     import logging
 
     from kaudit.installer.service import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return serve(source, target, validate, interval=args.interval, reporter=reporter)
+    return serve(source, target, validate, interval=args.interval, reporter=reporter, approve=approve)

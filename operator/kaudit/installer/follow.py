@@ -27,11 +27,31 @@ from kaudit.installer.writer import InstallError, InstallResult, file_id, instal
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A candidate the AuditCollection does not approve (see kaudit.installer.approval)."""
+
+    hash: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """One round: either a result or the one-line error that stopped it."""
+    """One round: a result, the refusal of an unapproved candidate, or the one-line error that stopped it."""
 
     result: InstallResult | None = None
     error: str = ""
+    refused: Refusal | None = None
+    approval_unread: bool = False  # the error is that the AuditCollection could not be read
+
+    @property
+    def unapproved(self) -> bool:
+        return self.refused is not None or self.approval_unread
+
+
+# While a candidate is refused (or its approval cannot be read), ask again after these delays,
+# capped at the follow interval: a legitimate change whose approval lands a moment after the
+# ConfigMap still installs within about a second.
+RETRY_DELAYS = (0.25, 0.25, 0.5, 1.0, 2.0)
 
 
 def policy_validator(source: Path, kubernetes_version: str = "") -> Callable[[bytes], str]:
@@ -72,9 +92,10 @@ def read_source(source: Path) -> bytes:
         raise InstallError(f"{source}: cannot read source: {exc.strerror or exc}") from None
 
 
-def install_from(source: Path, target: Path, validate: Callable[[bytes], str]) -> InstallResult:
+def install_from(source: Path, target: Path, validate: Callable[[bytes], str],
+                 approve: Callable[[bytes], None] | None = None) -> InstallResult:
     """Read ``source`` and install it at ``target``; raises KauditError with a one-line message."""
-    return install(read_source(source), target, validate)
+    return install(read_source(source), target, validate, approve)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -93,18 +114,21 @@ def follow(
     on_outcome: Callable[[Outcome], None],
     stop: threading.Event,
     on_round: Callable[[], None] | None = None,
+    approve: Callable[[bytes], None] | None = None,
 ) -> None:
     """Install now, then again whenever the source's content or the installed file changes.
 
-    ``on_outcome`` is called after every round that did something or failed, and after the first
-    round in any case; ``on_round`` after every round (the report's heartbeat). It runs until
-    ``stop`` is set.
+    ``on_outcome`` is called after every round that did something, failed or refused, and after
+    the first round in any case; ``on_round`` after every round (the report's heartbeat). It runs
+    until ``stop`` is set. ``approve`` (see :func:`run_round`) is retried soon after a refusal.
     """
     # (source bytes, target signature) after the last successful round: nothing to do while both
     # stay the same. After a failure it is None, so the next round tries again.
     settled: tuple[bytes, tuple[int, int, int] | None] | None = None
     first = True
+    retries = 0  # rounds in a row that could not get the candidate approved
     while not stop.is_set():
+        wait = interval
         try:
             content = read_source(source)
         except InstallError as exc:
@@ -113,22 +137,36 @@ def follow(
             settled = None
         else:
             if settled != (content, _signature(target)):
-                outcome = run_round(content, target, validate)
+                outcome = run_round(content, target, validate, approve)
                 # The identity of the file as installed, not a fresh lstat: a change made right after
                 # the install must still look like a change in the next round.
                 settled = (content, outcome.result.file_id) if outcome.result else None
-                if first or outcome.error or (outcome.result and outcome.result.changed):
+                if first or outcome.error or outcome.refused or (outcome.result and outcome.result.changed):
                     on_outcome(outcome)
+                retries = retries + 1 if outcome.unapproved else 0
+                if outcome.unapproved:
+                    wait = min(interval, RETRY_DELAYS[min(retries, len(RETRY_DELAYS)) - 1])
             first = False
         if on_round is not None:
             on_round()
-        stop.wait(interval)
+        stop.wait(wait)
 
 
-def run_round(content: bytes, target: Path, validate: Callable[[bytes], str]) -> Outcome:
-    """One install as an Outcome; never raises, so the following loop outlives any failure."""
+def run_round(content: bytes, target: Path, validate: Callable[[bytes], str],
+              approve: Callable[[bytes], None] | None = None) -> Outcome:
+    """One install as an Outcome; never raises, so the following loop outlives any failure.
+
+    ``approve`` raises :class:`~kaudit.installer.approval.NotApproved` for a candidate the
+    AuditCollection does not approve: that is a refusal, not an error (the node report says so).
+    """
+    from kaudit.installer.approval import ApprovalUnavailable, NotApproved
+
     try:
-        return Outcome(result=install(content, target, validate))
+        return Outcome(result=install(content, target, validate, approve))
+    except NotApproved as exc:
+        return Outcome(refused=Refusal(exc.candidate_hash, exc.reason))
+    except ApprovalUnavailable as exc:
+        return Outcome(error=str(exc), approval_unread=True)
     except InvalidInput as exc:
         return Outcome(error="; ".join(str(e) for e in exc.errors))
     except KauditError as exc:

@@ -33,6 +33,11 @@ ANNOTATION_HASH = "kaudit.dev/installed-hash"
 ANNOTATION_INSTALLED_AT = "kaudit.dev/installed-at"
 ANNOTATION_POLICY_FILE = "kaudit.dev/policy-file"
 ANNOTATION_ERROR = "kaudit.dev/error"
+# The latest candidate the installer refused because the AuditCollection does not approve it
+# (kaudit.installer.approval), while it lasts: its content hash, why, and since when.
+ANNOTATION_REFUSED_HASH = "kaudit.dev/refused-hash"
+ANNOTATION_REFUSED_REASON = "kaudit.dev/refused-reason"
+ANNOTATION_REFUSED_AT = "kaudit.dev/refused-at"
 COMPONENT = "policy-installer"
 FIELD_MANAGER = "kaudit"
 MAX_NAME = 253
@@ -76,6 +81,9 @@ def report_lease(
     error: str,
     now: datetime,
     lease_seconds: int,
+    refused_hash: str = "",
+    refused_reason: str = "",
+    refused_at: datetime | None = None,
 ) -> dict:
     """The server-side-apply body of the node's report."""
     metadata: dict = {
@@ -89,6 +97,9 @@ def report_lease(
             ANNOTATION_HASH: installed_hash,
             ANNOTATION_INSTALLED_AT: micro_time(installed_at) if installed_at else "",
             ANNOTATION_ERROR: error,
+            ANNOTATION_REFUSED_HASH: refused_hash,
+            ANNOTATION_REFUSED_REASON: refused_reason,
+            ANNOTATION_REFUSED_AT: micro_time(refused_at) if refused_at else "",
         },
     }
     if identity.pod_name and identity.pod_uid:

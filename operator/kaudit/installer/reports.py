@@ -33,6 +33,9 @@ from kaudit.installer.lease import (
     ANNOTATION_HASH,
     ANNOTATION_INSTALLED_AT,
     ANNOTATION_NODE,
+    ANNOTATION_REFUSED_AT,
+    ANNOTATION_REFUSED_HASH,
+    ANNOTATION_REFUSED_REASON,
 )
 
 CONDITION_TYPE = "PolicyInstalled"
@@ -48,6 +51,9 @@ class NodeReport:
     error: str = ""
     renewed_at: datetime | None = None
     lease_seconds: int = 0
+    refused_hash: str = ""  # a candidate the AuditCollection does not approve, while it stands
+    refused_reason: str = ""
+    refused_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ def parse_report(lease: Mapping) -> NodeReport | None:
         installed_hash=str(annotations.get(ANNOTATION_HASH) or ""),
         installed_at=parse_time(annotations.get(ANNOTATION_INSTALLED_AT)),
         error=str(annotations.get(ANNOTATION_ERROR) or ""),
+        refused_hash=str(annotations.get(ANNOTATION_REFUSED_HASH) or ""),
+        refused_reason=str(annotations.get(ANNOTATION_REFUSED_REASON) or ""),
+        refused_at=parse_time(annotations.get(ANNOTATION_REFUSED_AT)),
         renewed_at=parse_time(spec.get("renewTime")),
         lease_seconds=int(spec.get("leaseDurationSeconds") or 0),
     )
@@ -146,6 +155,8 @@ def _node_message(report: NodeReport | None, server: ApiServer | None, desired_h
                   restart: bool | str, now: datetime | None) -> str:
     if report is None:
         return "no report from the policy installer on this node"
+    if report.refused_hash:
+        return refusal_text(report)
     if report.error:
         return f"install failed: {report.error}"
     if report.installed_hash != desired_hash:
@@ -179,6 +190,8 @@ def node_entries(reports: Iterable[NodeReport], servers: Mapping[str, ApiServer]
             entry["installedAt"] = format_time(report.installed_at)
         if server and server.started_at:
             entry["apiServerStartedAt"] = format_time(server.started_at)
+        if report and report.refused_hash:
+            entry["refusedHash"] = report.refused_hash
         entry["restartRequired"] = restart
         entry["message"] = _node_message(report, server, desired_hash, restart, now)
         entries.append(entry)
@@ -189,8 +202,21 @@ def _names(entries: list[dict]) -> str:
     return ", ".join(e["name"] for e in entries)
 
 
-def installed_condition(entries: list[dict], failed: Mapping[str, str], desired_hash: str) -> dict:
-    """The PolicyInstalled condition (type, status, reason, message) for these node entries."""
+def refusal_text(report: NodeReport) -> str:
+    """What a node refused, why, and what it kept: one sentence for status and the Event."""
+    since = f" since {format_time(report.refused_at)}" if report.refused_at else ""
+    kept = report.installed_hash[:12] or "no policy"
+    return (f"refused policy {report.refused_hash[:12]}{since}: {report.refused_reason}; "
+            f"kept {kept} installed")
+
+
+def installed_condition(entries: list[dict], failed: Mapping[str, str], desired_hash: str,
+                        refused: Mapping[str, str] | None = None) -> dict:
+    """The PolicyInstalled condition (type, status, reason, message) for these node entries.
+
+    ``refused``: node -> the refusal sentence, for nodes that refuse an unapproved candidate.
+    A refusal comes first: someone changed what reaches the nodes outside the AuditCollection.
+    """
     short = desired_hash[:12]
 
     def condition(status: str, reason: str, message: str) -> dict:
@@ -201,6 +227,10 @@ def installed_condition(entries: list[dict], failed: Mapping[str, str], desired_
     if not entries:
         return condition("Unknown", "NoReports",
                          "no report from the policy installer yet and no kube-apiserver mirror pod found")
+    if refused:
+        node, text = sorted(refused.items())[0]
+        more = f" (and {len(refused) - 1} more node(s))" if len(refused) > 1 else ""
+        return condition("False", "PolicyRefused", f"node {node} {text}{more}")
     if failed:
         node, error = sorted(failed.items())[0]
         more = f" (and {len(failed) - 1} more node(s))" if len(failed) > 1 else ""
@@ -227,6 +257,7 @@ def aggregate(leases: Iterable[Mapping], apiserver_pods: Iterable[Mapping], desi
     servers = apiservers_by_node(apiserver_pods)
     entries = node_entries(reports, servers, desired_hash, now, nodes)
     failed = {r.node: r.error for r in reports if r.error}
+    refused = {r.node: refusal_text(r) for r in reports if r.refused_hash}
     # Nodes known only from the node list, none heard from: NoReports says more than "0 of N".
     heard_from = entries if reports or servers else []
-    return Summary(entries, installed_condition(heard_from, failed, desired_hash))
+    return Summary(entries, installed_condition(heard_from, failed, desired_hash, refused))

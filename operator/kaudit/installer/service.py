@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
-from kaudit.installer.follow import Outcome, follow
+from kaudit.installer.follow import Outcome, Refusal, follow
 from kaudit.installer.lease import Identity, report_lease
 
 log = logging.getLogger("kaudit.installer")
@@ -21,6 +22,17 @@ log = logging.getLogger("kaudit.installer")
 
 class Sender(Protocol):
     def send(self, body: dict) -> bool: ...
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the node report says: the installed policy, the latest error, the standing refusal."""
+
+    installed_hash: str = ""
+    installed_at: datetime | None = None
+    error: str = ""
+    refused: Refusal | None = None
+    refused_at: datetime | None = None
 
 
 class Reporter:
@@ -33,16 +45,22 @@ class Reporter:
         self.policy_file = str(policy_file)
         self.heartbeat = heartbeat
         self.clock = clock
-        self.state: tuple[str, datetime | None, str] = ("", None, "")
-        self.sent_state: tuple[str, datetime | None, str] | None = None
+        self.state = NodeState()
+        self.sent_state: NodeState | None = None
         self.sent_at: datetime | None = None
 
     def record(self, outcome: Outcome) -> None:
+        state = self.state
         if outcome.result is not None:
-            self.state = (outcome.result.hash, outcome.result.installed_at, "")
+            # Installed (or already in place): whatever was refused before is no longer offered.
+            self.state = NodeState(outcome.result.hash, outcome.result.installed_at)
+        elif outcome.refused is not None:
+            # Keep what is installed; name what was refused, since when (the same candidate keeps its time).
+            since = state.refused_at if state.refused == outcome.refused else self.clock()
+            self.state = replace(state, error="", refused=outcome.refused, refused_at=since)
         else:
             # Keep what is installed; add why the latest round failed.
-            self.state = (self.state[0], self.state[1], outcome.error)
+            self.state = replace(state, error=outcome.error)
         self.flush()
 
     def flush(self) -> None:
@@ -50,22 +68,28 @@ class Reporter:
         due = self.sent_at is None or (now - self.sent_at).total_seconds() >= self.heartbeat
         if self.state == self.sent_state and not due:
             return
-        installed_hash, installed_at, error = self.state
+        state = self.state
         body = report_lease(
             self.identity,
             policy_file=self.policy_file,
-            installed_hash=installed_hash,
-            installed_at=installed_at,
-            error=error,
+            installed_hash=state.installed_hash,
+            installed_at=state.installed_at,
+            error=state.error,
             now=now,
             lease_seconds=int(self.heartbeat * 3),
+            refused_hash=state.refused.hash if state.refused else "",
+            refused_reason=state.refused.reason if state.refused else "",
+            refused_at=state.refused_at,
         )
         if self.sender.send(body):
-            self.sent_state, self.sent_at = self.state, now
+            self.sent_state, self.sent_at = state, now
 
 
 def log_outcome(outcome: Outcome) -> None:
-    if outcome.error:
+    if outcome.refused is not None:
+        log.warning("refused policy %s: %s; the installed file is left as it is",
+                    outcome.refused.hash[:12], outcome.refused.reason)
+    elif outcome.error:
         log.error("%s", outcome.error)
     elif outcome.result is not None:
         r = outcome.result
@@ -77,8 +101,8 @@ def log_outcome(outcome: Outcome) -> None:
 
 
 def serve(source: Path, target: Path, validate: Callable[[bytes], str], *, interval: float,
-          reporter: Reporter | None) -> int:
-    """Follow ``source`` until SIGTERM/SIGINT; returns the exit code (0)."""
+          reporter: Reporter | None, approve: Callable[[bytes], None] | None = None) -> int:
+    """Follow ``source`` until SIGTERM/SIGINT; returns the exit code (0). ``approve``: see follow()."""
     stop = threading.Event()
 
     def handle(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -87,16 +111,17 @@ def serve(source: Path, target: Path, validate: Callable[[bytes], str], *, inter
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
 
-    last_error = ""
+    last: tuple[str, Refusal | None] = ("", None)
 
     def on_outcome(outcome: Outcome) -> None:
-        nonlocal last_error
-        if not outcome.error or outcome.error != last_error:  # a failure repeats every round
+        nonlocal last
+        problem = (outcome.error, outcome.refused)
+        if problem == ("", None) or problem != last:  # a failure or refusal repeats every round
             log_outcome(outcome)
-        last_error = outcome.error
+        last = problem
         if reporter is not None:
             reporter.record(outcome)
 
     follow(source, target, validate, interval=interval, on_outcome=on_outcome, stop=stop,
-           on_round=reporter.flush if reporter is not None else None)
+           on_round=reporter.flush if reporter is not None else None, approve=approve)
     return 0

@@ -224,11 +224,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
+def install(content: bytes, target: Path, validate: Validator,
+            approve: Callable[[bytes], None] | None = None) -> InstallResult:
     """Put ``content`` at ``target`` atomically, mode 0600, keeping the old file as ``.previous``.
 
     Raises :class:`InstallError` for file-system problems and whatever ``validate`` raises for
-    invalid content; in both cases nothing in place is changed.
+    invalid content; in both cases nothing in place is changed. ``approve`` is asked only when the
+    content would be written (it differs from the installed file) and stops the install by raising.
     """
     target = Path(target)
     content_hash = validate(content)  # before anything touches the directory
@@ -244,6 +246,8 @@ def install(content: bytes, target: Path, validate: Validator) -> InstallResult:
                 raise InstallError(f"{target}: cannot set mode 0600: {_describe(exc)}") from None
         return InstallResult(target, content_hash, changed=False, installed_at=_mtime(st), file_id=file_id(st))
 
+    if approve is not None:
+        approve(content)  # after the comparison: what is already in place needs no approval
     temp, written = _write_temporary(target, content)
     previous = None
     with _removed_on_failure(temp, f"{target}: cannot replace the file"):

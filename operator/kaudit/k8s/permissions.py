@@ -1,6 +1,7 @@
 """Every Kubernetes permission the operator (``kaudit run``) needs, and where it needs it.
 
-The RBAC of the Helm chart (and manifests/, generated from it) is written from this table.
+The RBAC of the Helm chart (and manifests/, generated from it) is written from this table;
+INSTALLER_PERMISSIONS (at the end) is the policy installer's.
 tests/test_rbac_least_privilege.py checks that the chart grants each entry in its scope and
 nothing else; the operator scenarios (tests/test_operator_scenarios.py) check that every request
 the running operator sends is covered by an entry here.
@@ -108,6 +109,19 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", ("list",), KUBE_SYSTEM,
                "kube-apiserver mirror pods (component=kube-apiserver): did each start after the policy"
                " was installed (restartRequired)? Without it restartRequired is \"unknown\""),
+)
+
+
+# The policy installer's ServiceAccount (kaudit-<name>-policy-installer, rendered per collection):
+# its Role (kaudit.render.installer) grants the Leases; the chart's ClusterRole <release>-policy-approval,
+# bound to the group of the operator namespace's service accounts, grants the read of AuditCollections.
+# tests/test_rbac_least_privilege.py checks that the installer holds exactly these.
+INSTALLER_PERMISSIONS: tuple[Permission, ...] = (
+    Permission("coordination.k8s.io", "leases", ("create", "patch"), OPERATOR_NAMESPACE,
+               "its node report: server-side apply of one Lease (create the first time, then patch)"),
+    Permission("kaudit.dev", "auditcollections", ("get",), CLUSTER,
+               "before writing a policy, read the AuditCollection's status.policy.fullHash: only the"
+               " approved policy is installed (kaudit.installer.approval)"),
 )
 
 

@@ -212,6 +212,7 @@ class Reconciler:
         targets = {planning.key_of(live_target): live_target} if live_target else {}
         writes = planning.plan_writes(owner=collection, objects=rendered.objects, patches=rendered.patches,
                                       live_children=children, live_targets=targets)
+        await self._approve(collection, rendered, outcome)
         try:
             applied = await self._execute(collection, writes, tuple(getattr(rendered, "events", ())))
             if live_target is not None and planning.key_of(live_target) not in applied:
@@ -241,6 +242,23 @@ class Reconciler:
             outcome.requeue_after = RECHECK_AFTER.get(installed_condition.reason)
         conditions.append(_agent_condition(collection, figures))
         return await self._report(collection, outcome, conditions, extra=extra)
+
+    async def _approve(self, collection: dict, rendered: Any, outcome: Outcome) -> None:
+        """Publish the rendered policy's hash in status.policy before the ConfigMap carries it.
+
+        The installers install only the policy whose hash status.policy.fullHash names
+        (kaudit.installer.approval); approving first means a legitimate change is never refused
+        for arriving before its approval. Nothing is written when the status already says so.
+        """
+        meta = collection["metadata"]
+        live_status = self._written.get(meta.get("uid", "")) or collection.get("status") or {}
+        policy = _rendered_status(collection, rendered)["policy"]
+        if live_status.get("policy") == policy:
+            return
+        await self.client.merge_patch(r.AUDIT_COLLECTIONS, None, meta["name"], {"status": {"policy": policy}},
+                                      subresource="status")
+        self._written[meta.get("uid", "")] = {**live_status, "policy": policy}
+        outcome.writes += 1
 
     async def _optional_list(self, resource: r.Resource, namespace: str | None, selector: str) -> list[dict]:
         """A read that enriches status but must not stop a reconcile when RBAC does not allow it."""

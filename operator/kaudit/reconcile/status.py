@@ -37,6 +37,8 @@ PROGRESSING_REASONS = frozenset({"NoReports", "Installing"})
 # the API server refused, a failed install, an agent that cannot run on control-plane nodes.
 FAILURE_REASONS = frozenset({
     "InvalidPolicy", "InvalidSpec", "Conflict", "ApplyFailed", "NotSchedulable", "InstallFailed", "NoPolicy",
+    # a policy installer refused a candidate the AuditCollection does not approve (docs/security.md)
+    "PolicyRefused",
     # kaudit.render refusals (kaudit.errors.Refused reasons)
     "ManagedByDatadogOperator", "TargetNotFound", "TargetClaimed", "LogCollectionDisabled", "MountConflict",
     "ExtraConfdConflict",

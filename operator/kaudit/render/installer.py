@@ -17,7 +17,9 @@ The pod is as small as its job allows (docs/delivery.md explains each choice):
   privileged, no host namespaces;
 - it mounts only the policy file's directory from the host (``DirectoryOrCreate``) and the policy
   ConfigMap as a whole volume (not ``subPath``, which would never see an update);
-- its service account may only create and patch Leases in the operator namespace (node reports).
+- its service account may only create and patch Leases in the operator namespace (node reports)
+  and, through the chart's ClusterRole ``<release>-policy-approval``, get AuditCollections (the
+  approval check, kaudit.installer.approval). It can change nothing that reaches a node.
 
 No config-hash annotation on the pod template: the installer follows ConfigMap changes itself, so a
 policy change must not restart it (nor, through it, anything else).
@@ -67,7 +69,8 @@ def _role(collection: AuditCollection, name: str, namespace: str) -> dict:
         "kind": "Role",
         "metadata": metadata(name, namespace, collection.name, COMPONENT),
         # Server-side apply of its own report: "patch", plus "create" the first time (an apply that
-        # creates is authorised as create). No get/list/watch/delete: it never reads the API.
+        # creates is authorised as create). No get/list/watch/delete: the only read it makes, of its
+        # AuditCollection, is granted cluster-wide by the chart (AuditCollections are cluster-scoped).
         "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "patch"]}],
     }
 
