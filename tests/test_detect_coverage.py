@@ -99,13 +99,17 @@ def any_requests(policy):
 
 def target_requests(shape: Shape, policy):
     resources, paths = (shape.resources, []) if shape.resources is not ANY else any_requests(policy)
+    # A shape open to every namespace ("default" stands for them) also tries the namespaces the policy
+    # names (kaudit's self-audit rules name the operator namespace).
+    named = () if shape.namespaces != ("default",) else tuple(
+        sorted({ns for rule in policy.rules for ns in rule.namespaces} - {"", "default"}))
     for user, groups in identities(policy):
         if shape.users is not None and user not in shape.users:
             continue
         if any(user.startswith(prefix) for prefix in shape.excluded_users):
             continue
         for group, resource, sub in resources:
-            namespaces = ("",) if resource in CLUSTER_SCOPED else shape.namespaces
+            namespaces = ("",) if resource in CLUSTER_SCOPED else shape.namespaces + named
             for verb in shape.verbs or RESOURCE_VERBS:
                 for ns in namespaces:
                     yield RequestAttributes(user, groups, verb, True, ns, group, resource, sub)
@@ -150,13 +154,16 @@ def test_pack_verdict_under_each_profile_is_the_derived_one(profile, entry):
 
 def test_headline_verdicts_read_as_the_issue_expects():
     # Sanity on the derivation itself: the cases a reader can check by eye.
-    assert RESULTS["None"]["kaudit-pod-exec"].verdict == BLIND
-    assert RESULTS["Datadog"]["kaudit-cluster-admin-binding"].verdict == BLIND  # bindings at Metadata there
+    # Under None only kaudit's self-audit rules log anything: exec into kaudit's own pods (at Metadata).
+    assert RESULTS["None"]["kaudit-pod-exec"].verdict == PARTLY
+    assert RESULTS["None"]["kaudit-nodeport-service"].verdict == BLIND
+    # Bindings at Metadata there, except cluster-wide ones and kaudit's own (the self-audit rules).
+    assert RESULTS["Datadog"]["kaudit-cluster-admin-binding"].verdict == PARTLY
     assert RESULTS["Datadog"]["kaudit-privileged-pod"].verdict == FIRES  # pod writes at RequestResponse
     assert RESULTS["Default"]["kaudit-privileged-pod"].verdict == FIRES  # writes at Request
     finding = RESULTS["Datadog"]["kaudit-nodeport-service"].queries[0].blind[0]
-    assert finding.rule == 4 and finding.level == "Metadata"
-    assert finding.reason == ("rule 4 (everything) logs these requests at Metadata; this detection reads "
+    assert finding.rule == 7 and finding.level == "Metadata"  # after the three self-audit rules
+    assert finding.reason == ("rule 7 (everything) logs these requests at Metadata; this detection reads "
                               "@requestObject.spec.type (needs Request)")
 
 
@@ -242,7 +249,9 @@ def _rule(queries, condition, tags=()):
 
 
 def test_case_conditions_decide_between_blind_and_partly_blind():
-    policy = profile_policy("Default")  # pods at Request: a responseObject query is blind there
+    # Default without the self-audit rules (which log pods in kaudit's namespace with responses):
+    # pods at Request, so a responseObject query is blind there.
+    policy = load_policy(compose_policy(PolicyOptions(profile="Default", self_audit=None)).text).policy
     queries = ["@objectRef.resource:pods @http.method:create",
                "@objectRef.resource:pods @http.method:create @responseObject.status.phase:Pending"]
     assert rule_coverage(policy, _rule(queries, "a > 0 && b > 0")).verdict == BLIND
@@ -261,7 +270,9 @@ def test_check_cli_exit_codes_fail_on_and_optional_rules(capsys, tmp_path):
     assert err.startswith("error: ") and "partly-blind or worse under profile Default" in err
     assert main(["rules", "check", "--profile", "None", "-o", "json"]) == 1
     document = json.loads(capsys.readouterr().out)
-    assert document["kind"] == "DetectionCoverage" and document["summary"]["blind"] == len(PACK)
+    # Nothing fires everywhere under None: only kaudit's own namespace and API are logged.
+    assert document["kind"] == "DetectionCoverage" and document["summary"]["fires"] == 0
+    assert document["summary"]["blind"] + document["summary"]["partly-blind"] == len(PACK)
     assert main(["rules", "check", "--profile", "None", "--fail-on", "never"]) == 0
     capsys.readouterr()
     rules = tmp_path / "mine.json"
@@ -269,7 +280,7 @@ def test_check_cli_exit_codes_fail_on_and_optional_rules(capsys, tmp_path):
                                   "queries": [{"query": "@objectRef.resource:pods"}],
                                   "cases": [{"status": "low", "condition": "a > 0"}]}]))
     assert main(["rules", "check", "--profile", "None", "--rules", str(rules)]) == 0
-    assert "blind         Metadata        mine (optional)" in capsys.readouterr().out
+    assert "partly-blind  Metadata        mine (optional)" in capsys.readouterr().out  # pods in kaudit's namespace
 
 
 def test_check_cli_bad_policy_and_rules_name_the_file(capsys, tmp_path):

@@ -41,7 +41,6 @@ TAMPERING = {  # request -> why it must be logged with bodies
     "patch installer DaemonSet": req("patch", "daemonsets", group="apps", name="kaudit-cluster-policy-installer"),
     "patch operator Deployment": req("patch", "deployments", group="apps", name="kaudit"),
     "create a pod in the namespace": req("create", "pods"),
-    "add an ephemeral container": req("patch", "pods", sub="ephemeralcontainers", name="kaudit-x"),
     "create a RoleBinding there": req("create", "rolebindings", group="rbac.authorization.k8s.io"),
     "create a ClusterRoleBinding": req("create", "clusterrolebindings", group="rbac.authorization.k8s.io", ns=""),
 }

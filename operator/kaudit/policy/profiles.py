@@ -136,7 +136,7 @@ def _self_audit_sources(scope: SelfAudit) -> tuple[tuple[str, dict], ...]:
          "are logged with request and response bodies, so lowering the policy is in the log with what "
          "was put in.",
          {"level": "RequestResponse", "verbs": writes, "resources": [
-             {"group": "kaudit.dev", "resources": ["auditcollections", "auditcollections/status"]},
+             {"group": "kaudit.dev", "resources": ["auditcollections/*"]},  # and its status: the approval
              {"group": "apiextensions.k8s.io", "resources": ["customresourcedefinitions"],
               "resourceNames": ["auditcollections.kaudit.dev"]},
              {"group": "rbac.authorization.k8s.io", "resources": ["clusterroles", "clusterrolebindings"]},
@@ -148,7 +148,7 @@ def _self_audit_sources(scope: SelfAudit) -> tuple[tuple[str, dict], ...]:
          "the rule, so its creation falls to the rules below, which log no ConfigMap body.",
          {"level": "RequestResponse", "verbs": writes, "namespaces": [scope.namespace], "resources": [
              {"group": "", "resources": ["configmaps"], "resourceNames": [scope.policy_config_map]},
-             {"group": "", "resources": ["pods", "pods/ephemeralcontainers", "serviceaccounts"]},
+             {"group": "", "resources": ["pods", "serviceaccounts"]},
              {"group": "apps", "resources": ["daemonsets", "deployments"]},
              {"group": "rbac.authorization.k8s.io", "resources": ["roles", "rolebindings"]},
          ]}),
