@@ -204,3 +204,21 @@ def test_a_refusal_comes_before_an_install_failure_in_the_condition():
     condition = aggregate(leases, [], lease("cp-1")["metadata"]["annotations"]["kaudit.dev/installed-hash"]).condition
     assert condition["reason"] == "PolicyRefused" and condition["message"].startswith("node cp-2 refused policy aaaaaaaaaaaa")
 
+
+
+def test_a_refusal_that_ends_without_a_write_is_reported_as_ended(node, tmp_path):
+    # The source is put right (the approved policy, already installed): nothing is written, and
+    # the outcome still reaches the report, so the refusal is cleared there.
+    source = tmp_path / "source.yaml"
+    source.write_text(LOWERED)
+
+    def put_right(index: int) -> None:
+        if index == 2:
+            source.write_text(APPROVED)
+
+    outcomes: list[Outcome] = []
+    follow(source, node, policy_validator(source), interval=30.0, on_outcome=outcomes.append,
+           stop=CountingStop(rounds=4, on_wait=put_right),
+           approve=Approval("cluster", Cluster(collection(digest(APPROVED))).fetch).check)
+    assert [(o.refused is not None, o.result is not None and not o.result.changed) for o in outcomes] == [
+        (True, False), (True, False), (False, True)]

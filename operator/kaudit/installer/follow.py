@@ -141,7 +141,9 @@ def follow(
                 # The identity of the file as installed, not a fresh lstat: a change made right after
                 # the install must still look like a change in the next round.
                 settled = (content, outcome.result.file_id) if outcome.result else None
-                if first or outcome.error or outcome.refused or (outcome.result and outcome.result.changed):
+                # A round after a refusal is news even when nothing was written: the refusal ended.
+                if (first or outcome.error or outcome.refused or retries
+                        or (outcome.result and outcome.result.changed)):
                     on_outcome(outcome)
                 retries = retries + 1 if outcome.unapproved else 0
                 if outcome.unapproved:
