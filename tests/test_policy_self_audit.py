@@ -133,3 +133,44 @@ def test_a_custom_rule_shadowed_by_the_self_audit_rules_is_named_by_the_users_in
     shadowed = [str(w) for w in document.warnings if "never matches" in w.message]
     assert shadowed == ["rules[1]: never matches: every request it matches is matched first by kaudit's "
                         "self-audit rules (spec.policy.auditKaudit)"]
+
+
+def _collection(policy: dict) -> dict:
+    return {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": "prod"},
+            "spec": {"policy": policy, "agent": {"mode": "None"}}}
+
+
+def test_render_names_the_operator_namespace_and_the_collections_config_map():
+    from kaudit.render import render
+
+    rendered = render(_collection({"profile": "None"}), namespace="ops")
+    ev = Evaluator(load_policy(rendered.policy.text).policy)
+    assert ev.evaluate(req("patch", "configmaps", ns="ops", name="kaudit-prod-policy")).level == "RequestResponse"
+    [config_map] = [o for o in rendered.objects if o["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["name"] == "kaudit-prod-policy"  # the name the rule gives
+    assert not [w for w in rendered.warnings if w.path == "spec.policy.auditKaudit"]
+
+
+def test_audit_kaudit_false_is_explicit_and_said_in_the_warnings_and_status():
+    from kaudit.reconcile.service import _rendered_status
+    from kaudit.render import render
+
+    body = _collection({"profile": "None", "auditKaudit": False})
+    rendered = render(body, namespace="ops")
+    assert load_policy(rendered.policy.text).policy.rules[0].level == "None"
+    assert len(load_policy(rendered.policy.text).policy.rules) == 1
+    [warning] = [w for w in rendered.warnings if w.path == "spec.policy.auditKaudit"]
+    assert "not recorded" in warning.message
+    status = _rendered_status(body, rendered)
+    assert status["policy"]["auditKaudit"] is False
+    assert any(w.startswith("spec.policy.auditKaudit: false") for w in status["warnings"])
+    assert _rendered_status(_collection({}), render(_collection({}), namespace="ops"))["policy"]["auditKaudit"] is True
+
+
+def test_audit_kaudit_must_be_a_boolean():
+    from kaudit.api.spec import parse_collection
+    from kaudit.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as info:
+        parse_collection(_collection({"auditKaudit": "no"}))
+    assert [str(e) for e in info.value.errors] == ['spec.policy.auditKaudit: Invalid value: "no": expected true or false']

@@ -18,6 +18,7 @@ import time
 import pytest
 
 import kaudit_cluster as kc
+from kaudit.k8s import permissions
 from plane import wait_for
 
 NAME = "cluster"
@@ -297,8 +298,12 @@ def test_every_request_was_allowed_and_is_in_the_permission_table(control_plane,
     installers = plane.requests_since(managed["start"], user=installer_user, verbs=None)
     assert installers, "no request by the installer's ServiceAccount"
     assert [e["responseStatus"]["code"] for e in installers if e["responseStatus"]["code"] >= 400] == []
-    assert {(e["verb"], e["objectRef"]["resource"], e["objectRef"]["namespace"]) for e in installers} <= {
-        ("create", "leases", NS), ("patch", "leases", NS)}
+    # Its node report, and the read of its AuditCollection before each write (the approval check).
+    allowed = {(verb, p.resource, NS if p.scope == permissions.OPERATOR_NAMESPACE else None)
+               for p in permissions.INSTALLER_PERMISSIONS for verb in p.verbs}
+    assert {(e["verb"], e["objectRef"]["resource"], e["objectRef"].get("namespace")) for e in installers} <= allowed
+    assert ("get", "auditcollections", None) in {(e["verb"], e["objectRef"]["resource"], e["objectRef"].get("namespace"))
+                                                 for e in installers}
 
 
 def test_delete_garbage_collects_everything(control_plane, managed):
