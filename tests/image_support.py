@@ -168,3 +168,9 @@ def container_flags(pod: dict, container: dict, host_paths: dict[str, Path]) -> 
         else:
             raise AssertionError(f"volume {mount['name']}: no podman equivalent written for {sorted(volume)}")
     return flags
+
+
+def operator_container(deployment: dict) -> tuple[dict, dict]:
+    """The pod spec and the operator container of the chart's Deployment."""
+    pod = deployment["spec"]["template"]["spec"]
+    return pod, next(c for c in pod["containers"] if c["name"] == "operator")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from helmtools import REPO, helm, helm_template, k8s_tools, one  # noqa: F401  (fixtures)
-from image_support import SBOM, WHEELS, WHY_NOT, build, container_flags, operator_image  # noqa: F401
+from image_support import SBOM, WHEELS, WHY_NOT, build, container_flags, operator_container, operator_image  # noqa: F401,E501
 from installer_support import leftovers, mode, policy_text
 
 import kaudit
@@ -32,9 +32,7 @@ pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT or "")
 @pytest.fixture(scope="module")
 def operator_flags(helm) -> list[str]:  # noqa: F811
     """podman flags for the chart's operator container, with its default values."""
-    deployment = one(helm_template(helm, include_crds=False), "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    container = next(c for c in pod["containers"] if c["name"] == "operator")
+    pod, container = operator_container(one(helm_template(helm, include_crds=False), "Deployment"))
     return container_flags(pod, container, host_paths={})
 
 
