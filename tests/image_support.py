@@ -1,8 +1,9 @@
 """The operator image, built once per test session with scripts/build-image, and run as Kubernetes would.
 
-podman runs as root with its own storage in a temporary directory (vfs, runc, cgroupfs: what works
-on machines without overlay mounts or a systemd cgroup manager), so the tests neither use nor
-change the user's images. ``container_flags`` turns a pod's container (security context and volume
+podman runs as root with its own storage in a temporary directory, so the tests neither use nor
+change the user's images: the overlay driver where the kernel mounts it (a container then starts
+without copying the image), else vfs; runc and cgroupfs, which work without a systemd cgroup
+manager. ``container_flags`` turns a pod's container (security context and volume
 mounts, as the chart or the renderer writes them) into the ``podman run`` flags that give the
 container the same user, capabilities and writable paths.
 
@@ -53,17 +54,28 @@ class Podman:
     """podman with private storage; ``command`` is also what scripts/build-image gets as its engine."""
 
     state: Path
+    driver: str = "vfs"
 
     @property
     def command(self) -> list[str]:
         return ["podman", "--root", str(self.state / "root"), "--runroot", str(self.state / "run"),
-                "--storage-driver", "vfs", "--runtime", str(shutil.which("runc")),
+                "--storage-driver", self.driver, "--runtime", str(shutil.which("runc")),
                 "--cgroup-manager", "cgroupfs"]
+
+    @classmethod
+    def private(cls) -> "Podman":
+        # A short path: the runroot holds sockets, whose paths are limited to 108 bytes.
+        state = Path(tempfile.mkdtemp(prefix="kaudit-podman-"))
+        probe = cls(state / "probe", "overlay")
+        done = probe("info", "--format", "{{.Store.GraphDriverName}}", check=False)
+        shutil.rmtree(probe.state, ignore_errors=True)
+        return cls(state, "overlay" if done.returncode == 0 and done.stdout.strip() == "overlay" else "vfs")
 
     @property
     def env(self) -> dict[str, str]:
         conf = self.state / "containers.conf"
         if not conf.exists():
+            self.state.mkdir(parents=True, exist_ok=True)
             conf.write_text(CONTAINERS_CONF)
         return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
@@ -72,6 +84,11 @@ class Podman:
         if check and done.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} exited {done.returncode}:\n{done.stderr.strip()}")
         return done
+
+    def remove(self) -> None:
+        """Every image and container of this storage, then the storage (no overlay mount left behind)."""
+        self("system", "reset", "--force", check=False)
+        shutil.rmtree(self.state, ignore_errors=True)
 
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([*self.command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -115,18 +132,17 @@ def operator_image():
     if WHY_NOT:
         pytest.skip(WHY_NOT)
     if "image" not in _session:
-        # A short path: podman's runroot holds sockets, whose paths are limited to 108 bytes.
-        podman = Podman(Path(tempfile.mkdtemp(prefix="kaudit-podman-")))
+        podman = Podman.private()
         tag = "localhost/kaudit/kaudit:test"
         try:
             _session["image"] = Image(tag, podman, build(podman, "--tag", tag))
         except BaseException:
-            shutil.rmtree(podman.state, ignore_errors=True)
+            podman.remove()
             raise
     yield _session["image"]
     image = _session.pop("image", None)
     if image is not None:  # the first teardown at the session's end removes the storage
-        shutil.rmtree(image.podman.state, ignore_errors=True)
+        image.podman.remove()
 
 
 # --- a pod's container as podman flags ---------------------------------------------------------
