@@ -67,11 +67,13 @@ def test_unknown_fields_are_errors_at_every_level():
         "logs": {"tag": ["a"]},
     }))
     assert errors == [
-        'spec.polcy: unknown field "polcy"',
-        'spec.agent.daemonSet.nam: unknown field "nam"',
-        'spec.agent.managed.imagee: unknown field "imagee"',
-        'spec.logs.tag: unknown field "tag"',
+        'spec.polcy: unknown field "polcy"; did you mean "policy"?',
+        'spec.agent.daemonSet.nam: unknown field "nam"; did you mean "name"?',
+        'spec.agent.managed.imagee: unknown field "imagee"; did you mean "image"?',
+        'spec.logs.tag: unknown field "tag"; did you mean "tags"?',
     ]
+    # No suggestion when nothing is close.
+    assert errors_of(collection({"zzz": {}})) == ['spec.zzz: unknown field "zzz"']
 
 
 def test_every_problem_is_reported_in_one_pass():
@@ -124,10 +126,10 @@ def test_wrong_kind_and_api_version_are_reported():
     resource = collection()
     resource["apiVersion"] = "kaudit.dev/v1"
     resource["kind"] = "AuditPolicy"
-    assert errors_of(resource) == [
-        'apiVersion: Unsupported value: "kaudit.dev/v1": supported values: "kaudit.dev/v1alpha1"',
-        'kind: Unsupported value: "AuditPolicy": supported values: "AuditCollection"',
-    ]
+    # Another kind is named in one line, not as one error per field it lacks.
+    assert errors_of(resource) == ["kind: this is an AuditPolicy (kaudit.dev/v1), not an AuditCollection (kaudit.dev/v1alpha1)"]
+    resource["kind"] = "AuditCollection"
+    assert errors_of(resource) == ['apiVersion: Unsupported value: "kaudit.dev/v1": supported values: "kaudit.dev/v1alpha1"']
 
 
 def test_not_an_object_is_reported_without_a_crash():

@@ -98,16 +98,17 @@ def test_invalid_input_is_one_line_per_field_path(capsys, tmp_path):
     )
     code, out, err = run(capsys, "render", "-f", str(bad))
     assert code == 1 and out == ""
+    # file:line:column of the key (1-based), then the field path.
     assert err.splitlines() == [
-        "error: spec.apiServer.logMaxSizeMB: Invalid value: -1: must be greater than or equal to 1",
-        'error: spec.agent.mode: Unsupported value: "Foo": supported values: "Managed", "DaemonSet", '
+        f"error: {bad}:6:15: spec.apiServer.logMaxSizeMB: Invalid value: -1: must be greater than or equal to 1",
+        f'error: {bad}:5:11: spec.agent.mode: Unsupported value: "Foo": supported values: "Managed", "DaemonSet", '
         '"DatadogAgent", "None"',
     ]
 
 
 @pytest.mark.parametrize("content, expected", [
     ("a: [unclosed\n", "not valid YAML"),
-    ("", "expected one AuditCollection document, found 0"),
+    ("", "expected one AuditCollection document, the file is empty"),
     ("kind: A\n---\nkind: B\n", "expected one AuditCollection document, found 2"),
 ])
 def test_unreadable_input_is_one_line(capsys, tmp_path, content, expected):
@@ -120,7 +121,7 @@ def test_unreadable_input_is_one_line(capsys, tmp_path, content, expected):
 
 def test_missing_file_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, "render", "-f", str(tmp_path / "nope.yaml"))
-    assert code == 1 and "cannot read" in err and len(err.splitlines()) == 1
+    assert code == 1 and err == f"error: {tmp_path / 'nope.yaml'}: no such file\n"
 
 
 def test_whole_process_never_prints_a_traceback(tmp_path):
@@ -130,7 +131,7 @@ def test_whole_process_never_prints_a_traceback(tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and result.stdout == ""
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith('error: metadata.name: Invalid value: "Bad_Name"')
+    assert result.stderr.startswith(f'error: {bad}:3:12: metadata.name: Invalid value: "Bad_Name"')
 
 
 def test_help_describes_every_option():
@@ -161,7 +162,7 @@ def test_existing_can_come_from_standard_input():
     ("a: " + "[" * 200_000 + "]" * 200_000 + "\n", "nested too deeply"),  # libyaml's composer would segfault
     ("".join("{a: " for _ in range(100_000)) + "1" + "}" * 100_000 + "\n", "nested too deeply"),
     ("- a\n- b\n", "expected an AuditCollection object, got array"),
-    ("\x00\x01", "not valid YAML"),
+    ("\x00\x01", "binary data"),
 ], ids=["deep-list", "deep-map", "list", "binary"])
 def test_hostile_input_is_one_line_in_a_whole_process(tmp_path, option, content, expected):
     # Run as a separate process: a crash in the YAML library would otherwise take pytest down.
@@ -185,9 +186,10 @@ def test_version_and_top_level_help_in_a_whole_process():
     assert result.returncode == 0
     for command in ("render", "policy", "run", "install-policy"):
         assert f"    {command}" in result.stdout
-    # No command: the usage on stderr and exit 2, like any other usage error.
+    # No command: one line pointing at --help and exit 2, like any other usage error.
     result = subprocess.run([sys.executable, "-m", "kaudit"], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2 and "usage: kaudit" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr == "error: kaudit: a command is required: render, policy, run, install-policy (see 'kaudit --help')\n"
 
 
 def test_the_kaudit_console_script_is_declared():

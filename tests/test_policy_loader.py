@@ -178,8 +178,8 @@ def test_group_wildcard_depends_on_kubernetes_version():
 @pytest.mark.parametrize(
     "data, fragment",
     [
-        (b"\x89PNG\r\n\x1a\n\x00\x00", "UTF-8"),
-        ("rules: [\n  - level: None\n", "invalid YAML at line"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "binary data"),
+        ("rules: [\n  - level: None\n", "line 2, column 3: not valid YAML"),
         ("- just\n- a list\n", "not a mapping"),
         ("just a string", "not a mapping"),
         ("[" * 5000 + "]" * 5000, "nested too deeply"),

@@ -90,8 +90,9 @@ def test_missing_input_is_refused_before_reading(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput) as exc:
         check_inputs([str(tmp_path / "nope.log"), "-", "-", str(tmp_path / "empty")])
-    assert [e.message for e in exc.value.errors] == [
-        "standard input ('-') can be given only once", f"{tmp_path / 'nope.log'}: no such file or directory",
+    assert [str(e) for e in exc.value.errors] == [
+        "--events: standard input ('-') is given twice; it can be read only once",
+        f"{tmp_path / 'nope.log'}: no such file",
         f"{tmp_path / 'empty'}: a directory without *.log or *.log.gz files",
     ]
 

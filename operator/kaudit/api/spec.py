@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kaudit import __version__
-from kaudit.errors import FieldError, InvalidInput
+from kaudit.errors import FieldError, InvalidInput, did_you_mean
 from kaudit.k8s.quantity import parse_quantity
 
 API_GROUP = "kaudit.dev"
@@ -187,7 +187,7 @@ class _Reader:
 
     def unknown(self, value: dict, path: str, known: tuple[str, ...]) -> None:
         for key in sorted(set(value) - set(known), key=str):
-            self.fail(f"{path}.{key}", f'unknown field "{key}"')
+            self.fail(f"{path}.{key}", f'unknown field "{key}"{did_you_mean(key, known)}')
 
     def string(self, obj: dict, key: str, path: str, default: str,
                check: Callable[[str], str | None] | None = None) -> str:
@@ -350,14 +350,20 @@ def _tag(value: str) -> str | None:
 def parse_collection(resource: Any) -> AuditCollection:
     """Parse and validate an AuditCollection resource; raise InvalidInput listing every problem."""
     r = _Reader()
+    from kaudit.documents import wrong_kind
+
     if not isinstance(resource, dict):
         raise InvalidInput([FieldError("", f"expected an AuditCollection object, got {_type_name(resource)}")])
+    other = wrong_kind(resource, KIND)
+    if other is not None:  # one line saying what the document is, not one per field it lacks
+        raise InvalidInput([other])
     if resource.get("apiVersion") != API_VERSION:
         r.fail("apiVersion", f"Unsupported value: {_quote(resource.get('apiVersion'))}: supported values: \"{API_VERSION}\"")
     if resource.get("kind") != KIND:
         r.fail("kind", f"Unsupported value: {_quote(resource.get('kind'))}: supported values: \"{KIND}\"")
-    for key in sorted(set(resource) - {"apiVersion", "kind", "metadata", "spec", "status"}, key=str):
-        r.fail(str(key), f'unknown field "{key}"')
+    top_level = ("apiVersion", "kind", "metadata", "spec", "status")
+    for key in sorted(set(resource) - set(top_level), key=str):
+        r.fail(str(key), f'unknown field "{key}"{did_you_mean(key, top_level)}')
     raw_metadata = resource.get("metadata")
     # Any metadata key is fine (it is ObjectMeta's), but metadata itself must be an object.
     metadata = r.mapping(resource, "metadata", "metadata", tuple(raw_metadata) if isinstance(raw_metadata, dict) else ())
@@ -420,7 +426,7 @@ def _check_rule_fields(r: _Reader, rule: dict, path: str) -> None:
 
     for key in sorted(set(rule) - RULE_FIELDS, key=str):
         r.fail(f"{path}.{key}", f'unknown field "{key}": kube-apiserver would drop it silently and the rule '
-                                "would match more than written")
+                                f"would match more than written{did_you_mean(key, RULE_FIELDS)}")
     entries = rule.get("resources")
     for j, entry in enumerate(entries if isinstance(entries, list) else ()):
         if not isinstance(entry, dict):
@@ -428,7 +434,8 @@ def _check_rule_fields(r: _Reader, rule: dict, path: str) -> None:
         for key in sorted(set(entry) - GROUP_RESOURCES_FIELDS, key=str):
             why = ("verbs belongs on the rule, not inside a resources entry; kube-apiserver would drop it and the "
                    "rule would match every verb") if key == "verbs" else \
-                "kube-apiserver would drop it silently and the rule would match more than written"
+                "kube-apiserver would drop it silently and the rule would match more than written" + \
+                did_you_mean(key, GROUP_RESOURCES_FIELDS)
             r.fail(f"{path}.resources[{j}].{key}", f'unknown field "{key}": {why}')
 
 

@@ -1,7 +1,9 @@
 """The ``kaudit`` command line.
 
 Each command group lives in its own module with a ``register(subparsers)`` function; this
-module only wires them together and turns kaudit's errors into one line each on stderr.
+module only wires them together and turns kaudit's errors into one line each on stderr:
+``error: <file>[:<line>:<col>]: <field path>: <message>``, exit 1 for bad input, exit 2 for bad
+usage (one line naming the command and pointing at its --help). docs/cli.md is the contract.
 Command modules import heavy libraries (kopf, kubernetes) inside the command function, so
 ``kaudit render`` starts fast.
 """
@@ -19,10 +21,31 @@ from kaudit.errors import InvalidInput, KauditError, Refused
 
 # Module names under kaudit.cli, in the order their commands appear in --help.
 COMMAND_MODULES = ("render", "policy", "rules", "run", "install_policy")
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+
+def usage_line(prog: str, message: str) -> str:
+    return f"error: {prog}: {message} (see '{prog} --help')"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with kaudit's usage errors: one line and exit 2, instead of a usage block.
+
+    Subcommand parsers are made from the same class (argparse's default ``parser_class``).
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, usage_line(self.prog, message) + "\n")
+
+
+def missing_command(parser: argparse.ArgumentParser, choices: str) -> int:
+    print(usage_line(parser.prog, f"a command is required: {choices}"), file=sys.stderr)
+    return EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kaudit",
         description=(
             "Provision Kubernetes API-server audit log collection for the Datadog Agent. "
@@ -51,19 +74,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
+        return missing_command(parser, ", ".join(name.replace("_", "-") for name in COMMAND_MODULES))
     try:
         return int(args.func(args) or 0)
     except InvalidInput as exc:
         report(exc.errors)
-        return 1
+        return EXIT_BAD_INPUT
     except Refused as exc:
         report([f"{exc.reason}: {exc.message}"])
-        return 1
+        return EXIT_BAD_INPUT
     except KauditError as exc:
         report([exc])
-        return 1
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

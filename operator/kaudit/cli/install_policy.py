@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
+from kaudit.cli.policy import version_argument
 from kaudit.errors import KauditError
 
 DESCRIPTION = """\
@@ -53,8 +55,7 @@ def register(subparsers) -> None:
                         help="install once and exit instead of following --from")
     parser.add_argument("--interval", type=_positive, default=5.0, metavar="SECONDS",
                         help="how often to re-read --from and check --to when following (default: 5)")
-    parser.add_argument("--kubernetes-version", default="", metavar="MINOR",
-                        help='validate for this kube-apiserver minor, e.g. "1.33" (default: latest known)')
+    version_argument(parser)
     report = parser.add_mutually_exclusive_group()
     report.add_argument("--report", dest="report", action="store_true", default=None,
                         help="send the node report (default: on when NODE_NAME is set, as in the DaemonSet)")
@@ -92,7 +93,7 @@ def _identity(args):
 
 
 def run(args) -> int:
-    from kaudit.installer.follow import install_from, policy_validator
+    from kaudit.installer.follow import install_from, policy_validator, policy_warnings, read_source
 
     from kaudit.cli.policy import check_kubernetes_version
 
@@ -105,13 +106,21 @@ def run(args) -> int:
     # Reporting means running in the cluster: there, only the AuditCollection's approved policy goes in.
     approve = _approval(args).check if reporting else None
     validate = policy_validator(source, args.kubernetes_version)
+
+    def lint(content: bytes) -> tuple[str, ...]:
+        return policy_warnings(source, content, args.kubernetes_version)
+
     if not args.once:
-        return _serve(source, target, validate, args, reporter, approve)
+        return _serve(source, target, validate, args, reporter, approve, lint)
+    content = read_source(source)
     try:
-        result = install_from(source, target, validate, approve)
+        result = install_from(source, target, validate, approve, content)
     except KauditError as exc:
         _report_refusal(reporter, exc)
         raise
+    warnings = lint(content)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if result.changed:
         kept = f" (previous kept as {result.previous})" if result.previous else ""
         print(f"installed policy {result.hash[:12]} at {target}{kept}")
@@ -120,7 +129,7 @@ def run(args) -> int:
     if reporter is not None:
         from kaudit.installer.follow import Outcome
 
-        reporter.record(Outcome(result=result))
+        reporter.record(Outcome(result=result, warnings=warnings))
     return 0
 
 
@@ -150,10 +159,10 @@ def _reporter(args, target: Path):
     return Reporter(sender, identity, target, heartbeat=args.heartbeat)
 
 
-def _serve(source: Path, target: Path, validate, args, reporter, approve) -> int:
+def _serve(source: Path, target: Path, validate, args, reporter, approve, lint) -> int:
     import logging
 
     from kaudit.installer.service import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return serve(source, target, validate, interval=args.interval, reporter=reporter, approve=approve)
+    return serve(source, target, validate, interval=args.interval, reporter=reporter, approve=approve, lint=lint)

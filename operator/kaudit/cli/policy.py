@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import IO, Iterable
+from dataclasses import dataclass
+from typing import IO, Any, Iterable
 
 from kaudit.errors import FieldError, InvalidInput
 
@@ -46,11 +47,13 @@ def register(subparsers) -> None:
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
+    from kaudit.cli import missing_command
+
+    return missing_command(parser, "validate, lint, eval, render, simulate")
 
 
-def _version_argument(parser: argparse.ArgumentParser) -> None:
+def version_argument(parser: argparse.ArgumentParser) -> None:
+    """--kubernetes-version, one definition for every command that validates a policy."""
     parser.add_argument("--kubernetes-version", metavar="1.N", default="",
                         help="kube-apiserver version the policy is for (default: the newest kaudit knows)")
 
@@ -71,40 +74,45 @@ def check_kubernetes_version(args: argparse.Namespace) -> None:
 
 # --- reading and reporting --------------------------------------------------------------------
 
-def _read_limited(path: str) -> bytes:
-    """The file's bytes, at most one byte past the loader's limit (so the loader reports the size)."""
-    from kaudit.policy.loader import MAX_BYTES
-
-    try:
-        if path == "-":
-            return sys.stdin.buffer.read(MAX_BYTES + 1)
-        with open(path, "rb") as handle:
-            return handle.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise OSError(f"cannot read: {exc.strerror or exc}") from None
-
-
-def _print_findings(name: str, errors: Iterable[FieldError], warnings: Iterable[FieldError]) -> None:
+def print_findings(name: str, errors: Iterable[FieldError], warnings: Iterable[FieldError]) -> None:
+    """``error: FILE[:LINE:COL]: FIELD: MESSAGE`` and ``warning: FILE: FIELD: MESSAGE``, one per line."""
     for error in errors:
-        print(f"{name}: {error}", file=sys.stderr)
+        print(f"error: {error.in_file(name)}", file=sys.stderr)
     for warning in warnings:
-        print(f"{name}: warning: {warning}", file=sys.stderr)
+        print(f"warning: {warning.in_file(name)}", file=sys.stderr)
 
 
-def _check_file(path: str, kubernetes_version: str):
-    """(LoadResult or None, errors, warnings) for one file."""
-    from kaudit.policy import lint_policy, load_policy
+@dataclass(frozen=True)
+class CheckedFile:
+    """One policy file as every policy command reads it: loaded, or errors; lints when it loads."""
+
+    result: Any  # LoadResult, or None when the file could not be read
+    errors: list[FieldError]
+    warnings: list[FieldError]
+    data: bytes = b""
+
+    def __iter__(self):  # (result, errors, warnings), as most callers want them
+        return iter((self.result, self.errors, self.warnings))
+
+
+def check_file(path: str, kubernetes_version: str) -> CheckedFile:
+    """One policy file, read within kaudit's limits, loaded as kube-apiserver would, and linted."""
+    from kaudit.documents import display_name, read_bytes
+    from kaudit.policy import lint_loaded, load_policy
 
     try:
-        data = _read_limited(path)
-    except OSError as exc:
-        return None, [FieldError("", str(exc))], []
-    result = load_policy(data, kubernetes_version)
+        data = read_bytes(path)
+    except InvalidInput as exc:
+        return CheckedFile(None, exc.errors, [])
+    result = load_policy(data, kubernetes_version, file=display_name(path))
     if not result.ok:
-        return result, list(result.errors), []
-    warnings = lint_policy(result.policy, unknown_fields=result.unknown_fields,
-                           duplicate_fields=result.duplicate_fields, kubernetes_version=kubernetes_version)
-    return result, [], warnings
+        return CheckedFile(result, list(result.errors), [], data)
+    return CheckedFile(result, [], lint_loaded(result, kubernetes_version), data)
+
+
+def _rules_summary(result) -> str:
+    count = len(result.policy.rules)
+    return f"{count} rule{'s' if count != 1 else ''}"
 
 
 # --- validate / lint ----------------------------------------------------------------------------
@@ -113,37 +121,49 @@ def _register_validate(subparsers) -> None:
     parser = subparsers.add_parser(
         "validate", help="check that kube-apiserver would load each policy file",
         description="Exit 0 when kube-apiserver would load every FILE, 1 otherwise. Errors are printed "
-                    "as 'FILE: FIELD: MESSAGE', lint warnings as 'FILE: warning: FIELD: MESSAGE'.")
+                    "as 'error: FILE[:LINE:COL]: FIELD: MESSAGE', lint warnings as 'warning: FILE: FIELD: MESSAGE' "
+                    "(standard error); each valid FILE gets 'FILE: valid: ...' on standard output.")
     parser.add_argument("files", nargs="+", metavar="FILE", help="policy file (YAML or JSON; '-' for standard input)")
     parser.add_argument("--strict", action="store_true", help="fail on lint warnings too")
-    _version_argument(parser)
+    version_argument(parser)
     parser.set_defaults(func=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from kaudit.documents import check_stdin_once, display_name
+
     check_kubernetes_version(args)
+    check_stdin_once(("FILE", path) for path in args.files)
     failed = False
     for path in args.files:
-        _, errors, warnings = _check_file(path, args.kubernetes_version)
-        _print_findings(path, errors, warnings)
+        result, errors, warnings = check_file(path, args.kubernetes_version)
+        print_findings(display_name(path), errors, warnings)
         failed = failed or bool(errors) or (args.strict and bool(warnings))
+        if not errors:
+            noted = f", {len(warnings)} warning(s)" if warnings else ""
+            print(f"{display_name(path)}: valid: kube-apiserver would load it ({_rules_summary(result)}{noted})")
     return 1 if failed else 0
 
 
 def _register_lint(subparsers) -> None:
     parser = subparsers.add_parser(
         "lint", help="report what kube-apiserver accepts silently but is probably wrong",
-        description="Print lint warnings ('FILE: warning: FIELD: MESSAGE') and, for a file kube-apiserver "
-                    "would refuse, its errors. Exit 1 when there is any finding.")
+        description="Print lint warnings ('warning: FILE: FIELD: MESSAGE') and, for a file kube-apiserver "
+                    "would refuse, its errors ('error: FILE[:LINE:COL]: FIELD: MESSAGE'). Exit 1 when there is "
+                    "any finding; without one, 'FILE: no findings' on standard output.")
     parser.add_argument("file", metavar="FILE", help="policy file (YAML or JSON; '-' for standard input)")
-    _version_argument(parser)
+    version_argument(parser)
     parser.set_defaults(func=run_lint)
 
 
 def run_lint(args: argparse.Namespace) -> int:
+    from kaudit.documents import display_name
+
     check_kubernetes_version(args)
-    _, errors, warnings = _check_file(args.file, args.kubernetes_version)
-    _print_findings(args.file, errors, warnings)
+    result, errors, warnings = check_file(args.file, args.kubernetes_version)
+    print_findings(display_name(args.file), errors, warnings)
+    if not errors and not warnings:
+        print(f"{display_name(args.file)}: no findings ({_rules_summary(result)})")
     return 1 if errors or warnings else 0
 
 
@@ -158,19 +178,31 @@ def _register_eval(subparsers) -> None:
     parser.add_argument("--policy", required=True, metavar="FILE", help="the policy file")
     parser.add_argument("--events", default="-", metavar="FILE",
                         help="audit log with one Event per line ('-', the default, is standard input)")
-    _version_argument(parser)
+    version_argument(parser)
     parser.set_defaults(func=run_eval)
 
 
-def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int = 4096) -> int:
-    """Write one result line per input line; returns the number of malformed lines."""
+# Malformed lines held back while no line has been an audit event: past this many, the input is
+# taken for something that is not an audit log, and nothing is written.
+HOLD_LINES = 100_000
+
+
+def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int = 4096, name: str = "-") -> int:
+    """Write one result line per input line; returns the number of malformed lines.
+
+    Nothing is written until a line has been an audit event: input without one (an empty file,
+    a YAML file, binary data) raises :class:`InvalidInput` naming ``name`` with nothing written,
+    so a wrong path cannot pass for an empty log.
+    """
     import itertools
     import json
 
     from kaudit.auditlog import decode_lines
 
     results = evaluator.decision_lines
-    bad = 0
+    bad = seen = 0
+    held: list[str] = []  # results of the leading lines, none of them an event so far
+    first_problem = ""
     # A file hands out its lines in batches by itself (one C call); any other iterable is sliced.
     read = getattr(lines, "readlines", None)
     source = iter(lines)
@@ -181,29 +213,55 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
             event = events[i]
             message = f"not a JSON line: {event}" if event.kind == "json" else str(event)
             written[i] = json.dumps({"error": message})
+            first_problem = first_problem or f"line {seen + i + 1}: {message}"
         bad += len(malformed)
+        seen += len(chunk)
+        if bad == seen:  # no event yet: hold the lines back
+            held.extend(written)
+            if bad >= HOLD_LINES:
+                raise _no_event(name, bad, first_problem, complete=False)
+            continue
+        if held:
+            written[:0] = held
+            held = []
         written.append("")
         out.write("\n".join(written))
+    if bad == seen:
+        raise _no_event(name, bad, first_problem, complete=True)
     return bad
 
 
+def _no_event(name: str, lines: int, first_problem: str, *, complete: bool) -> InvalidInput:
+    from kaudit.documents import display_name
+
+    if not lines:
+        message = "no audit event: the input is empty"
+    else:
+        scope = f"none of its {lines} line(s)" if complete else f"none of its first {lines} lines"
+        message = f"no audit event: {scope} is an audit Event JSON object ({first_problem})"
+    return InvalidInput([FieldError("", message, file=display_name(name))])
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    from kaudit.documents import check_stdin_once, display_name, os_error_message
     from kaudit.policy.evaluate import Evaluator
 
     check_kubernetes_version(args)
-
-    result, errors, _ = _check_file(args.policy, args.kubernetes_version)
+    check_stdin_once([("--policy", args.policy), ("--events", args.events)])
+    result, errors, _ = check_file(args.policy, args.kubernetes_version)
     if errors:
-        _print_findings(args.policy, errors, [])
+        print_findings(display_name(args.policy), errors, [])
         return 1
     evaluator = Evaluator(result.policy)
     try:
         source = sys.stdin.buffer if args.events == "-" else open(args.events, "rb")
     except OSError as exc:
-        print(f"{args.events}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        raise InvalidInput([FieldError("", os_error_message(exc), file=args.events)]) from None
     with source:
-        evaluate_lines(evaluator, source, sys.stdout)
+        try:
+            evaluate_lines(evaluator, source, sys.stdout, name=args.events)
+        except IsADirectoryError as exc:
+            raise InvalidInput([FieldError("", os_error_message(exc), file=args.events)]) from None
     sys.stdout.flush()
     return 0
 
@@ -219,7 +277,7 @@ def _register_render(subparsers) -> None:
                     "and content hash. Warnings go to standard error.")
     parser.add_argument("--profile", required=True, choices=PROFILES, help="the built-in profile")
     add_profile_options(parser)
-    _version_argument(parser)
+    version_argument(parser)
     parser.set_defaults(func=run_render)
 
 
@@ -294,29 +352,46 @@ def read_custom_rules(path: str | None) -> tuple[dict, ...]:
     Raises :class:`InvalidInput` naming the file when it cannot be read or is not such a list.
     Shared by ``kaudit policy render`` and ``kaudit policy simulate``.
     """
-    from kaudit.policy.loader import parse_document
+    from kaudit.documents import display_name, load, wrong_kind
 
     if not path:
         return ()
-    try:
-        data = parse_document(_read_limited(path))
-    except (OSError, ValueError) as exc:
-        raise InvalidInput([FieldError(path, str(exc))]) from None
+    documents = load(path, first_only=True)
+    data = documents[0].data if documents else None
     if data is None:
         return ()
+    other = wrong_kind(data, "Policy")
+    if other is not None:
+        raise InvalidInput([other.in_file(display_name(path))])
     if isinstance(data, dict) and isinstance(data.get("rules"), list):  # a whole Policy: take its rules
         data = data["rules"]
     if not isinstance(data, list):
-        raise InvalidInput([FieldError(path, "must be a list of audit policy rules (or a Policy with rules)")])
+        raise InvalidInput([FieldError("", "must be a list of audit policy rules (or a Policy with rules)",
+                                       file=display_name(path))])
     return tuple(data)
+
+
+def rules_file_findings(errors: Iterable[FieldError], rules_path: str | None, custom: int) -> list[FieldError]:
+    """Errors or warnings about the composed policy, those on a custom rule naming the --rules file."""
+    from kaudit.documents import display_name
+
+    if not rules_path:
+        return list(errors)
+    custom_paths = tuple(f"rules[{i}]" for i in range(custom))
+    return [error.in_file(display_name(rules_path))
+            if error.path.split(".", 1)[0] in custom_paths else error for error in errors]
 
 
 def run_render(args: argparse.Namespace) -> int:
     from kaudit.policy import compose_policy
 
     check_kubernetes_version(args)
-    document = compose_policy(profile_options(args, args.profile))
-    for warning in document.warnings:
+    options = profile_options(args, args.profile)
+    try:
+        document = compose_policy(options)
+    except InvalidInput as exc:
+        raise InvalidInput(rules_file_findings(exc.errors, args.rules, len(options.rules))) from None
+    for warning in rules_file_findings(document.warnings, args.rules, len(options.rules)):
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(document.text)
     return 0

@@ -36,15 +36,14 @@ def register(policy_subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from kaudit.cli.policy import add_profile_options
+    from kaudit.cli.policy import add_profile_options, version_argument
     from kaudit.policy.document import PROFILES
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--policy", metavar="FILE", help="candidate policy file (audit.k8s.io/v1 Policy)")
     source.add_argument("--profile", choices=PROFILES, help="candidate built-in profile")
     add_profile_options(parser, help_prefix="with --profile: ")  # the same options as `kaudit policy render`
-    parser.add_argument("--kubernetes-version", metavar="1.N", default="",
-                        help="kube-apiserver version the policies are for (default: the newest kaudit knows)")
+    version_argument(parser)
     parser.add_argument(
         "--events", metavar="FILE", nargs="+", action="extend", required=True,
         help="audit log files or directories (plain or .gz; rotated files are read oldest first); '-' for stdin",
@@ -74,31 +73,37 @@ def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool
     return profile_options(args, profile)
 
 
-def _load_file(path: str, flag: str, kubernetes_version: str):
-    from kaudit.policy import content_hash, load_policy
+def _load_file(path: str, kubernetes_version: str):
+    """(LoadedPolicy, lint warnings) for a policy file, read as ``kaudit policy validate`` reads it."""
+    from kaudit.cli.policy import check_file
+    from kaudit.documents import display_name
+    from kaudit.policy import content_hash
     from kaudit.simulate import LoadedPolicy, PolicySource
 
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InvalidInput([FieldError(flag, f"{path}: {exc.strerror or exc}")]) from None
-    result = load_policy(data, kubernetes_version)
-    if not result.ok:
-        raise InvalidInput([FieldError(path, str(error)) for error in result.errors])
-    text = data.decode("utf-8", errors="replace")
-    return LoadedPolicy(result.policy, PolicySource(path, content_hash(text)))
+    checked = check_file(path, kubernetes_version)
+    if checked.errors:
+        raise InvalidInput(error.in_file(display_name(path)) for error in checked.errors)
+    result, text, warnings = checked.result, checked.data.decode("utf-8"), checked.warnings
+    return LoadedPolicy(result.policy, PolicySource(path, content_hash(text))), \
+        [warning.in_file(display_name(path)) for warning in warnings]
 
 
 def _load_profile(args: argparse.Namespace, profile: str, *, as_shipped: bool = False):
+    """(LoadedPolicy, warnings) for a built-in profile with the command line's options."""
+    from kaudit.cli.policy import rules_file_findings
     from kaudit.policy import compose_policy, load_policy
     from kaudit.simulate import LoadedPolicy, PolicySource
 
-    document = compose_policy(_profile_options(args, profile, as_shipped=as_shipped))
+    options = _profile_options(args, profile, as_shipped=as_shipped)
+    try:
+        document = compose_policy(options)
+    except InvalidInput as exc:
+        raise InvalidInput(rules_file_findings(exc.errors, args.rules, len(options.rules))) from None
     result = load_policy(document.text, args.kubernetes_version)
     if not result.ok:  # a profile always loads; kept as a guard, not a code path users see
         raise InvalidInput(list(result.errors))
-    return LoadedPolicy(result.policy, PolicySource(f"profile {profile}", document.hash))
+    warnings = rules_file_findings(document.warnings, None if as_shipped else args.rules, len(options.rules))
+    return LoadedPolicy(result.policy, PolicySource(f"profile {profile}", document.hash)), warnings
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -122,19 +127,25 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kaudit.cli.policy import check_kubernetes_version
+    from kaudit.documents import check_stdin_once
     from kaudit.simulate import simulate
     from kaudit.simulate.views import render
 
     check_kubernetes_version(args)
     _check_args(args)
+    check_stdin_once([("--policy", args.policy), ("--rules", args.rules), ("--baseline", args.baseline)]
+                     + [("--events", path) for path in args.events])
     version = args.kubernetes_version
-    candidate = _load_file(args.policy, "--policy", version) if args.policy else _load_profile(args, args.profile)
+    candidate, lints = _load_file(args.policy, version) if args.policy else _load_profile(args, args.profile)
     baseline = None
     if args.baseline:
-        baseline = _load_file(args.baseline, "--baseline", version)
+        baseline, _ = _load_file(args.baseline, version)
     elif args.baseline_profile:
-        baseline = _load_profile(args, args.baseline_profile, as_shipped=True)
+        baseline, _ = _load_profile(args, args.baseline_profile, as_shipped=True)
     doc = simulate(candidate, args.events, baseline, top=args.top)
+    _refuse_without_events(doc, args.events)
+    # The candidate's lints, as `kaudit policy lint` gives them: one verdict whatever reads the policy.
+    doc["warnings"][:0] = [f"candidate: {warning}" for warning in lints]
     sys.stdout.write(render(doc, args.output))
     sys.stdout.flush()
     if args.fail_if_increase is not None and exceeds(doc, args.fail_if_increase):
@@ -146,6 +157,23 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_THRESHOLD_EXCEEDED
     return 0
+
+
+def _refuse_without_events(doc: dict, events: list[str]) -> None:
+    """Input without one audit event is bad input, not a report of zeros: a wrong path in CI must
+    not pass a --fail-if-increase gate (fails closed)."""
+    from kaudit.documents import display_name
+
+    inp = doc["input"]
+    if inp["events"]:
+        return
+    lines = sum(f["lines"] for f in inp["files"])
+    if not lines:
+        detail = "the input is empty"
+    else:
+        example = f" ({inp['malformedExamples'][0]})" if inp["malformedExamples"] else ""
+        detail = f"none of its {lines} line(s) is an audit Event JSON object{example}"
+    raise InvalidInput([FieldError("", f"no audit event: {detail}", file=", ".join(map(display_name, events)))])
 
 
 def exceeds(doc: dict, percent: float) -> bool:

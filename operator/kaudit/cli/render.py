@@ -56,42 +56,43 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _read(path: str) -> str:
+def _documents(path: str) -> list:
+    """The non-empty documents of ``path`` (``-``: standard input), read within kaudit's limits."""
+    from kaudit.documents import load
+
+    return [document.data for document in load(path)]
+
+
+def _collection(path: str) -> dict:
+    """The one AuditCollection in ``path``; its problems are errors naming the file, line and field."""
+    from kaudit.api.spec import parse_collection
+    from kaudit.documents import display_name, load
+
+    name = display_name(path)
+    documents = load(path)
+    if len(documents) != 1:
+        found = f"found {len(documents)}" if documents else "the file is empty"
+        raise InvalidInput([FieldError("", f"expected one AuditCollection document, {found}", file=name)])
+    [document] = documents
+    if document.duplicates:
+        raise InvalidInput(document.duplicate_errors(name))
     try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise InvalidInput([FieldError(path, f"cannot read: {exc.strerror or exc}")]) from None
-    except UnicodeDecodeError:
-        raise InvalidInput([FieldError(path, "not a UTF-8 text file")]) from None
-
-
-def _documents(path: str, text: str) -> list:
-    import yaml
-
-    from kaudit.policy.loader import check_nesting
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        check_nesting(text, loader, every_document=True)  # deep input would crash libyaml, not raise
-        return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
-    except ValueError as exc:
-        raise InvalidInput([FieldError(path, str(exc))]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInput([FieldError(where, f"not valid YAML: {problem}")]) from None
+        parse_collection(document.data)
+    except InvalidInput as exc:
+        raise InvalidInput(document.locate(error, name) for error in exc.errors) from None
+    return document.data
 
 
 def _option_errors(args: argparse.Namespace) -> list[FieldError]:
     from kaudit.api.spec import dns_label_problem, image_problem
 
+    from kaudit.documents import check_stdin_once
+
     errors = []
-    if args.filename == "-" and "-" in args.existing:
-        errors.append(FieldError("--existing", "standard input can feed -f or --existing, not both"))
+    try:
+        check_stdin_once([("-f", args.filename)] + [("--existing", path) for path in args.existing])
+    except InvalidInput as exc:
+        errors.extend(exc.errors)
     problem = dns_label_problem(args.namespace)
     if problem:
         errors.append(FieldError("--namespace", f'Invalid value: "{args.namespace}": {problem}'))
@@ -122,17 +123,15 @@ def run(args: argparse.Namespace) -> int:
     errors = _option_errors(args)
     if errors:
         raise InvalidInput(errors)
-    documents = _documents(args.filename, _read(args.filename))
-    if len(documents) != 1:
-        raise InvalidInput([FieldError(args.filename, f"expected one AuditCollection document, found {len(documents)}")])
-    existing = _existing(documents[0], [(path, _documents(path, _read(path))) for path in args.existing])
+    resource = _collection(args.filename)
+    existing = _existing(resource, [(path, _documents(path)) for path in args.existing])
 
-    rendered = render(documents[0], existing=existing, namespace=args.namespace,
+    rendered = render(resource, existing=existing, namespace=args.namespace,
                       image=args.image or DEFAULT_INSTALLER_IMAGE, preview=not args.existing)
-    name = (documents[0].get("metadata") or {}).get("name")
-    mode = ((documents[0].get("spec") or {}).get("agent") or {}).get("mode") or "Managed"
+    name = (resource.get("metadata") or {}).get("name")
+    mode = ((resource.get("spec") or {}).get("agent") or {}).get("mode") or "Managed"
     title = f"Rendered by kaudit render for AuditCollection {name!r} (agent mode {mode})."
-    static_pod = snippet_yaml(static_pod_changes(parse_collection(documents[0])))
+    static_pod = snippet_yaml(static_pod_changes(parse_collection(resource)))
     if args.output == "json":
         sys.stdout.write(to_json(rendered))
         for line in header_lines(rendered, title, static_pod):

@@ -36,12 +36,14 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One round: a result, the refusal of an unapproved candidate, or the one-line error that stopped it."""
+    """One round: a result, the refusal of an unapproved candidate, or the one-line error that stopped
+    it; the lints of what it installed."""
 
     result: InstallResult | None = None
     error: str = ""
     refused: Refusal | None = None
     approval_unread: bool = False  # the error is that the AuditCollection could not be read
+    warnings: tuple[str, ...] = ()  # "FILE: FIELD: MESSAGE", as `kaudit policy lint` words them
 
     @property
     def unapproved(self) -> bool:
@@ -55,47 +57,48 @@ RETRY_DELAYS = (0.25, 0.25, 0.5, 1.0, 2.0)
 
 
 def policy_validator(source: Path, kubernetes_version: str = "") -> Callable[[bytes], str]:
-    """A validator that loads the policy as kube-apiserver would and returns its content hash."""
+    """A validator that loads the policy as kube-apiserver would and returns its content hash.
+
+    Its errors name the file, the line and the field, as ``kaudit policy validate`` does.
+    """
 
     def validate(content: bytes) -> str:
         from kaudit.policy import content_hash, load_policy
 
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput([_source_error(source, "", "not UTF-8 text")]) from None
-        loaded = load_policy(text, kubernetes_version)
+        loaded = load_policy(content, kubernetes_version, file=str(source))
         if not loaded.ok:
-            raise InvalidInput(_source_error(source, e.path, e.message) for e in loaded.errors)
-        return content_hash(text)
+            raise InvalidInput(loaded.errors)
+        return content_hash(content.decode("utf-8"))
 
     return validate
 
 
-def _source_error(source: Path, field_path: str, message: str):
-    from kaudit.errors import FieldError
+def policy_warnings(source: Path, content: bytes, kubernetes_version: str = "") -> tuple[str, ...]:
+    """The lints of a policy that loads, one line each: the verdict `kaudit policy lint` gives."""
+    from kaudit.policy import lint_loaded, load_policy
 
-    # "<file>: invalid policy: rules[2].level: ..." — the file first, so the line says where to look.
-    detail = f"{field_path}: {message}" if field_path else message
-    return FieldError(str(source), f"invalid policy: {detail}")
+    loaded = load_policy(content, kubernetes_version, file=str(source))
+    if not loaded.ok:
+        return ()
+    return tuple(str(warning.in_file(str(source))) for warning in lint_loaded(loaded, kubernetes_version))
 
 
 def read_source(source: Path) -> bytes:
+    """The source's bytes, at most one past the size limit (the validator then names the size)."""
+    from kaudit.documents import MAX_BYTES, os_error_message
+
     try:
         with open(source, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise InstallError(f"{source}: source file does not exist") from None
-    except IsADirectoryError:
-        raise InstallError(f"{source}: source is a directory, not a file") from None
+            return handle.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise InstallError(f"{source}: cannot read source: {exc.strerror or exc}") from None
+        raise InstallError(f"{source}: {os_error_message(exc)}") from None
 
 
 def install_from(source: Path, target: Path, validate: Callable[[bytes], str],
-                 approve: Callable[[bytes], None] | None = None) -> InstallResult:
-    """Read ``source`` and install it at ``target``; raises KauditError with a one-line message."""
-    return install(read_source(source), target, validate, approve)
+                 approve: Callable[[bytes], None] | None = None, content: bytes | None = None) -> InstallResult:
+    """Install ``source`` (or ``content`` already read from it) at ``target``; raises KauditError
+    with a one-line message."""
+    return install(read_source(source) if content is None else content, target, validate, approve)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -115,12 +118,14 @@ def follow(
     stop: threading.Event,
     on_round: Callable[[], None] | None = None,
     approve: Callable[[bytes], None] | None = None,
+    lint: Callable[[bytes], tuple[str, ...]] | None = None,
 ) -> None:
     """Install now, then again whenever the source's content or the installed file changes.
 
     ``on_outcome`` is called after every round that did something, failed or refused, and after
     the first round in any case; ``on_round`` after every round (the report's heartbeat). It runs
-    until ``stop`` is set. ``approve`` (see :func:`run_round`) is retried soon after a refusal.
+    until ``stop`` is set. ``approve`` (see :func:`run_round`) is retried soon after a refusal;
+    ``lint`` gives the warnings of content that installs.
     """
     # (source bytes, target signature) after the last successful round: nothing to do while both
     # stay the same. After a failure it is None, so the next round tries again.
@@ -137,7 +142,7 @@ def follow(
             settled = None
         else:
             if settled != (content, _signature(target)):
-                outcome = run_round(content, target, validate, approve)
+                outcome = run_round(content, target, validate, approve, lint)
                 # The identity of the file as installed, not a fresh lstat: a change made right after
                 # the install must still look like a change in the next round.
                 settled = (content, outcome.result.file_id) if outcome.result else None
@@ -155,7 +160,8 @@ def follow(
 
 
 def run_round(content: bytes, target: Path, validate: Callable[[bytes], str],
-              approve: Callable[[bytes], None] | None = None) -> Outcome:
+              approve: Callable[[bytes], None] | None = None,
+              lint: Callable[[bytes], tuple[str, ...]] | None = None) -> Outcome:
     """One install as an Outcome; never raises, so the following loop outlives any failure.
 
     ``approve`` raises :class:`~kaudit.installer.approval.NotApproved` for a candidate the
@@ -164,7 +170,8 @@ def run_round(content: bytes, target: Path, validate: Callable[[bytes], str],
     from kaudit.installer.approval import ApprovalUnavailable, NotApproved
 
     try:
-        return Outcome(result=install(content, target, validate, approve))
+        result = install(content, target, validate, approve)
+        return Outcome(result=result, warnings=lint(content) if lint is not None else ())
     except NotApproved as exc:
         return Outcome(refused=Refusal(exc.candidate_hash, exc.reason))
     except ApprovalUnavailable as exc:

@@ -38,6 +38,9 @@ ANNOTATION_ERROR = "kaudit.dev/error"
 ANNOTATION_REFUSED_HASH = "kaudit.dev/refused-hash"
 ANNOTATION_REFUSED_REASON = "kaudit.dev/refused-reason"
 ANNOTATION_REFUSED_AT = "kaudit.dev/refused-at"
+# The installed policy's lint warnings, one per line (what `kaudit policy lint` says of it).
+ANNOTATION_WARNINGS = "kaudit.dev/warnings"
+MAX_WARNINGS_CHARS = 16 * 1024  # annotations share 256 KiB per object; a report stays small
 COMPONENT = "policy-installer"
 FIELD_MANAGER = "kaudit"
 MAX_NAME = 253
@@ -84,6 +87,7 @@ def report_lease(
     refused_hash: str = "",
     refused_reason: str = "",
     refused_at: datetime | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> dict:
     """The server-side-apply body of the node's report."""
     metadata: dict = {
@@ -100,6 +104,7 @@ def report_lease(
             ANNOTATION_REFUSED_HASH: refused_hash,
             ANNOTATION_REFUSED_REASON: refused_reason,
             ANNOTATION_REFUSED_AT: micro_time(refused_at) if refused_at else "",
+            ANNOTATION_WARNINGS: "\n".join(warnings)[:MAX_WARNINGS_CHARS],
         },
     }
     if identity.pod_name and identity.pod_uid:

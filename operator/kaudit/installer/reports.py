@@ -36,6 +36,7 @@ from kaudit.installer.lease import (
     ANNOTATION_REFUSED_AT,
     ANNOTATION_REFUSED_HASH,
     ANNOTATION_REFUSED_REASON,
+    ANNOTATION_WARNINGS,
 )
 
 CONDITION_TYPE = "PolicyInstalled"
@@ -54,6 +55,7 @@ class NodeReport:
     refused_hash: str = ""  # a candidate the AuditCollection does not approve, while it stands
     refused_reason: str = ""
     refused_at: datetime | None = None
+    warnings: tuple[str, ...] = ()  # lint warnings of the installed policy
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def parse_report(lease: Mapping) -> NodeReport | None:
         refused_at=parse_time(annotations.get(ANNOTATION_REFUSED_AT)),
         renewed_at=parse_time(spec.get("renewTime")),
         lease_seconds=int(spec.get("leaseDurationSeconds") or 0),
+        warnings=tuple(line for line in str(annotations.get(ANNOTATION_WARNINGS) or "").splitlines() if line),
     )
 
 

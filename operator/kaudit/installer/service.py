@@ -33,6 +33,7 @@ class NodeState:
     error: str = ""
     refused: Refusal | None = None
     refused_at: datetime | None = None
+    warnings: tuple[str, ...] = ()  # the lints of the installed policy (`kaudit policy lint`'s words)
 
 
 class Reporter:
@@ -53,13 +54,13 @@ class Reporter:
         state = self.state
         if outcome.result is not None:
             # Installed (or already in place): whatever was refused before is no longer offered.
-            self.state = NodeState(outcome.result.hash, outcome.result.installed_at)
+            self.state = NodeState(outcome.result.hash, outcome.result.installed_at, warnings=outcome.warnings)
         elif outcome.refused is not None:
             # Keep what is installed; name what was refused, since when (the same candidate keeps its time).
             since = state.refused_at if state.refused == outcome.refused else self.clock()
             self.state = replace(state, error="", refused=outcome.refused, refused_at=since)
         else:
-            # Keep what is installed; add why the latest round failed.
+            # Keep what is installed (and its warnings); add why the latest round failed.
             self.state = replace(state, error=outcome.error)
         self.flush()
 
@@ -75,6 +76,7 @@ class Reporter:
             installed_hash=state.installed_hash,
             installed_at=state.installed_at,
             error=state.error,
+            warnings=state.warnings,
             now=now,
             lease_seconds=int(self.heartbeat * 3),
             refused_hash=state.refused.hash if state.refused else "",
@@ -98,11 +100,14 @@ def log_outcome(outcome: Outcome) -> None:
             log.info("installed policy %s at %s%s", r.hash[:12], r.target, kept)
         else:
             log.info("policy %s already in place at %s", r.hash[:12], r.target)
+        for warning in outcome.warnings:
+            log.warning("%s", warning)
 
 
 def serve(source: Path, target: Path, validate: Callable[[bytes], str], *, interval: float,
-          reporter: Reporter | None, approve: Callable[[bytes], None] | None = None) -> int:
-    """Follow ``source`` until SIGTERM/SIGINT; returns the exit code (0). ``approve``: see follow()."""
+          reporter: Reporter | None, approve: Callable[[bytes], None] | None = None,
+          lint: Callable[[bytes], tuple[str, ...]] | None = None) -> int:
+    """Follow ``source`` until SIGTERM/SIGINT; returns the exit code (0). ``approve``, ``lint``: see follow()."""
     stop = threading.Event()
 
     def handle(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -123,5 +128,5 @@ def serve(source: Path, target: Path, validate: Callable[[bytes], str], *, inter
             reporter.record(outcome)
 
     follow(source, target, validate, interval=interval, on_outcome=on_outcome, stop=stop,
-           on_round=reporter.flush if reporter is not None else None, approve=approve)
+           on_round=reporter.flush if reporter is not None else None, approve=approve, lint=lint)
     return 0

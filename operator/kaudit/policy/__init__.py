@@ -9,7 +9,8 @@ Public API (everything else is internal):
 - ``load_policy(text_or_dict, kubernetes_version="") -> LoadResult`` — kube-apiserver's load:
   ``.policy`` (or None), ``.errors`` (FieldErrors), ``.unknown_fields``.
 - ``validate_policy(policy, kubernetes_version="") -> list[FieldError]``.
-- ``lint_policy(policy, unknown_fields=(), kubernetes_version="") -> list[FieldError]``.
+- ``lint_policy(policy, unknown_fields=(), kubernetes_version="") -> list[FieldError]``;
+  ``lint_loaded(load_result, kubernetes_version="")`` — the same for a loaded file, as every command lints it.
 - ``kaudit.policy.evaluate`` — the rule evaluator (see its docstring).
 """
 
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "compose_policy": "compose", "content_hash": "compose",
     "PROFILES": "document", "PolicyDocument": "document", "PolicyOptions": "document", "SelfAudit": "document",
-    "lint_policy": "lint",
+    "lint_loaded": "lint", "lint_policy": "lint",
     "LoadResult": "loader", "load_policy": "loader",
     "GroupResources": "model", "Policy": "model", "PolicyRule": "model",
     "validate_policy": "validation",
@@ -41,7 +42,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from kaudit.policy.compose import compose_policy, content_hash
     from kaudit.policy.document import PROFILES, PolicyDocument, PolicyOptions, SelfAudit
-    from kaudit.policy.lint import lint_policy
+    from kaudit.policy.lint import lint_loaded, lint_policy
     from kaudit.policy.loader import LoadResult, load_policy
     from kaudit.policy.model import GroupResources, Policy, PolicyRule
     from kaudit.policy.validation import validate_policy

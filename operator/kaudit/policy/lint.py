@@ -265,3 +265,10 @@ def lint_policy(policy: Policy, *, unknown_fields: Iterable[str] = (), duplicate
         + lint_request_received(policy)
         + lint_group_wildcard(policy, kubernetes_version)
     )
+
+
+def lint_loaded(result, kubernetes_version: str = "") -> list[FieldError]:
+    """The lint verdict on a loaded file (a ``LoadResult`` that is ok): the one every command gives,
+    whichever reads the file (policy validate and lint, simulate, install-policy)."""
+    return lint_policy(result.policy, unknown_fields=result.unknown_fields,
+                       duplicate_fields=result.duplicate_fields, kubernetes_version=kubernetes_version)

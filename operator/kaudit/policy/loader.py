@@ -13,14 +13,13 @@ lints can point at misspelt keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
+from kaudit.documents import DocumentError, parse, wrong_kind
 from kaudit.errors import FieldError
 from kaudit.policy.model import (API_VERSION, GROUP_RESOURCES_FIELDS, KIND, RULE_FIELDS, GroupResources, Policy,
                                  PolicyRule)
 
-MAX_BYTES = 4 * 1024 * 1024  # far above anything a ConfigMap (1 MiB) can deliver
-MAX_DEPTH = 64  # a policy nests 5 levels deep; deeper input is not a policy
 MAX_REPORTED_UNKNOWN = 1000  # unknown fields listed for the lints; hostile input may hold millions
 
 _POLICY_FIELDS = {"apiVersion", "kind", "metadata", "rules", "omitStages", "omitManagedFields"}
@@ -50,150 +49,21 @@ class DecodeError(Exception):
         self.error = error
 
 
-def _yaml_loader() -> type:
-    import yaml
-
-    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class Loader(base):  # type: ignore[misc,valid-type]
-        pass
-
-    # Go's YAML decoder hands dates to a string field as text; PyYAML would make datetimes.
-    Loader.yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    return Loader
-
-
 def parse_document(text: str | bytes) -> Any:
     """The first YAML (or JSON) document of ``text``, guarded against hostile input.
 
-    Raises :class:`ValueError` with a one-line message for binary, oversized, too deeply
-    nested or malformed input.
+    Raises :class:`~kaudit.documents.DocumentError` (a ValueError) with a one-line message for
+    binary, oversized, too deeply nested or malformed input.
     """
     return parse_with_duplicates(text)[0]
 
 
-def _duplicate_keys(node: Any, path: str, visited: set[int] | None = None) -> Iterator[str]:
-    """Paths of mapping keys that occur twice (YAML decoders keep the last one silently).
-
-    A node reached again through an alias is not walked again (alias bombs stay linear).
-    """
-    import yaml
-
-    visited = set() if visited is None else visited
-    if id(node) in visited:
-        return
-    visited.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            child = f"{path}.{key}" if path else str(key)
-            if key is not None and key in seen:
-                yield child
-            if key is not None:
-                seen.add(key)
-            yield from _duplicate_keys(value_node, child, visited)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, f"{path}[{i}]", visited)
-
-
 def parse_with_duplicates(text: str | bytes) -> tuple[Any, tuple[str, ...]]:
     """:func:`parse_document`, plus the paths of duplicated keys."""
-    import yaml
-
-    if isinstance(text, bytes):
-        if len(text) > MAX_BYTES:
-            raise ValueError(f"file is too large (over the {MAX_BYTES}-byte limit; a policy is a few kilobytes)")
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
-    if len(text) > MAX_BYTES:
-        raise ValueError(f"file is too large (over the {MAX_BYTES}-character limit; a policy is a few kilobytes)")
-    if "\x00" in text:
-        raise ValueError("binary data (NUL byte) is not a YAML document")
-    loader_class = _yaml_loader()
-    try:
-        check_nesting(text, loader_class)
-        loader = loader_class(text)
-        try:
-            node = loader.get_node() if loader.check_node() else None
-            if node is None:
-                return None, ()
-            duplicates = tuple(_duplicate_keys(node, ""))
-            return loader.construct_document(node), duplicates
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "malformed"
-        raise ValueError(f"invalid YAML{where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"invalid YAML: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise ValueError(f"document is nested too deeply (limit {MAX_DEPTH} levels)") from None
-
-
-def check_nesting(text: str, loader: type, *, every_document: bool = False) -> None:
-    """Walk the parser's events of the first document (or of all) and refuse deep nesting.
-
-    libyaml's composer recurses per nesting level and crashes the interpreter (a segmentation
-    fault, not an exception) on very deep input, so the depth is checked on the (iterative)
-    event stream before composing. Raises ValueError; the parser's own YAMLError for malformed
-    input passes through.
-    """
-    import yaml
-
-    too_deep = f"document is nested too deeply (more than {MAX_DEPTH} levels)"
-    depth = 0
-    try:
-        for event in yaml.parse(text, Loader=loader):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise ValueError(too_deep)
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-            elif isinstance(event, yaml.DocumentEndEvent) and not every_document:
-                return
-    except yaml.MarkedYAMLError as exc:
-        # The scanner reads flow collections ahead of the events, and some libyaml builds stop at
-        # their own nesting limit there: judge the depth at the failure point by kaudit's limit, so
-        # the error is the same whatever PyYAML a machine has.
-        mark = exc.problem_mark
-        if mark is not None and _flow_depth(text, mark.index) > MAX_DEPTH:
-            raise ValueError(too_deep) from None
-        raise
-
-
-def _flow_depth(text: str, end: int) -> int:
-    """The deepest flow-collection nesting (``[``/``{``) in ``text[:end]``, outside quotes and comments."""
-    depth = deepest = 0
-    quote = ""
-    comment = False
-    previous = "\n"
-    for char in text[:end]:
-        if comment:
-            comment = char != "\n"
-        elif quote:
-            if char == quote and not (quote == '"' and previous == "\\"):
-                quote = ""
-        elif char in "\"'" and previous in " \t\n[{,:":
-            quote = char
-        elif char == "#" and previous in " \t\n":
-            comment = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-        previous = char
-    return deepest
+    documents = parse(text, first_only=True)
+    if not documents:
+        return None, ()
+    return documents[0].data, tuple(path for path, _, _ in documents[0].duplicates)
 
 
 def _type_name(value: Any) -> str:
@@ -295,6 +165,9 @@ def decode_rules(values: Any, path: str = "rules") -> tuple[tuple[PolicyRule, ..
 def _check_type_meta(data: dict) -> list[FieldError]:
     api_version = data.get("apiVersion")
     kind = data.get("kind")
+    other = wrong_kind(data, KIND)
+    if other is not None:
+        return [other]
     if not api_version and not kind:
         return [FieldError("apiVersion", f'Required value: kube-apiserver needs apiVersion: {API_VERSION} and kind: {KIND}')]
     if not api_version:
@@ -342,18 +215,25 @@ def decode_policy(data: Any, kubernetes_version: str = "") -> LoadResult:
     return LoadResult(policy, (), tuple(unknown))
 
 
-def load_policy(source: str | bytes | dict, kubernetes_version: str = "") -> LoadResult:
+def load_policy(source: str | bytes | dict, kubernetes_version: str = "", *, file: str = "") -> LoadResult:
     """Load a policy from YAML/JSON text (or an already parsed mapping) as kube-apiserver would.
 
     ``kubernetes_version`` ("1.33") selects version-dependent rules; "" means the newest known.
+    ``file``, the name the text was read from, is put in each error with the field's line and column.
     """
     duplicates: tuple[str, ...] = ()
     if isinstance(source, (str, bytes)):
         try:
-            data, duplicates = parse_with_duplicates(source)
-        except ValueError as exc:
-            return LoadResult(None, (FieldError("", str(exc)),))
+            documents = parse(source, first_only=True)
+        except DocumentError as exc:
+            return LoadResult(None, (exc.field_error(file),))
+        document = documents[0] if documents else None
+        data = document.data if document else None
+        duplicates = tuple(path for path, _, _ in document.duplicates) if document else ()
     else:
-        data = source
+        data, document = source, None
     result = decode_policy(data, kubernetes_version)
+    if file and result.errors:
+        errors = (document.locate(error, file) if document else error.in_file(file) for error in result.errors)
+        result = replace(result, errors=tuple(errors))
     return replace(result, duplicate_fields=duplicates) if duplicates else result

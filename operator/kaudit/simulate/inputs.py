@@ -26,6 +26,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
+from kaudit.documents import os_error_message
 from kaudit.errors import FieldError, InvalidInput
 
 STDIN = "-"
@@ -94,16 +95,16 @@ def check_inputs(paths: list[str]) -> None:
     """Refuse, before reading anything, inputs that do not exist or cannot be read."""
     errors = []
     if paths.count(STDIN) > 1:
-        errors.append(FieldError("--events", "standard input ('-') can be given only once"))
+        errors.append(FieldError("--events", "standard input ('-') is given twice; it can be read only once"))
     for path in paths:
         if path == STDIN:
             continue
         if not os.path.exists(path):
-            errors.append(FieldError("--events", f"{path}: no such file or directory"))
+            errors.append(FieldError("", "no such file", file=path))
         elif not os.access(path, os.R_OK):
-            errors.append(FieldError("--events", f"{path}: permission denied"))
+            errors.append(FieldError("", "permission denied", file=path))
         elif os.path.isdir(path) and not _expand_directory(path):
-            errors.append(FieldError("--events", f"{path}: a directory without *.log or *.log.gz files"))
+            errors.append(FieldError("", "a directory without *.log or *.log.gz files", file=path))
     if errors:
         raise InvalidInput(errors)
 
@@ -198,7 +199,7 @@ def _batches(path: str, info: InputFile, progress: Progress | None, done_before:
     try:
         raw, stream = _open(path)
     except OSError as exc:
-        raise InvalidInput([FieldError("--events", f"{path}: {exc.strerror or exc}")]) from None
+        raise InvalidInput([FieldError("", os_error_message(exc), file=info.name)]) from None
     info.compressed = stream is not raw
     tell: Callable[[], int] = raw.tell if path != STDIN and raw.seekable() else lambda: info.bytes_read
     try:
@@ -212,7 +213,7 @@ def _batches(path: str, info: InputFile, progress: Progress | None, done_before:
                 progress.update(done_before + tell())
             yield batch
     except (OSError, EOFError, zlib.error) as exc:
-        raise InvalidInput([FieldError("--events", f"{path}: cannot read: {exc}")]) from None
+        raise InvalidInput([FieldError("", f"cannot read: {exc}", file=info.name)]) from None
     finally:
         if path != STDIN:
             raw.close()
