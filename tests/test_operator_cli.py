@@ -8,6 +8,7 @@ import sys
 import kopf
 import pytest
 
+import kaudit.cli.run
 from kaudit.cli import main
 
 
@@ -22,8 +23,12 @@ def operator_calls(monkeypatch):
     async def fake_operator(**kwargs):
         calls.append(kwargs)
 
+    async def no_problem(peering):
+        return None  # credentials and peering object: tested in test_input_contract.py and test_operator_peering.py
+
     monkeypatch.setattr(kopf, "operator", fake_operator)
     monkeypatch.setattr(kopf, "configure", lambda **_: None)
+    monkeypatch.setattr(kaudit.cli.run, "_preflight", no_problem)
     return calls
 
 
@@ -61,6 +66,10 @@ async def fake_operator(**_):
     logging.getLogger("kaudit.operator").info("reconciled %s", "cluster")
     logging.getLogger("kopf.objects").warning("a kopf message")
 kopf.operator = fake_operator
+import kaudit.cli.run
+async def no_problem(peering):
+    return None
+kaudit.cli.run._preflight = no_problem
 from kaudit.cli import main
 sys.exit(main(["run", "--standalone", "--metrics-port", "0", "--liveness-port", "0"] + sys.argv[1:]))
 """

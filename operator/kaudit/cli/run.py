@@ -88,11 +88,10 @@ def run(args: argparse.Namespace) -> int:
         async def metrics_endpoint(**_: object) -> None:
             runtime.background.append(asyncio.create_task(serve_metrics(runtime.metrics, args.metrics_port)))
 
-    if me is not None:
-        problem = asyncio.run(_peering_preflight(args.peering))
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 1
+    problem = asyncio.run(_preflight(None if args.standalone else args.peering))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
 
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     # A peering name makes peering mandatory in kopf: replicas never run unpeered and fight.
@@ -102,16 +101,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _peering_preflight(name: str) -> str | None:
-    """Refuse to start paused: kopf would wait silently for a missing peering object."""
-    import logging
-
-    import kopf
-
+async def _preflight(peering: str | None) -> str | None:
+    """Refuse to start without working credentials (kopf would print a traceback and retry forever)
+    or paused (kopf would wait silently for a missing peering object)."""
+    from kaudit.errors import KauditError
     from kaudit.reconcile.handlers import default_login
-    from kaudit.reconcile.preflight import peering_problem
+    from kaudit.reconcile.preflight import api_problem, credentials, peering_problem
 
-    info = default_login(settings=kopf.OperatorSettings(), logger=logging.getLogger("kaudit"))
-    if info is None:
-        return None  # no credentials: kopf's own login reports that
-    return await peering_problem(info, name)
+    try:
+        info = credentials(default_login)
+    except KauditError as exc:
+        return str(exc)
+    problem = await api_problem(info)
+    if problem or peering is None:
+        return problem
+    return await peering_problem(info, peering)
