@@ -461,3 +461,34 @@ def test_datadogagent_example_omit_read_only_keeps_secret_reads(capsys, monkeypa
     # secrets' bodies never.
     assert (level("get", "pods"), level("get", "secrets"), level("create", "pods"), level("create", "secrets")) == (
         "None", "Metadata", "RequestResponse", "Metadata")
+
+
+# --- README's promise, word for word ----------------------------------------------------------------
+
+def readme_bad_input_examples() -> list[tuple[str, list[str]]]:
+    """(command, output lines) of the ``$`` lines in README's bad-input example block."""
+    import re
+
+    block = re.search(r"<!-- bad-input-examples -->\n```text\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "README.md lost its bad-input examples"
+    examples: list[tuple[str, list[str]]] = []
+    for line in block.group(1).splitlines():
+        if line.startswith("$ "):
+            examples.append((line[2:], []))
+        else:
+            examples[-1][1].append(line)
+    return examples
+
+
+def test_readme_bad_input_examples_are_what_the_commands_print(tmp_path):
+    shim = tmp_path / "kaudit"  # `kaudit` is this interpreter's package, whatever is on PATH
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m kaudit "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}"}
+    examples = readme_bad_input_examples()
+    assert len(examples) == 3
+    for command, shown in examples:
+        done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        usage = shown[0].endswith("--help')")
+        assert done.returncode == (2 if usage else 1), command  # the exit codes README promises
+        assert (done.stdout, done.stderr.splitlines()) == ("", shown), command
