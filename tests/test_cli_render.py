@@ -189,7 +189,7 @@ def test_version_and_top_level_help_in_a_whole_process():
     # No command: one line pointing at --help and exit 2, like any other usage error.
     result = subprocess.run([sys.executable, "-m", "kaudit"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
-    assert result.stderr == "error: kaudit: a command is required: render, policy, run, install-policy (see 'kaudit --help')\n"
+    assert result.stderr == "error: kaudit: a command is required: render, policy, rules, run, install-policy (see 'kaudit --help')\n"
 
 
 def test_the_kaudit_console_script_is_declared():

@@ -288,9 +288,9 @@ def test_check_cli_bad_policy_and_rules_name_the_file(capsys, tmp_path):
     policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Everything\n")
     assert main(["rules", "check", "--policy", str(policy)]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith(f"error: {policy}: rules[0].level: ") and err.count("\n") == 1
+    assert out == "" and err.startswith(f"error: {policy}:4:3: rules[0].level: ") and err.count("\n") == 1
     assert main(["rules", "check", "--profile", "Default", "--rules", str(tmp_path / "missing.json")]) == 1
-    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: cannot read")
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.json'}: no such file")
 
 
 def test_a_cluster_scoped_rule_has_the_verdict_of_the_rule_it_came_from():

@@ -75,6 +75,8 @@ READERS = [
            ("policy", "simulate", "--profile", "Default", "--baseline-profile", "Default", "--fail-if-increase", "1",
             "--events", "IN"), "log"),
     Reader("install-policy --from", ("install-policy", "--from", "IN", "--to", "TARGET", "--once"), "policy"),
+    Reader("rules check --policy", ("rules", "check", "--policy", "IN", "--fail-on", "never"), "policy"),
+    Reader("rules check --rules", ("rules", "check", "--profile", "Default", "--rules", "IN"), "rule-json"),
 ]
 
 YAML_READERS = ("collection", "existing", "policy", "rules")
@@ -87,8 +89,11 @@ EXPECTED = {
     **{(reads, "huge"): "too large: over the 4 MiB limit" for reads in YAML_READERS},
     **{(reads, "deep"): "nested too deeply (more than 64 levels)" for reads in YAML_READERS},
     **{(reads, "invalid-yaml"): ":3:3: not valid YAML" for reads in YAML_READERS},
-    **{(reads, "missing"): ": no such file" for reads in YAML_READERS + ("log",)},
-    **{(reads, "directory"): ": is a directory, not a file" for reads in YAML_READERS},
+    **{(reads, "missing"): ": no such file" for reads in YAML_READERS + ("log", "rule-json")},
+    **{(reads, "directory"): ": is a directory, not a file" for reads in YAML_READERS + ("rule-json",)},
+    # Detection rules are JSON (Datadog API or Terraform JSON), read by their own loader.
+    **{("rule-json", kind): "not JSON" for kind in ("empty", "binary", "huge", "deep", "invalid-yaml",
+                                                    "not-a-mapping", "wrong-kind")},
     ("collection", "empty"): "expected one AuditCollection document, the file is empty",
     ("collection", "not-a-mapping"): "expected an AuditCollection object, got array",
     ("collection", "wrong-kind"): "kind: this is an audit Policy (audit.k8s.io/v1), not an AuditCollection",
@@ -97,7 +102,8 @@ EXPECTED = {
     ("policy", "wrong-kind"): "kind: this is an AuditCollection (kaudit.dev/v1alpha1), not an audit Policy",
     ("rules", "wrong-kind"): "kind: this is an AuditCollection (kaudit.dev/v1alpha1), not an audit Policy",
     ("log", "empty"): f"{NO_EVENT}: the input is empty",
-    **{("log", kind): NO_EVENT for kind in ("binary", "huge", "deep", "invalid-yaml", "not-a-mapping", "wrong-kind")},
+    # Logs are streamed, so size is no limit for them ("huge" is not bad input there).
+    **{("log", kind): NO_EVENT for kind in ("binary", "deep", "invalid-yaml", "not-a-mapping", "wrong-kind")},
 }
 # libyaml's composer recurses per level: a regression of the depth guard would kill the process.
 SUBPROCESS_KINDS = {"deep"}
@@ -204,8 +210,8 @@ STDIN_READERS = [reader for reader in READERS if reader.reads != "existing" and 
 def test_binary_data_on_standard_input_is_named_as_such(reader, inputs, target, capsys, monkeypatch):
     argv = argv_for(reader, "-", inputs, target)
     code, out, err = run_in_process(argv, capsys, monkeypatch, stdin=KINDS["binary"])
-    expected = NO_EVENT if reader.reads == "log" else "binary data, not a YAML or JSON text"
-    assert_one_error_line(code, out, err, "error: <stdin>: ", expected)
+    expected = {"log": NO_EVENT, "rule-json": "not JSON"}.get(reader.reads, "binary data, not a YAML or JSON text")
+    assert_one_error_line(code, out, err, "error: <stdin>", expected)
 
 
 @pytest.mark.parametrize("argv, option", [
@@ -215,6 +221,7 @@ def test_binary_data_on_standard_input_is_named_as_such(reader, inputs, target, 
     (["policy", "simulate", "--policy", "-", "--events", "-"], "--events"),
     (["policy", "simulate", "--profile", "Default", "--rules", "-", "--events", "-"], "--events"),
     (["policy", "simulate", "--profile", "Default", "--events", "-", "-"], "--events"),
+    (["rules", "check", "--policy", "-", "--rules", "-"], "--rules"),
 ], ids=lambda value: " ".join(value) if isinstance(value, list) else value)
 def test_standard_input_given_twice_is_refused_before_reading(argv, option, capsys, monkeypatch):
     code, out, err = run_in_process(argv, capsys, monkeypatch, stdin=POLICY.encode())
@@ -271,6 +278,18 @@ def test_fail_if_increase_fails_closed_on_input_without_an_event(events, inputs,
             "--fail-if-increase", "0", "--events", path]
     code, out, err = run_in_process(argv, capsys, monkeypatch)
     assert_one_error_line(code, out, err, f"error: {path}: {NO_EVENT}")  # 1, not 0 (pass) or 3 (report)
+
+
+def test_eval_gives_up_on_a_long_run_of_lines_without_an_event(inputs, tmp_path, capsys, monkeypatch):
+    import kaudit.cli.policy
+
+    monkeypatch.setattr(kaudit.cli.policy, "HOLD_LINES", 5000)  # 100,000 in use; smaller here for speed
+    log = tmp_path / "garbage.log"
+    log.write_text("not an event\n" * 20_000 + json.dumps(EVENT) + "\n")
+    code, out, err = run_in_process(["policy", "eval", "--policy", inputs["POLICY"], "--events", str(log)],
+                                    capsys, monkeypatch)
+    # Held lines stay bounded: it stops at the first batch past the bound, having written nothing.
+    assert_one_error_line(code, out, err, f"error: {log}: no audit event: none of its first 8192 lines")
 
 
 def test_eval_writes_nothing_until_a_line_is_an_event(inputs, tmp_path, capsys, monkeypatch):
@@ -357,6 +376,8 @@ def test_validate_and_lint_say_something_on_success(inputs, capsys, monkeypatch)
 @pytest.mark.parametrize("argv, prog", [
     ([], "kaudit"),
     (["policy"], "kaudit policy"),
+    (["rules"], "kaudit rules"),
+    (["rules", "check", "--fail-on", "sometimes", "--profile", "Default"], "kaudit rules check"),
     (["render"], "kaudit render"),
     (["render", "-f", "x", "-o", "xml"], "kaudit render"),
     (["policy", "validate"], "kaudit policy validate"),

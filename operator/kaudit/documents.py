@@ -23,6 +23,8 @@ from typing import Any, Iterable
 from kaudit.errors import FieldError, InvalidInput
 
 MAX_BYTES = 4 * 1024 * 1024  # far above any Kubernetes object (etcd refuses requests over 1.5 MiB)
+# Detection-rule files (Datadog API or Terraform JSON, `kaudit rules check --rules`) export many rules at once.
+MAX_RULE_FILE_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64  # a policy nests 5 levels deep, a DaemonSet about 12; deeper input is not ours
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -80,25 +82,25 @@ def display_name(path: str) -> str:
     return STDIN_NAME if path == STDIN else path
 
 
-def read_bytes(path: str) -> bytes:
-    """The bytes of ``path`` (``-``: standard input), refused past :data:`MAX_BYTES` before parsing.
+def read_bytes(path: str, *, limit: int = MAX_BYTES) -> bytes:
+    """The bytes of ``path`` (``-``: standard input), refused past ``limit`` before parsing.
 
     Raises :class:`InvalidInput` naming the file for a missing path, a directory, a file that
-    cannot be read, and input over the limit (only ``MAX_BYTES + 1`` bytes are ever read).
+    cannot be read, and input over the limit (only ``limit + 1`` bytes are ever read).
     """
     name = display_name(path)
     try:
         if path == STDIN:
-            data = sys.stdin.buffer.read(MAX_BYTES + 1)
+            data = sys.stdin.buffer.read(limit + 1)
         else:
             with open(path, "rb") as handle:
-                data = handle.read(MAX_BYTES + 1)
+                data = handle.read(limit + 1)
     except OSError as exc:
         raise InvalidInput([FieldError("", os_error_message(exc), file=name)]) from None
     except (AttributeError, ValueError):  # no standard input at all (closed, or not a byte stream)
         raise InvalidInput([FieldError("", "cannot read: standard input is closed", file=name)]) from None
-    if len(data) > MAX_BYTES:
-        raise InvalidInput([FieldError("", too_large_message(), file=name)])
+    if len(data) > limit:
+        raise InvalidInput([FieldError("", too_large_message(limit), file=name)])
     return data
 
 
@@ -113,8 +115,8 @@ def os_error_message(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
-def too_large_message() -> str:
-    return f"too large: over the {MAX_BYTES >> 20} MiB limit for one YAML or JSON file"
+def too_large_message(limit: int = MAX_BYTES) -> str:
+    return f"too large: over the {limit >> 20} MiB limit for one YAML or JSON file"
 
 
 def decode(data: bytes | str) -> str:

@@ -40,11 +40,13 @@ def register(subparsers) -> None:
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
+    from kaudit.cli import missing_command
+
+    return missing_command(parser, "check, render")
 
 
 def _register_check(subparsers) -> None:
+    from kaudit.cli.policy import version_argument
     from kaudit.policy.document import PROFILES
 
     parser = subparsers.add_parser(
@@ -59,8 +61,7 @@ def _register_check(subparsers) -> None:
                         help="Datadog API JSON or Terraform JSON (.tf.json) rule files (default: kaudit's pack)")
     parser.add_argument("--fail-on", choices=FAIL_ON, default="blind",
                         help="exit 1 when a required rule is blind (default), also when partly blind, or never")
-    parser.add_argument("--kubernetes-version", metavar="1.N", default="",
-                        help="kube-apiserver version the policy is for (default: the newest kaudit knows)")
+    version_argument(parser)
     parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
     parser.set_defaults(func=run_check)
 
@@ -78,36 +79,34 @@ def _register_render(subparsers) -> None:
 
 
 def _load_policy(args: argparse.Namespace):
-    """(Policy, description) from --policy or --profile."""
-    from kaudit.cli.policy import check_kubernetes_version
+    """(Policy, description) from --policy or --profile; a file is read as every policy command reads it."""
+    from kaudit.cli.policy import check_file, check_kubernetes_version, print_findings
+    from kaudit.documents import check_stdin_once, display_name
     from kaudit.policy import PolicyOptions, compose_policy, load_policy
 
     check_kubernetes_version(args)
+    check_stdin_once([("--policy", args.policy)] + [("--rules", path) for path in args.rules or ()])
     if args.profile:
         document = compose_policy(PolicyOptions(profile=args.profile, kubernetes_version=args.kubernetes_version))
         return load_policy(document.text, args.kubernetes_version).policy, f"profile {args.profile}"
-    try:
-        with open(args.policy, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InvalidInput([FieldError(args.policy, f"cannot read: {exc.strerror or exc}")]) from None
-    result = load_policy(data, args.kubernetes_version)
-    if not result.ok:
-        raise InvalidInput([FieldError(f"{args.policy}: {e.path}" if e.path else args.policy, e.message)
-                            for e in result.errors])
-    return result.policy, args.policy
+    checked = check_file(args.policy, args.kubernetes_version)
+    if checked.errors:
+        raise InvalidInput(error.in_file(display_name(args.policy)) for error in checked.errors)
+    print_findings(display_name(args.policy), [], checked.warnings)  # the lint verdict every command gives
+    return checked.result.policy, args.policy
 
 
 def _load_rules(paths: list[str] | None):
-    from kaudit.detect.loaders import load_rules_file
+    from kaudit.detect.loaders import load_rules_text
     from kaudit.detect.pack import pack_rules
+    from kaudit.documents import MAX_RULE_FILE_BYTES, display_name, read_bytes
 
     if not paths:
         return pack_rules()
     rules, errors = [], []
     for path in paths:
         try:
-            rules.extend(load_rules_file(path))
+            rules.extend(load_rules_text(read_bytes(path, limit=MAX_RULE_FILE_BYTES), display_name(path)))
         except InvalidInput as exc:
             errors.extend(exc.errors)
     if errors:

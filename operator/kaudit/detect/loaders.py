@@ -25,10 +25,10 @@ from typing import Any, Callable
 
 from kaudit.detect import model
 from kaudit.detect.model import Case, NewValueOptions, Options, Query, Rule
+from kaudit.documents import MAX_RULE_FILE_BYTES as MAX_BYTES  # the limits have one definition
 from kaudit.errors import FieldError, InvalidInput
 
 TERRAFORM_TYPE = "datadog_security_monitoring_rule"
-MAX_BYTES = 8 * 1024 * 1024
 # What a GET of a rule returns besides the fields of a create payload: read only, ignored.
 API_READ_ONLY = frozenset({
     "id", "createdAt", "creationAuthorId", "updateAuthorId", "updatedAt", "isDefault", "isDeleted",
