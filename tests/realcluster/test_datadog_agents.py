@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datadog_chart import BY_NAME, DATADOG_AGENT_CRD, chart_dir, missing_reason  # noqa: E402
+from datadog_chart import BY_NAME, DATADOG_AGENT_CRD, MATRIX, chart_dir, load_case, missing_reason  # noqa: E402
 from plane import REPO, wait_for  # noqa: E402
 
 OPERATOR_NAMESPACE = "kaudit-agents"
@@ -172,6 +172,63 @@ def test_daemonset_mode_on_a_helm_installed_agent(control_plane, operator, relea
         assert stable(plane.get(*ds_args)) == helms  # Helm's DaemonSet, exactly
     finally:
         plane.kubectl("delete", "auditcollection", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+
+
+# --- Every other matrix entry: the chart's committed DaemonSet, applied as Helm 4 applies it -------
+
+# The entries above go through helm install; the rest are the committed fixtures (the chart's own
+# output, tests/datadog_chart.py), applied server-side with Helm's field manager, each in its own
+# namespace: kaudit meets a Helm-owned DaemonSet without a release per entry.
+APPLIED_CASES = [case.name for case in MATRIX if case.name not in CASES]
+
+
+def must_refuse(ds: dict) -> bool:
+    """Turning DD_LOGS_ENABLED on would also ship every container's logs (container collection on)."""
+    env = {e["name"]: e.get("value") for e in agent_container(ds).get("env") or []}
+    return env.get("DD_LOGS_ENABLED") != "true" and env.get("DD_LOGS_CONFIG_CONTAINER_COLLECT_ALL") == "true"
+
+
+@pytest.mark.parametrize("case_name", APPLIED_CASES)
+def test_daemonset_mode_on_every_other_chart_fixture(control_plane, operator, case_name):
+    plane = control_plane
+    ds = load_case(BY_NAME[case_name])
+    namespace = name = f"fx-{case_name}"
+    ds["metadata"]["namespace"] = namespace
+    plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    plane.kubectl("apply", "--server-side", "--field-manager=helm", "-f", "-", input=json.dumps(ds))
+    ds_args = ("daemonset", ds["metadata"]["name"], "-n", namespace)
+    helms = stable(plane.get(*ds_args))
+    try:
+        plane.apply(collection(name, {"mode": "DaemonSet", "namespace": namespace,
+                                      "daemonSet": {"name": ds["metadata"]["name"]}}))
+        if must_refuse(ds):
+            wait_for(lambda: condition(plane, name, "AgentConfigured").get("status") == "False", 30,
+                     f"AgentConfigured=False of {name} (operator log:\n{operator.tail()})")
+            refused = condition(plane, name, "AgentConfigured")
+            assert refused["reason"] == "LogCollectionDisabled", refused
+            assert "datadog.logs.containerCollectAll" in refused["message"]  # the Helm value to change
+            assert stable(plane.get(*ds_args)) == helms  # nothing of kaudit's on the user's agent
+            return
+        wait_configured(plane, operator, name)
+        live = plane.get(*ds_args)
+        assert kaudits_fields_in_place(live)  # accepted by the real API server: a valid pod template
+        mounts = [m["mountPath"] for m in agent_container(live)["volumeMounts"]]
+        assert len(mounts) == len(set(mounts))
+        pointerdir = [m["name"] for m in agent_container(live)["volumeMounts"]
+                      if m["mountPath"] == "/opt/datadog-agent/run"]
+        assert pointerdir == [m["name"] for m in agent_container(helms)["volumeMounts"]
+                              if m["mountPath"] == "/opt/datadog-agent/run"]  # the chart's own, reused
+        assert [c for c in live["spec"]["template"]["spec"]["containers"] if c["name"] != "agent"] == [
+            c for c in helms["spec"]["template"]["spec"]["containers"] if c["name"] != "agent"]
+        # Drift: the tolerations removed; kaudit puts them back.
+        plane.kubectl("patch", *ds_args, "--type=json", "-p", json.dumps([
+            {"op": "remove", "path": "/spec/template/spec/tolerations"}]))
+        wait_for(lambda: kaudits_fields_in_place(plane.get(*ds_args)), RESTORE_SECONDS, "drift repaired")
+        delete_collection(plane, name)
+        assert stable(plane.get(*ds_args)) == helms  # the chart's DaemonSet, exactly
+    finally:
+        plane.kubectl("delete", "auditcollection", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+        plane.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 # --- DatadogAgent mode on the real CRD --------------------------------------------------------------
