@@ -306,6 +306,32 @@ async def test_daemonset_mode_patch_and_release_send_exactly_kaudits_fields(serv
     assert released[1].params == {"fieldManager": "kaudit"}
 
 
+async def test_release_restore_meeting_a_concurrent_write_is_computed_again_from_a_fresh_read(server):
+    server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
+    conflict = kmock.KubernetesError(status=409, reason="Conflict", message="the object has been modified")
+    async with running_operator(server):
+        await create(server, collection(spec=DAEMONSET_SPEC))
+        await until(lambda: is_ready(server))
+        await until(lambda: handled(server))
+        # Another writer changed the DaemonSet after kaudit's last read: the guarded restore meets a 409.
+        patches_so_far = len(list(server[kmock.method.PATCH, kmock.path(DS_PATH)]))  # slices count from the start
+        refused = server[kmock.method.PATCH, kmock.path(DS_PATH)][patches_so_far:patches_so_far + 1] << conflict
+        start = len(list(server))
+        await server.delete(CREATE_URL + "/cluster")
+        await until(lambda: server.objects[COLLECTIONS, None, "cluster"].history[-1] is None)
+    assert len(refused) == 1
+    on_ds = [(r.method, r.headers.get("Content-Type")) for r in list(server)[start:] if r.url.path == DS_PATH]
+    merge = (kmock.method.PATCH, "application/merge-patch+json")
+    # The refused restore is followed by a fresh read, never resent as it was (it could only meet
+    # the same 409 again); the hand-back then finishes with the empty apply.
+    assert on_ds[:2] == [merge, (kmock.method.GET, None)]
+    assert all(pair != (merge, merge) for pair in zip(on_ds, on_ds[1:]))
+    assert on_ds[-1] == (kmock.method.PATCH, APPLY)
+    restored = server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"]
+    assert restored["spec"]["template"]["spec"].get("tolerations") == \
+        user_daemon_set()["spec"]["template"]["spec"].get("tolerations")
+
+
 async def test_transient_errors_are_retried_and_the_result_is_unchanged(server):
     error = kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="etcd leader changed")
     throttled = kmock.KubernetesError(status=429, reason="TooManyRequests", message="slow down")

@@ -194,13 +194,17 @@ class ApiClient:
         patch: Mapping[str, Any],
         *,
         subresource: str | None = None,
+        retry_conflicts: bool = True,
     ) -> dict | None:
-        """A JSON merge patch; None when the object is gone. Used for status and restores."""
+        """A JSON merge patch; None when the object is gone. Used for status and restores.
+
+        ``retry_conflicts=False`` for a patch guarded by ``metadata.resourceVersion``: resent as it
+        is, it meets the same 409; the caller reads again and computes a new one."""
         payload = json.dumps(patch, sort_keys=True, separators=(",", ":")).encode()
         return await self._request(
             "PATCH", resource.path(namespace, name, subresource),
             params={"fieldManager": FIELD_MANAGER}, data=payload, content_type=MERGE_CONTENT_TYPE,
-            missing_ok=True,
+            missing_ok=True, retry_conflicts=retry_conflicts,
         )
 
     async def json_patch(self, resource: Resource, namespace: str | None, name: str,

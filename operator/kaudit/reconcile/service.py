@@ -27,6 +27,8 @@ logger = logging.getLogger("kaudit.reconcile")
 
 DEFAULT_AGENT_NAMESPACE = "datadog"
 INSTALLER_COMPONENT = "policy-installer"
+# A hand-back restore that keeps meeting concurrent writes (409): read again this often, then kopf retries.
+RESTORE_ATTEMPTS = 5
 # kubeadm's kube-apiserver mirror pods: their container start tells whether the policy is loaded.
 # (The chart's Role that allows listing them is in the same namespace: see k8s/permissions.py.)
 APISERVER_SELECTOR = "component=kube-apiserver"
@@ -344,20 +346,49 @@ class Reconciler:
         return applied
 
     async def _release_one(self, collection: dict, live: dict) -> None:
-        release = planning.release_of(live)
-        resource = r.resource_of(release.apply)
-        if release.restore is not None:
-            current = await self.client.merge_patch(resource, release.key[2], release.key[3], release.restore)
-        else:
-            current = await self.client.get(resource, release.key[2], release.key[3])
-        if current is None:
+        restored = await self._restore_user_items(live)
+        if restored is None:
             return  # the user deleted it meanwhile: nothing to hand back (an apply would create it)
+        release, current = restored
+        resource = r.resource_of(release.apply)
         values = planning.restore_values_patch(current, release.values)
         if values and await self.client.json_patch(resource, release.key[2], release.key[3], values) is None:
             return
         await self.client.apply(release.apply, force=False)
         await self._event(collection, NORMAL, "Released",
                           f"Removed kaudit's changes from {_describe(release.key)}.")
+
+    async def _restore_user_items(self, live: dict) -> tuple[planning.Release, dict] | None:
+        """Put the user's own atomic-list items back (see planning.release_of): the release to
+        finish with and the object as it is now, or None when the object is gone.
+
+        The restore is guarded by the resourceVersion it was computed from. After a concurrent
+        write (409) it is computed again from a fresh read: sent again as it was, it could only
+        meet the same 409.
+        """
+        release = planning.release_of(live)
+        resource = r.resource_of(release.apply)
+        _, _, namespace, name = release.key
+        if release.restore is None:
+            current = await self.client.get(resource, namespace, name)
+            return (release, current) if current is not None else None
+        for attempt in range(1, RESTORE_ATTEMPTS + 1):
+            try:
+                current = await self.client.merge_patch(resource, namespace, name, release.restore,
+                                                        retry_conflicts=False)
+                return (release, current) if current is not None else None
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                if attempt == RESTORE_ATTEMPTS:  # a writer that busy: kopf retries the handler soon
+                    raise TransientApiError(exc.status, exc.reason, exc.message) from None
+            fresh = await self.client.get(resource, namespace, name)
+            if fresh is None:
+                return None
+            release = planning.release_of(fresh)
+            if release.restore is None:
+                return release, fresh  # the user's items are back already
+        return None  # unreachable: the loop returns or raises
 
     async def release(self, collection: dict) -> int:
         """Undo kaudit's patches of objects it does not own (the finalizer's work); owned objects
