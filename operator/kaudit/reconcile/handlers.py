@@ -363,11 +363,29 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             raise kopf.TemporaryError(f"cannot hand back the patched objects yet: {exc}", delay=API_ERROR_DELAY)
         logger.info("released %d object(s) of %s", released, body["metadata"]["name"])
 
+    listed: set[str] = set()  # collections this process has seen in a listing of kopf's
+
     @kopf.on.event(GROUP, VERSION, PLURAL, **collection_kwargs)
-    async def collection_gone(type: str, name: str, collections: kopf.Index, **_: Any) -> None:
-        # Another AuditCollection waiting in Conflict may now be the active one.
-        if type != "DELETED":
+    async def collection_event(type: str | None, name: str, uid: str, collections: kopf.Index, **_: Any) -> None:
+        if type is None:
+            await collection_listed(name, uid, collections)
+        elif type == "DELETED":
+            await collection_gone(name, collections)
+
+    async def collection_listed(name: str, uid: str, collections: kopf.Index) -> None:
+        """kopf lists again after a peering pause or a lost watch: what happened meanwhile (a
+        deleted child, while no replica was active) left no event, and kopf runs the resume
+        handlers only once per process. The first listing is the resume handlers' own."""
+        if uid not in listed:
+            listed.add(uid)
             return
+        try:
+            await run("relist", None, [], latest=freshest(collections, name))
+        except kopf.TemporaryError as exc:  # event handlers are not retried; the resync catches up
+            logger.warning("reconcile of %s after a new listing failed: %s", name, exc)
+
+    async def collection_gone(name: str, collections: kopf.Index) -> None:
+        # Another AuditCollection waiting in Conflict may now be the active one.
         for other in all_collections(collections):
             if other["metadata"]["name"] != name:
                 await run("successor", None, [], latest=freshest(collections, other["metadata"]["name"]))
