@@ -16,6 +16,7 @@ import copy
 import http.client
 import json
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from plane import REPO, ControlPlane, Installer, Process, wait_for
+from plane import CONTROL_PLANE_LABEL, REPO, ControlPlane, Installer, Process, wait_for
 
 COLLECTION_LABEL = "kaudit.dev/collection"
 APPLIED_HASH = "kaudit.dev/applied-hash"
@@ -246,3 +247,53 @@ class Api:
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
+
+
+NOISE_PAYLOAD = "x" * 1024  # ~1 KiB per ConfigMap: 10 MiB in all, visible in RSS if the operator kept them
+CREATE_THREADS = 8
+
+
+def create_all(plane: ControlPlane, path: str, bodies: list[dict]) -> None:
+    """POST every body to ``path``, on CREATE_THREADS kept-alive connections at once."""
+    errors: list[str] = []
+
+    def worker(share: list[dict]) -> None:
+        api = Api(plane)
+        try:
+            for body in share:
+                status, answer = api.request("POST", path, body)
+                if status not in (201, 409):  # 409: already there from an earlier run in this session
+                    errors.append(f"{status} {answer.get('message')}")
+        finally:
+            api.close()
+
+    threads = [threading.Thread(target=worker, args=(bodies[i::CREATE_THREADS],)) for i in range(CREATE_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise AssertionError(f"{len(errors)} creates failed, e.g. {errors[0]}")
+
+
+def create_config_maps(plane: ControlPlane, namespace: str, count: int) -> None:
+    """``count`` unrelated ConfigMaps (no kaudit label) in ``namespace``."""
+    bodies = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"noise-{i:05d}"},
+               "data": {"payload": NOISE_PAYLOAD}} for i in range(count)]
+    create_all(plane, f"/api/v1/namespaces/{namespace}/configmaps", bodies)
+
+
+def create_daemonsets(plane: ControlPlane, namespace: str, count: int, selector_label: str) -> None:
+    """``count`` unrelated DaemonSets on the control-plane nodes (one pod per node each),
+    labelled ``selector_label`` (DaemonSets and pods) so they can be found and deleted."""
+    bodies = []
+    for i in range(count):
+        labels = {"app": f"noise-{i:03d}", selector_label: "true"}
+        bodies.append({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                       "metadata": {"name": f"noise-{i:03d}", "labels": {selector_label: "true"}},
+                       "spec": {"selector": {"matchLabels": {"app": labels["app"]}}, "template": {
+                           "metadata": {"labels": labels},
+                           "spec": {"nodeSelector": {CONTROL_PLANE_LABEL: ""},
+                                    "tolerations": [{"operator": "Exists"}],
+                                    "containers": [{"name": "noise", "image": "registry.k8s.io/pause:3.10"}]}}}})
+    create_all(plane, f"/apis/apps/v1/namespaces/{namespace}/daemonsets", bodies)
