@@ -205,10 +205,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             runtime.rechecks.pop(name, None)
             if not await runtime.is_active():
                 return  # the active replica looks itself
-            try:
-                await run("recheck", None, [], latest=freshest(runtime.collections, name))
-            except kopf.TemporaryError as exc:
-                logger.warning("recheck of %s failed: %s", name, exc)
+            await reconcile_latest("recheck", runtime.collections, name)
 
         runtime.rechecks[name] = asyncio.create_task(recheck())
 
@@ -241,21 +238,23 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             if not await runtime.is_active():
                 continue  # a standby: kopf stopped updating the index this would work from
             for body in all_collections(collections):
-                name = body["metadata"]["name"]
-                try:
-                    await run("resync", None, [], latest=freshest(collections, name))
-                except kopf.TemporaryError as exc:
-                    logger.warning("resync of %s failed: %s", name, exc)
+                await reconcile_latest("resync", collections, body["metadata"]["name"])
 
-    async def reconcile_owner(trigger: str, body: dict) -> None:
-        """Reconcile the collection named by a child's or report's label (the active replica only)."""
-        owner = ((body.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
-        if not owner or runtime.collections is None or not await runtime.is_active():
-            return
+    async def reconcile_latest(trigger: str, collections: kopf.Index, name: str) -> None:
+        """Reconcile the freshest state of collection ``name``, logging a failure: the callers are
+        event handlers and background tasks nobody retries (the next event or the resync catches up)."""
         try:
-            await run(trigger, None, [], latest=freshest(runtime.collections, owner))
+            await run(trigger, None, [], latest=freshest(collections, name))
         except kopf.TemporaryError as exc:
-            logger.warning("%s reconcile of %s failed: %s", trigger, owner, exc)
+            logger.warning("%s reconcile of %s failed: %s", trigger, name, exc)
+
+    def owner_of(body: dict) -> str:
+        return str(((body.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL) or "")
+
+    async def reconcile_owner(trigger: str, owner: str) -> None:
+        """Reconcile the collection a child or report belongs to (the active replica only)."""
+        if owner and runtime.collections is not None and await runtime.is_active():
+            await reconcile_latest(trigger, runtime.collections, owner)
 
     async def watch_in_operator_namespace(resource: r.Resource, on_list: Callable[[list[dict], bool], Any],
                                           on_event: Callable[[str, dict], Any]) -> None:
@@ -306,39 +305,37 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def child_in_namespace_changed(kind: str, body: dict) -> None:
         """Drift of the installer's Role and RoleBinding: an ADDED event is kaudit's own re-apply."""
         if kind == "DELETED" or (kind == "MODIFIED" and not runtime.is_own_echo(body)):
-            await reconcile_owner("drift", body)
+            await reconcile_owner("drift", owner_of(body))
 
-    reports_seen: dict[str, tuple] = {}
+    # Each report by name: its collection and what it says (its annotations; renewTime alone is
+    # the installer's heartbeat and changes nothing).
+    reports_seen: dict[str, tuple[str, tuple]] = {}
 
-    def report_key(body: dict) -> tuple[str, tuple]:
+    def report_state(body: dict) -> tuple[str, tuple[str, tuple]]:
         meta = body.get("metadata") or {}
-        # What a report says; renewTime alone is the installer's heartbeat and changes nothing.
-        return str(meta.get("name")), tuple(sorted((meta.get("annotations") or {}).items()))
+        return str(meta.get("name")), (owner_of(body), tuple(sorted((meta.get("annotations") or {}).items())))
 
     async def reports_listed(items: list[dict], first: bool) -> None:
-        current = dict(report_key(item) for item in items)
-        changed = [item for item in items if reports_seen.get(report_key(item)[0]) != report_key(item)[1]]
-        vanished = [name for name in reports_seen if name not in current]
+        current = dict(report_state(item) for item in items)
+        owners = {state[0] for name, state in current.items() if reports_seen.get(name) != state}
+        owners |= {state[0] for name, state in reports_seen.items() if name not in current}  # vanished
         reports_seen.clear()
         reports_seen.update(current)
         if first:
             return  # at start the resume handlers reconcile every collection anyway
-        for item in changed:
-            await reconcile_owner("report", item)
-        if vanished:
-            for body in all_collections(runtime.collections or {}):
-                await reconcile_owner("report", {"metadata": {"labels": {COLLECTION_LABEL: body["metadata"]["name"]}}})
+        for owner in sorted(owners):
+            await reconcile_owner("report", owner)
 
     async def report_changed(kind: str, body: dict) -> None:
         """A node's installer wrote (or lost) its report: PolicyInstalled may change now, not at a poll."""
-        name, said = report_key(body)
+        name, state = report_state(body)
         if kind == "DELETED":
             reports_seen.pop(name, None)
-        elif reports_seen.get(name) == said:
+        elif reports_seen.get(name) == state:
             return  # a heartbeat
         else:
-            reports_seen[name] = said
-        await reconcile_owner("report", body)
+            reports_seen[name] = state
+        await reconcile_owner("report", state[0])
 
     @kopf.on.startup(**collection_kwargs)
     async def start_resync(collections: kopf.Index, **_: Any) -> None:
@@ -379,10 +376,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         if uid not in listed:
             listed.add(uid)
             return
-        try:
-            await run("relist", None, [], latest=freshest(collections, name))
-        except kopf.TemporaryError as exc:  # event handlers are not retried; the resync catches up
-            logger.warning("reconcile of %s after a new listing failed: %s", name, exc)
+        await reconcile_latest("relist", collections, name)
 
     async def collection_gone(name: str, collections: kopf.Index) -> None:
         # Another AuditCollection waiting in Conflict may now be the active one.
@@ -400,12 +394,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                 return
             if type != "DELETED" and runtime.is_own_echo(plain(body)):
                 return  # the watch event of kaudit's own apply: nothing drifted
-            owner = labels.get(COLLECTION_LABEL)
-            try:
-                await run("drift", None, [], latest=freshest(collections, owner))
-            except kopf.TemporaryError as exc:
-                # Event handlers are not retried; the resync timer catches up.
-                logger.warning("drift reconcile of %s failed: %s", owner, exc)
+            await reconcile_latest("drift", collections, labels.get(COLLECTION_LABEL))
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
