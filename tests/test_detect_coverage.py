@@ -90,7 +90,7 @@ def any_requests(policy):
     paths = {"/api", "/apis/example.com"}
     for rule in policy.rules:
         for entry in rule.resources:
-            for name in entry.resources:
+            for name in entry.resources or ("anyresource",):  # a group-only entry matches all of its group
                 resource, _, sub = name.partition("/")
                 resources.add((entry.group, resource, sub))
         paths |= {url.rstrip("*") + ("x" if url.endswith("*") else "") for url in rule.non_resource_urls}

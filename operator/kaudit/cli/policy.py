@@ -310,6 +310,7 @@ def profile_options(args: argparse.Namespace, profile: str):
     """The PolicyOptions that ``profile`` plus the options of :func:`add_profile_options` ask for."""
     from kaudit.policy import PolicyOptions
 
+    _refuse_options_of_fixed_profile(args, profile)
     stages = ("RequestReceived",) if args.omit_stages is None else tuple(
         stage.strip() for stage in args.omit_stages.split(",") if stage.strip())
     return PolicyOptions(
@@ -321,6 +322,24 @@ def profile_options(args: argparse.Namespace, profile: str):
         omit_managed_fields=not args.keep_managed_fields,
         kubernetes_version=args.kubernetes_version,
     )
+
+
+def _refuse_options_of_fixed_profile(args: argparse.Namespace, profile: str) -> None:
+    """A platform's own policy (FIXED_PROFILES) takes none of kaudit's options: naming one is an error,
+    since the result would not be what that platform records."""
+    from kaudit.policy.document import FIXED_PROFILES
+
+    if profile not in FIXED_PROFILES:
+        return
+    given = {"--rules": args.rules, "--omit-read-only": args.omit_read_only,
+             "--omit-stages": args.omit_stages is not None, "--keep-managed-fields": args.keep_managed_fields,
+             "--no-audit-kaudit": args.no_audit_kaudit, "--operator-namespace": args.operator_namespace is not None,
+             "--collection": args.collection is not None}
+    errors = [FieldError(flag, f"profile {profile} is {FIXED_PROFILES[profile]}, which cannot be changed: "
+                               f"{flag} does not apply")
+              for flag, value in given.items() if value]
+    if errors:
+        raise InvalidInput(errors)
 
 
 def _self_audit(args: argparse.Namespace):

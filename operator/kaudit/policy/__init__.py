@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 # commands that never touch the engine.
 _EXPORTS = {
     "compose_policy": "compose", "content_hash": "compose",
-    "PROFILES": "document", "PolicyDocument": "document", "PolicyOptions": "document", "SelfAudit": "document",
+    "FIXED_PROFILES": "document", "PROFILES": "document", "PolicyDocument": "document", "PolicyOptions": "document", "SelfAudit": "document",
     "lint_loaded": "lint", "lint_policy": "lint",
     "LoadResult": "loader", "load_policy": "loader",
     "GroupResources": "model", "Policy": "model", "PolicyRule": "model",
@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from kaudit.policy.compose import compose_policy, content_hash
-    from kaudit.policy.document import PROFILES, PolicyDocument, PolicyOptions, SelfAudit
+    from kaudit.policy.document import FIXED_PROFILES, PROFILES, PolicyDocument, PolicyOptions, SelfAudit
     from kaudit.policy.lint import lint_loaded, lint_policy
     from kaudit.policy.loader import LoadResult, load_policy
     from kaudit.policy.model import GroupResources, Policy, PolicyRule

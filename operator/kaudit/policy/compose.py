@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import dataclass
 
 from kaudit.errors import FieldError, InvalidInput
-from kaudit.policy.document import PROFILES, PolicyDocument, PolicyOptions
+from kaudit.policy.document import FIXED_PROFILES, PROFILES, PolicyDocument, PolicyOptions
 from kaudit.policy.model import Policy, PolicyRule, rule_to_dict
 
 
@@ -72,7 +72,27 @@ def _option_errors(options: PolicyOptions) -> list[FieldError]:
         supported = ", ".join(f'"{p}"' for p in PROFILES)
         errors.append(FieldError("profile", f'Unsupported value: "{options.profile}": supported values: {supported}'))
     errors += validate_stages(tuple(options.omit_stages), "omitStages")
+    if options.profile in FIXED_PROFILES:
+        why = f"profile {options.profile} is {FIXED_PROFILES[options.profile]}, which cannot be changed"
+        if options.rules:
+            errors.append(FieldError("rules", f"Forbidden: {why}"))
+        if options.omit_read_only:
+            errors.append(FieldError("omitReadOnly", f"Forbidden: {why}"))
     return errors
+
+
+def _as_applied(options: PolicyOptions) -> PolicyOptions:
+    """``options`` for a fixed profile as its platform applies it: no self-audit rules, and the
+    policy-level omitStages and omitManagedFields the platform's policy has (none; false).
+
+    The PolicyOptions defaults stand for kaudit's choices, which a platform's policy does not make;
+    callers that let a user set them refuse them for a fixed profile (kaudit.cli.policy).
+    """
+    from dataclasses import replace
+
+    if options.profile not in FIXED_PROFILES:
+        return options
+    return replace(options, self_audit=None, omit_stages=(), omit_managed_fields=False)
 
 
 def _custom_rules(options: PolicyOptions) -> tuple[tuple[PolicyRule, ...], list[str], list[FieldError]]:
@@ -107,6 +127,7 @@ def render_policy_text(options: PolicyOptions, items: list[_Item], policy: Polic
     values = dict(
         version=__version__,
         profile=options.profile,
+        platform=FIXED_PROFILES.get(options.profile, ""),
         custom_count=len(options.rules),
         omit_read_only=str(bool(options.omit_read_only)),
         omit_stages=list(policy.omit_stages),
@@ -129,6 +150,7 @@ def compose_policy(options: PolicyOptions) -> PolicyDocument:
     from kaudit.policy.profiles import omit_read_only_rules, profile_rules, self_audit_rules
 
     errors = _option_errors(options)
+    options = _as_applied(options)
     custom, unknown, rule_errors = _custom_rules(options)
     errors += rule_errors
     if errors:

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 
 from kaudit.errors import FieldError
 
-PROFILES = ("Default", "Datadog", "WriteRequestBodies", "AllRequestBodies", "None")
+PROFILES = ("Default", "Datadog", "WriteRequestBodies", "AllRequestBodies", "None", "EKS")
+
+# Profiles that are a managed platform's own policy, which cannot be changed there (name -> whose
+# policy it is). They are composed exactly as the platform applies them: no self-audit rules, no
+# custom rules, omitReadOnly, omitStages or omitManagedFields of kaudit's, so simulating a log or
+# checking detection coverage against one tells what that platform really records.
+FIXED_PROFILES = {"EKS": "the policy Amazon EKS applies to its control plane"}
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,78 @@ _CONTROLLER_SA_READS = (
 )
 _NOISE = (_HEALTH, _EVENTS, _NODE_HEARTBEATS, _LEASES)
 
+# EKS's policy (profile EKS): kubernetes' GCE reference policy (cluster/gce/gci/configure-helper.sh,
+# create-master-audit-policy, as of its audit.k8s.io/v1 version) plus the aws-auth rule that the
+# EKS best-practices guide (detective controls) says EKS adds. Rule for rule and field for field as
+# upstream writes them; the comments are kaudit's.
+_EKS_KNOWN_GROUPS = [{"group": group} for group in (
+    "", "admissionregistration.k8s.io", "apiextensions.k8s.io", "apiregistration.k8s.io", "apps",
+    "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io", "extensions",
+    "metrics.k8s.io", "networking.k8s.io", "node.k8s.io", "policy", "rbac.authorization.k8s.io",
+    "scheduling.k8s.io", "storage.k8s.io")]
+_NO_RECEIVED = {"omitStages": ["RequestReceived"]}
+_EKS = (
+    ("EKS: changes to the aws-auth ConfigMap (which IAM identities are which Kubernetes users and groups) "
+     "with request and response bodies. Placed first: kube-apiserver takes the first matching rule, and "
+     "the reference policy's ConfigMap rule below would otherwise log them at Metadata.",
+     {"level": "RequestResponse", "namespaces": ["kube-system"], "verbs": ["update", "patch", "delete"],
+      "resources": [{"group": "", "resources": ["configmaps"], "resourceNames": ["aws-auth"]}], **_NO_RECEIVED}),
+    ("Reference policy: kube-proxy's watches of endpoints and services, constant and low-risk.",
+     {"level": "None", "users": ["system:kube-proxy"], "verbs": ["watch"],
+      "resources": [{"group": "", "resources": ["endpoints", "services", "services/status"]}]}),
+    ("Reference policy: the ingress controller's reads of its ConfigMap in kube-system (as system:unsecured).",
+     {"level": "None", "users": ["system:unsecured"], "namespaces": ["kube-system"], "verbs": ["get"],
+      "resources": [{"group": "", "resources": ["configmaps"]}]}),
+    ("Reference policy: node reads by the legacy kubelet identity.",
+     {"level": "None", "users": ["kubelet"], "verbs": ["get"],
+      "resources": [{"group": "", "resources": ["nodes", "nodes/status"]}]}),
+    ("Reference policy: node reads by kubelets (group system:nodes).",
+     {"level": "None", "userGroups": ["system:nodes"], "verbs": ["get"],
+      "resources": [{"group": "", "resources": ["nodes", "nodes/status"]}]}),
+    ("Reference policy: the control plane's reads and renewals of its Endpoints in kube-system.",
+     {"level": "None", "users": ["system:kube-controller-manager", "system:cloud-controller-manager",
+                                 "system:kube-scheduler", "system:serviceaccount:kube-system:endpoint-controller"],
+      "verbs": ["get", "update"], "namespaces": ["kube-system"],
+      "resources": [{"group": "", "resources": ["endpoints"]}]}),
+    ("Reference policy: kube-apiserver's own namespace reads.",
+     {"level": "None", "users": ["system:apiserver"], "verbs": ["get"],
+      "resources": [{"group": "", "resources": ["namespaces", "namespaces/status", "namespaces/finalize"]}]}),
+    ("Reference policy: the cluster autoscaler's status ConfigMap and Endpoints in kube-system.",
+     {"level": "None", "users": ["cluster-autoscaler"], "verbs": ["get", "update"], "namespaces": ["kube-system"],
+      "resources": [{"group": "", "resources": ["configmaps", "endpoints"]}]}),
+    ("Reference policy: the controllers' metrics reads for autoscaling.",
+     {"level": "None", "users": ["system:kube-controller-manager", "system:cloud-controller-manager"],
+      "verbs": ["get", "list"], "resources": [{"group": "metrics.k8s.io"}]}),
+    ("Reference policy: health, version and swagger URLs.",
+     {"level": "None", "nonResourceURLs": ["/healthz*", "/version", "/swagger*"]}),
+    ("Reference policy: core Events (written constantly; left out for performance). events.k8s.io is "
+     "not among the known groups below, so its Events fall to the last rule, at Metadata.",
+     {"level": "None", "resources": [{"group": "", "resources": ["events"]}]}),
+    ("Reference policy: status updates from kubelets and the node problem detector, request body only "
+     "(frequent and large responses).",
+     {"level": "Request", "users": ["kubelet", "system:node-problem-detector",
+                                    "system:serviceaccount:kube-system:node-problem-detector"],
+      "verbs": ["update", "patch"], "resources": [{"group": "", "resources": ["nodes/status", "pods/status"]}],
+      **_NO_RECEIVED}),
+    ("Reference policy: the same status updates from group system:nodes.",
+     {"level": "Request", "userGroups": ["system:nodes"], "verbs": ["update", "patch"],
+      "resources": [{"group": "", "resources": ["nodes/status", "pods/status"]}], **_NO_RECEIVED}),
+    ("Reference policy: the namespace controller's deletecollection calls, request only (large responses).",
+     {"level": "Request", "users": ["system:serviceaccount:kube-system:namespace-controller"],
+      "verbs": ["deletecollection"], **_NO_RECEIVED}),
+    ("Reference policy: Secrets, ConfigMaps, service-account tokens and token reviews at Metadata only: "
+     "their bodies can hold credentials.",
+     {"level": "Metadata", "resources": [{"group": "", "resources": ["secrets", "configmaps", "serviceaccounts/token"]},
+                                         {"group": "authentication.k8s.io", "resources": ["tokenreviews"]}],
+      **_NO_RECEIVED}),
+    ("Reference policy: reads of the known API groups with the request only (read responses can be large).",
+     {"level": "Request", "verbs": list(READ_VERBS), "resources": _EKS_KNOWN_GROUPS, **_NO_RECEIVED}),
+    ("Reference policy: every other request to the known API groups with request and response bodies.",
+     {"level": "RequestResponse", "resources": _EKS_KNOWN_GROUPS, **_NO_RECEIVED}),
+    ("Reference policy: everything else (custom resources, other non-resource URLs) at Metadata.",
+     {"level": "Metadata", **_NO_RECEIVED}),
+)
+
 _PROFILE_SOURCES: dict[str, tuple[tuple[str, dict], ...]] = {
     "Default": _NOISE + (
         _SENSITIVE,
@@ -111,6 +183,7 @@ _PROFILE_SOURCES: dict[str, tuple[tuple[str, dict], ...]] = {
          "policy without rules, so 'nothing' is one rule.",
          {"level": "None"}),
     ),
+    "EKS": _EKS,
 }
 
 OMIT_READ_ONLY_RULES: tuple[tuple[str, dict], ...] = (
