@@ -86,7 +86,7 @@ async def main(cycles: int) -> None:
             await asyncio.sleep(0.3)  # let the drift events from kaudit's own applies settle
             reads, writes_ = operator_requests(server, start)
             writes_ -= 1  # the benchmark's own POST
-            reconciles = sum(runtime.metrics.reconciles.values())
+            reconciles = sum(runtime.state.metrics.reconciles.values())
             status_patches = sum(1 for r in writes(server, start) if r.url.path.endswith("/status"))
             print(f"objects rendered: {objects}")
             print(f"create: {reconciles} reconcile(s) (one more when the installer's report came after the first; "
@@ -111,13 +111,13 @@ async def main(cycles: int) -> None:
         runtime = runtime_for(server, resync_interval=0.05)
         start = len(list(server))
         async with running_operator(server, runtime):
-            await until(lambda: runtime.metrics.reconciles.get(("resume", "ready"), 0) >= 1)
+            await until(lambda: runtime.state.metrics.reconciles.get(("resume", "ready"), 0) >= 1)
             _, restart_writes = operator_requests(server, start)
             print(f"restart: {restart_writes} writes")
             start = len(list(server))
-            before = runtime.metrics.reconciles.copy()
+            before = runtime.state.metrics.reconciles.copy()
             await asyncio.sleep(3.0)
-            resyncs = sum(v for k, v in runtime.metrics.reconciles.items() if k[0] == "resync") - \
+            resyncs = sum(v for k, v in runtime.state.metrics.reconciles.items() if k[0] == "resync") - \
                 sum(v for k, v in before.items() if k[0] == "resync")
             _, idle_writes = operator_requests(server, start)
             print(f"idle: {resyncs} resyncs, {idle_writes} writes")

@@ -25,7 +25,8 @@ import yaml
 from kaudit.installer import lease
 from kaudit.k8s import permissions
 from kaudit.k8s.client import RetryPolicy
-from kaudit.reconcile.handlers import Runtime, build_registry
+from kaudit.reconcile.handlers import REGISTRY
+from kaudit.reconcile.runtime import Options, OperatorMemo, State, close, operator_memo
 from kaudit.reconcile.service import OperatorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +146,8 @@ def prepare(server: kmock.KubernetesEmulator) -> None:
     server.objects["v1/nodes", None, "cp-1"] = control_plane_node()
 
 
-def runtime_for(server: kmock.KubernetesEmulator, **overrides: Any) -> Runtime:
+def runtime_for(server: kmock.KubernetesEmulator, **overrides: Any) -> OperatorMemo:
+    """kopf's memo for an operator against ``server`` (``overrides``: fields of runtime.Options)."""
     url = str(server.url).rstrip("/")
 
     async def login(**_: Any) -> Any:
@@ -156,10 +158,10 @@ def runtime_for(server: kmock.KubernetesEmulator, **overrides: Any) -> Runtime:
     options: dict[str, Any] = dict(
         config=OperatorConfig(namespace="kaudit-system", image="kaudit/kaudit:test"),
         recheck_delay=0.01,
-        login=login, connection_info=kopf.ConnectionInfo(server=url), force_close=True, retry=RetryPolicy(attempts=4, first_delay=0.001, max_delay=0.01),
+        login=login, force_close=True, retry=RetryPolicy(attempts=4, first_delay=0.001, max_delay=0.01),
     )
     options.update(overrides)
-    return Runtime(**options)
+    return operator_memo(Options(**options), State(connection_info=kopf.ConnectionInfo(server=url)))
 
 
 def _stored(server: kmock.KubernetesEmulator, request: Any) -> Any:
@@ -204,15 +206,14 @@ async def fake_installer(server: kmock.KubernetesEmulator, node: str = "cp-1") -
 
 
 @contextlib.asynccontextmanager
-async def running_operator(server: kmock.KubernetesEmulator, runtime: Runtime | None = None, *,
-                           installer: bool = True, **operator_options: Any) -> AsyncIterator[Runtime]:
+async def running_operator(server: kmock.KubernetesEmulator, runtime: OperatorMemo | None = None, *,
+                           installer: bool = True, **operator_options: Any) -> AsyncIterator[OperatorMemo]:
     """kopf.operator() in this event loop (``operator_options`` go to it, e.g. liveness_endpoint);
     returns once its watches are established."""
     runtime = runtime or runtime_for(server)
-    registry = build_registry(runtime)
     helpers = [asyncio.create_task(fake_installer(server))] if installer else []
     seen_before = len(list(server))
-    task = asyncio.create_task(kopf.operator(registry=registry, clusterwide=True, standalone=True,
+    task = asyncio.create_task(kopf.operator(registry=REGISTRY, memo=runtime, clusterwide=True, standalone=True,
                                              **operator_options))
     try:
         await until(lambda: _watching(server, seen_before), timeout=10)
@@ -222,7 +223,7 @@ async def running_operator(server: kmock.KubernetesEmulator, runtime: Runtime | 
             helper.cancel()
         task.cancel()
         await asyncio.gather(task, *helpers, return_exceptions=True)
-        await runtime.close()
+        await close(runtime)
 
 
 def _watching(server: kmock.KubernetesEmulator, since: int) -> bool:

@@ -12,6 +12,7 @@ import pytest
 
 from kaudit.reconcile.peering import PeeringIdentity, outranked
 from kaudit.reconcile.preflight import peering_problem
+from kaudit.reconcile.runtime import close, is_active
 from operator_support import (ApplyEmulator, collection, is_ready, live_object, prepare, running_operator,
                               runtime_for, uncovered_requests, until, writes)
 
@@ -74,7 +75,7 @@ async def test_a_paused_replica_leaves_drift_and_resync_to_the_active_one(kmock)
         start = len(list(kmock))
         await kmock.delete(path)
         await asyncio.sleep(0.4)  # the namespace watch's event and several resyncs
-        assert writes_to(kmock, path, start) == [], dict(runtime.metrics.reconciles)
+        assert writes_to(kmock, path, start) == [], dict(runtime.state.metrics.reconciles)
         assert live_object(kmock, "roles", "kaudit-system", "kaudit-cluster-policy-installer") is None
         # The rival is gone: this replica works again, and the resync repairs the Role.
         kmock.objects[PEERINGS, None, "kaudit"] = peering_object({})
@@ -104,11 +105,11 @@ async def test_a_deleted_peering_object_pauses_kaudits_own_work_with_one_warning
     runtime = runtime_for(kmock, peering=ME)
     try:
         with caplog.at_level(logging.WARNING, logger="kaudit"):
-            assert await runtime.is_active() is False
-            assert await runtime.is_active() is False
+            assert await is_active(runtime) is False
+            assert await is_active(runtime) is False
         paused = [rec for rec in caplog.records if "paused" in rec.getMessage()]
         assert len(paused) == 1 and "--standalone" in paused[0].getMessage()
         kmock.objects[PEERINGS, None, "kaudit"] = peering_object({})
-        assert await runtime.is_active() is True
+        assert await is_active(runtime) is True
     finally:
-        await runtime.close()
+        await close(runtime)

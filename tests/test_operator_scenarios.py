@@ -118,7 +118,7 @@ async def test_restart_with_nothing_changed_writes_nothing(server):
     start = len(list(server))
     runtime = runtime_for(server)
     async with running_operator(server, runtime):
-        await until(lambda: runtime.metrics.reconciles.get(("resume", "ready"), 0) >= 1)
+        await until(lambda: runtime.state.metrics.reconciles.get(("resume", "ready"), 0) >= 1)
     assert writes(server, start, events=True) == []
 
 
@@ -401,7 +401,7 @@ async def test_idle_resyncs_write_nothing(server):
     runtime = runtime_for(server, resync_interval=0.02)
     start = len(list(server))
     async with running_operator(server, runtime):
-        await until(lambda: runtime.metrics.reconciles.get(("resync", "ready"), 0) >= 3)
+        await until(lambda: runtime.state.metrics.reconciles.get(("resync", "ready"), 0) >= 3)
     assert writes(server, start, events=True) == []
 
 
@@ -414,8 +414,8 @@ async def test_exhausted_retries_fail_the_handler_and_kopf_retries_it(server):
         await create(server, collection())
         await until(lambda: is_ready(server))
     assert len(faults) == 5
-    assert runtime.metrics.reconciles[("create", "error")] == 1
-    assert runtime.metrics.reconciles[("create", "ready")] == 1
+    assert runtime.state.metrics.reconciles[("create", "error")] == 1
+    assert runtime.state.metrics.reconciles[("create", "ready")] == 1
 
 
 async def test_agent_that_cannot_reach_control_plane_nodes_is_reported(server):
@@ -486,7 +486,7 @@ async def test_a_report_heartbeat_reconciles_nothing_and_a_changed_report_does(s
             await until(lambda: condition(server, "Ready").get("status") == "True")
         finally:
             installer.cancel()
-        reports = lambda: sum(n for (trigger, _), n in runtime.metrics.reconciles.items() if trigger == "report")
+        reports = lambda: sum(n for (trigger, _), n in runtime.state.metrics.reconciles.items() if trigger == "report")
         await until(lambda: reports() == 1)  # the new report's reconcile (counted once it returns)
         before = reports()
         path = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/kaudit-cluster-policy-cp-1"
@@ -594,7 +594,7 @@ async def test_nodes_are_read_once_per_reconcile_and_only_when_needed(server):
     # policy-only collection that installs nothing needs neither.
     spec = {"agent": {"mode": "None"}, "apiServer": {"installPolicy": False}}
     runtime = runtime_for(server)
-    rounds = lambda: sum(runtime.metrics.reconciles.values())
+    rounds = lambda: sum(runtime.state.metrics.reconciles.values())
     async with running_operator(server, runtime):
         await create(server, collection(spec=spec))
         await until(lambda: is_ready(server))

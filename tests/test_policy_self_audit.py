@@ -156,7 +156,7 @@ def test_render_names_the_operator_namespace_and_the_collections_config_map():
 
 
 def test_audit_kaudit_false_is_explicit_and_said_in_the_warnings_and_status():
-    from kaudit.reconcile.service import _rendered_status
+    from kaudit.reconcile.service import rendered_status
     from kaudit.render import render
 
     body = _collection({"profile": "None", "auditKaudit": False})
@@ -165,10 +165,10 @@ def test_audit_kaudit_false_is_explicit_and_said_in_the_warnings_and_status():
     assert len(load_policy(rendered.policy.text).policy.rules) == 1
     [warning] = [w for w in rendered.warnings if w.path == "spec.policy.auditKaudit"]
     assert "not recorded" in warning.message
-    status = _rendered_status(body, rendered)
+    status = rendered_status(rendered)
     assert status["policy"]["auditKaudit"] is False
     assert any(w.startswith("spec.policy.auditKaudit: false") for w in status["warnings"])
-    assert _rendered_status(_collection({}), render(_collection({}), namespace="ops"))["policy"]["auditKaudit"] is True
+    assert rendered_status(render(_collection({}), namespace="ops"))["policy"]["auditKaudit"] is True
 
 
 def test_audit_kaudit_must_be_a_boolean():

@@ -8,6 +8,7 @@ Unknown fields are errors: a misspelt key must not silently fall back to a defau
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,14 +16,14 @@ from typing import Any, Callable
 from kaudit import __version__
 from kaudit.errors import FieldError, InvalidInput, did_you_mean
 from kaudit.k8s.quantity import parse_quantity
+from kaudit.policy.document import PROFILES, PolicyOptions, SelfAudit
+from kaudit.policy.model import GROUP_RESOURCES_FIELDS, RULE_FIELDS, STAGES
 
 API_GROUP = "kaudit.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "AuditCollection"
 
 AGENT_MODES = ("Managed", "DaemonSet", "DatadogAgent", "None")
-PROFILES = ("Default", "Datadog", "WriteRequestBodies", "AllRequestBodies", "None")
-STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 
@@ -31,9 +32,11 @@ TOLERATION_OPERATORS = ("Exists", "Equal")
 DEFAULT_AGENT_IMAGE = "datadog/agent:7.81.1"
 DEFAULT_INSTALLER_IMAGE = f"kaudit/kaudit:{__version__}"
 
-# Longest component suffix kaudit appends to a collection name ("kaudit-<name>-policy-installer");
-# keeping the name short enough keeps every owned object's name a DNS label (<= 63 characters).
-_LONGEST_NAME_AFFIXES = len("kaudit-") + len("-policy-installer")
+# The node-side policy installer's component name: its objects are kaudit-<name>-policy-installer,
+# its Leases carry it, and it is the longest suffix kaudit appends to a collection name; keeping the
+# name short enough keeps every owned object's name a DNS label (<= 63 characters).
+INSTALLER_COMPONENT = "policy-installer"
+_LONGEST_NAME_AFFIXES = len("kaudit-") + len(f"-{INSTALLER_COMPONENT}")
 MAX_COLLECTION_NAME = 63 - _LONGEST_NAME_AFFIXES
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -46,14 +49,10 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SITE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
 
 
-@dataclass(frozen=True)
-class PolicySpec:
-    profile: str = "Default"
-    rules: tuple[dict, ...] = ()
-    omit_read_only: bool = False
-    omit_stages: tuple[str, ...] = ("RequestReceived",)
-    omit_managed_fields: bool = True
-    audit_kaudit: bool = True  # the self-audit rules first (docs/security.md); false drops them
+# spec.policy is what the policy engine composes from: one type, so no hand mapping between them.
+# The parser fills its kubernetes_version from spec.apiServer and its self_audit (None when
+# spec.policy.auditKaudit is false); the renderer names the real self-audit objects.
+PolicySpec = PolicyOptions
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,37 @@ class ManagedAgentSpec:
 
 
 @dataclass(frozen=True)
+class AgentTarget:
+    """The user's agent object an AuditCollection adapts (DaemonSet and DatadogAgent modes)."""
+
+    api_group: str
+    kind: str
+    resource: str  # for kubectl
+    name: str
+    namespace: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class AgentSpec:
     mode: str = "Managed"
     namespace: str = "datadog"
     daemon_set: DaemonSetRef = DaemonSetRef()
     datadog_agent: DatadogAgentRef = DatadogAgentRef()
     managed: ManagedAgentSpec = ManagedAgentSpec()
+
+    @property
+    def target(self) -> AgentTarget | None:
+        """The object kaudit patches instead of owning: None in Managed and None modes."""
+        if self.mode == "DaemonSet":
+            return AgentTarget("apps", "DaemonSet", "daemonset", self.daemon_set.name, self.namespace)
+        if self.mode == "DatadogAgent":
+            return AgentTarget("datadoghq.com", "DatadogAgent", "datadogagent", self.datadog_agent.name,
+                               self.namespace)
+        return None
 
 
 @dataclass(frozen=True)
@@ -369,10 +393,12 @@ def parse_collection(resource: Any) -> AuditCollection:
     metadata = r.mapping(resource, "metadata", "metadata", tuple(raw_metadata) if isinstance(raw_metadata, dict) else ())
     name = _parse_name(r, metadata)
     spec = r.mapping(resource, "spec", "spec", ("policy", "apiServer", "agent", "logs"))
+    policy = _parse_policy(r, spec)  # problems are reported in the order of the spec's fields
+    api_server = _parse_api_server(r, spec)
     collection = AuditCollection(
         name=name,
-        policy=_parse_policy(r, spec),
-        api_server=_parse_api_server(r, spec),
+        policy=dataclasses.replace(policy, kubernetes_version=api_server.kubernetes_version),
+        api_server=api_server,
         agent=_parse_agent(r, spec),
         logs=_parse_logs(r, spec),
     )
@@ -414,7 +440,7 @@ def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
         omit_read_only=r.boolean(obj, "omitReadOnly", path, default.omit_read_only),
         omit_stages=_parse_stages(r, obj, path, default.omit_stages),
         omit_managed_fields=r.boolean(obj, "omitManagedFields", path, default.omit_managed_fields),
-        audit_kaudit=r.boolean(obj, "auditKaudit", path, default.audit_kaudit),
+        self_audit=SelfAudit() if r.boolean(obj, "auditKaudit", path, default.audit_kaudit) else None,
     )
 
 
@@ -422,8 +448,6 @@ def _check_rule_fields(r: _Reader, rule: dict, path: str) -> None:
     """Unknown keys in a custom rule are errors: kube-apiserver would drop them silently, and a
     rule without its misspelt (or misplaced) constraint matches more than its author wrote.
     Everything else about the rule is the policy engine's to check."""
-    from kaudit.policy.model import GROUP_RESOURCES_FIELDS, RULE_FIELDS
-
     for key in sorted(set(rule) - RULE_FIELDS, key=str):
         r.fail(f"{path}.{key}", f'unknown field "{key}": kube-apiserver would drop it silently and the rule '
                                 f"would match more than written{did_you_mean(key, RULE_FIELDS)}")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from kaudit.errors import FieldError, InvalidInput
+
+if TYPE_CHECKING:
+    from kaudit.api.spec import AuditCollection
 
 HELP = "print the objects kaudit would apply for an AuditCollection (offline, no cluster needed)"
 DESCRIPTION = """\
@@ -56,15 +60,15 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _documents(path: str) -> list:
+def _documents(path: str) -> list[Any]:
     """The non-empty documents of ``path`` (``-``: standard input), read within kaudit's limits."""
     from kaudit.documents import load
 
     return [document.data for document in load(path)]
 
 
-def _collection(path: str) -> dict:
-    """The one AuditCollection in ``path``; its problems are errors naming the file, line and field."""
+def _collection(path: str) -> AuditCollection:
+    """The one AuditCollection in ``path``, parsed; its problems are errors naming the file, line and field."""
     from kaudit.api.spec import parse_collection
     from kaudit.documents import display_name, load
 
@@ -77,10 +81,9 @@ def _collection(path: str) -> dict:
     if document.duplicates:
         raise InvalidInput(document.duplicate_errors(name))
     try:
-        parse_collection(document.data)
+        return parse_collection(document.data)
     except InvalidInput as exc:
         raise InvalidInput(document.locate(error, name) for error in exc.errors) from None
-    return document.data
 
 
 def _option_errors(args: argparse.Namespace) -> list[FieldError]:
@@ -102,36 +105,32 @@ def _option_errors(args: argparse.Namespace) -> list[FieldError]:
     return errors
 
 
-def _existing(collection: dict, sources: list) -> list:
+def _existing(spec: AuditCollection, sources: list[tuple[str, list[Any]]]) -> list[Any]:
     """The live agent object the collection names, picked out of files that may hold many objects
     (``helm template`` or ``helm get manifest`` output, ``kubectl get ds -o yaml`` Lists)."""
-    from kaudit.api.spec import parse_collection
-    from kaudit.render.targets import pick_target, target_of
+    from kaudit.render.targets import pick_target
 
-    target = target_of(parse_collection(collection)) if sources else None
+    target = spec.agent.target if sources else None
     if target is None:
         return [doc for _, docs in sources for doc in docs]
     return [pick_target(sources, target)]
 
 
 def run(args: argparse.Namespace) -> int:
-    from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, parse_collection
-    from kaudit.render import render
+    from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE
+    from kaudit.render import render_collection
     from kaudit.render.apiserver import snippet_yaml, static_pod_changes
     from kaudit.render.output import header_lines, to_json, to_yaml
 
     errors = _option_errors(args)
     if errors:
         raise InvalidInput(errors)
-    resource = _collection(args.filename)
-    existing = _existing(resource, [(path, _documents(path)) for path in args.existing])
-
-    rendered = render(resource, existing=existing, namespace=args.namespace,
-                      image=args.image or DEFAULT_INSTALLER_IMAGE, preview=not args.existing)
-    name = (resource.get("metadata") or {}).get("name")
-    mode = ((resource.get("spec") or {}).get("agent") or {}).get("mode") or "Managed"
-    title = f"Rendered by kaudit render for AuditCollection {name!r} (agent mode {mode})."
-    static_pod = snippet_yaml(static_pod_changes(parse_collection(resource)))
+    spec = _collection(args.filename)
+    sources = [(path, _documents(path)) for path in args.existing]
+    rendered = render_collection(spec, existing=_existing(spec, sources), namespace=args.namespace,
+                                 image=args.image or DEFAULT_INSTALLER_IMAGE, preview=not args.existing)
+    title = f"Rendered by kaudit render for AuditCollection {spec.name!r} (agent mode {spec.agent.mode})."
+    static_pod = snippet_yaml(static_pod_changes(spec))
     if args.output == "json":
         sys.stdout.write(to_json(rendered))
         for line in header_lines(rendered, title, static_pod):

@@ -32,7 +32,7 @@ examples:
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "kaudit-system"),
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     import kopf
 
-    from kaudit.reconcile.handlers import Runtime, build_registry
+    from kaudit.reconcile.handlers import REGISTRY
     from kaudit.reconcile.peering import PeeringIdentity
-    from kaudit.reconcile.server import serve_metrics
+    from kaudit.reconcile.runtime import Options, operator_memo
     from kaudit.reconcile.service import OperatorConfig
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json"
@@ -80,14 +80,8 @@ def run(args: argparse.Namespace) -> int:
     # tell whether kopf lets this replica work (kaudit.reconcile.peering).
     identity = f"{socket.gethostname()}/{os.getpid()}/{random.randrange(16**6):06x}"
     me = None if args.standalone else PeeringIdentity(args.peering, priority, identity)
-    runtime = Runtime(config=OperatorConfig(namespace=args.namespace, image=args.image),
-                      resync_interval=args.resync_seconds, peering=me)
-    registry = build_registry(runtime)
-    if args.metrics_port:
-        @kopf.on.startup(registry=registry)
-        async def metrics_endpoint(**_: object) -> None:
-            runtime.background.append(asyncio.create_task(serve_metrics(runtime.metrics, args.metrics_port)))
-
+    memo = operator_memo(Options(config=OperatorConfig(namespace=args.namespace, image=args.image),
+                                 resync_interval=args.resync_seconds, peering=me, metrics_port=args.metrics_port))
     problem = asyncio.run(_preflight(None if args.standalone else args.peering))
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -97,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     # A peering name makes peering mandatory in kopf: replicas never run unpeered and fight.
     peering = ({"standalone": True} if args.standalone
                else {"peering_name": args.peering, "priority": priority, "identity": identity})
-    asyncio.run(kopf.operator(registry=registry, clusterwide=True, liveness_endpoint=liveness, **peering))
+    asyncio.run(kopf.operator(registry=REGISTRY, memo=memo, clusterwide=True, liveness_endpoint=liveness,
+                              **peering))
     return 0
 
 
@@ -105,7 +100,7 @@ async def _preflight(peering: str | None) -> str | None:
     """Refuse to start without working credentials (kopf would print a traceback and retry forever)
     or paused (kopf would wait silently for a missing peering object)."""
     from kaudit.errors import KauditError
-    from kaudit.reconcile.handlers import default_login
+    from kaudit.reconcile.runtime import default_login
     from kaudit.reconcile.preflight import api_problem, credentials, peering_problem
 
     try:

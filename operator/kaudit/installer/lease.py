@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from kaudit.api.spec import INSTALLER_COMPONENT as COMPONENT
+from kaudit.k8s.resources import FIELD_MANAGER
 from kaudit.render.common import labels
 
 log = logging.getLogger("kaudit.installer")
@@ -41,8 +43,6 @@ ANNOTATION_REFUSED_AT = "kaudit.dev/refused-at"
 # The installed policy's lint warnings, one per line (what `kaudit policy lint` says of it).
 ANNOTATION_WARNINGS = "kaudit.dev/warnings"
 MAX_WARNINGS_CHARS = 16 * 1024  # annotations share 256 KiB per object; a report stays small
-COMPONENT = "policy-installer"
-FIELD_MANAGER = "kaudit"
 MAX_NAME = 253
 # Where the pod's service account token and CA are mounted; KAUDIT_SERVICE_ACCOUNT_DIR points
 # elsewhere (a test playing the installer outside a pod, a token projected at another path).

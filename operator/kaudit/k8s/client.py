@@ -30,9 +30,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 import aiohttp
 
 from kaudit.errors import KauditError
-from kaudit.k8s.resources import Resource, resource_of
+from kaudit.k8s.resources import FIELD_MANAGER, Resource, resource_of
 
-FIELD_MANAGER = "kaudit"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
 JSON_PATCH_CONTENT_TYPE = "application/json-patch+json"

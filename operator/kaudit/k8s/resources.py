@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+# The server-side apply field manager of every write kaudit makes (operator and node installer);
+# managedFields entries under it are what kaudit owns.
+FIELD_MANAGER = "kaudit"
+
 
 @dataclass(frozen=True)
 class Resource:

@@ -34,7 +34,8 @@ class SelfAudit:
 
 @dataclass(frozen=True)
 class PolicyOptions:
-    """What ``spec.policy`` (plus ``spec.apiServer.kubernetesVersion``) asks for."""
+    """What ``spec.policy`` (plus ``spec.apiServer.kubernetesVersion``) asks for; the API's
+    ``PolicySpec`` is this type."""
 
     profile: str = "Default"
     rules: tuple[dict, ...] = ()  # audit.k8s.io/v1 PolicyRule objects as the user wrote them
@@ -45,6 +46,11 @@ class PolicyOptions:
     # The self-audit rules that come before every other rule; None (spec.policy.auditKaudit: false)
     # leaves them out.
     self_audit: SelfAudit | None = SelfAudit()
+
+    @property
+    def audit_kaudit(self) -> bool:
+        """spec.policy.auditKaudit: whether the self-audit rules come first."""
+        return self.self_audit is not None
 
 
 @dataclass(frozen=True)

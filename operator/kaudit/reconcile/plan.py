@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from kaudit.k8s.quantity import same_quantity
-from kaudit.k8s.resources import identity
+from kaudit.k8s.resources import FIELD_MANAGER, identity
 
 COLLECTION_LABEL = "kaudit.dev/collection"
 APPLIED_HASH_ANNOTATION = "kaudit.dev/applied-hash"
@@ -28,7 +28,6 @@ ADDED_ITEMS_ANNOTATION = "kaudit.dev/added-items"
 # For single values kaudit sets over the user's (DD_LOGS_ENABLED=false on a Helm agent): the
 # user's value by path, so that the user's view and the hand-back can give it back.
 REPLACED_VALUES_ANNOTATION = "kaudit.dev/replaced-values"
-FIELD_MANAGER = "kaudit"
 
 # PodSpec.tolerations is an atomic list (``listType=atomic``): whoever applies it owns all of it,
 # so the renderer sends the user's tolerations plus the missing control-plane ones. The same holds

@@ -2,7 +2,11 @@
 
 Called by every kopf handler (create, update, resume, timer, child drift); the handlers only
 choose when. Decisions are in ``plan.py``/``status.py``/``agent.py`` (pure); this module is the
-sequence of API calls around them, all made through :class:`kaudit.k8s.client.ApiClient`.
+sequence of API calls around them, all made through a :class:`~kaudit.reconcile.storage.Storage`
+(in the operator, :class:`kaudit.k8s.client.ApiClient`). Its inputs are typed: a
+:class:`~kaudit.api.resource.CollectionResource` parsed once by the handler, and the
+:class:`~kaudit.render.result.Rendered` the renderer returns, whose named parts (installer, agent
+DaemonSet, agent target) say what each rendered object is.
 """
 
 from __future__ import annotations
@@ -11,22 +15,26 @@ import asyncio
 import datetime
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
+from kaudit.api.resource import CollectionResource, ObjectMeta
+from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AgentTarget, AuditCollection
 from kaudit.errors import InvalidInput, Refused
 from kaudit.k8s import resources as r
-from kaudit.k8s.client import ApiClient, ApiError, TransientApiError
-from kaudit.k8s.events import NORMAL, WARNING, post_event
+from kaudit.k8s.client import ApiError, TransientApiError
+from kaudit.k8s.events import NORMAL, WARNING, build_event
 from kaudit.k8s.permissions import APISERVER_NAMESPACE
 from kaudit.reconcile import plan as planning
-from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, agent_figures
+from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
 from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
                                      render_conditions, status_patch, summarise)
+from kaudit.reconcile.storage import JSON, Storage
+
+if TYPE_CHECKING:
+    from kaudit.render.result import Rendered
 
 logger = logging.getLogger("kaudit.reconcile")
 
-DEFAULT_AGENT_NAMESPACE = "datadog"
-INSTALLER_COMPONENT = "policy-installer"
 # A hand-back restore that keeps meeting concurrent writes (409): read again this often, then kopf retries.
 RESTORE_ATTEMPTS = 5
 # kubeadm's kube-apiserver mirror pods: their container start tells whether the policy is loaded.
@@ -36,6 +44,10 @@ APISERVER_SELECTOR = "component=kube-apiserver"
 # A new or changed report reconciles at once (handlers.py watches the Leases); these looks catch
 # what no watch shows: kube-apiserver restarted on a node (RestartRequired) and reports gone stale.
 RECHECK_AFTER = {"NoReports": 60.0, "Installing": 60.0, "InstallFailed": 30.0, "RestartRequired": 60.0}
+# The API resource of each kind of user object a collection may patch (AgentTarget.kind).
+TARGET_RESOURCES = {"DaemonSet": r.DAEMON_SETS, "DatadogAgent": r.DATADOG_AGENTS}
+# The status fields a successful render fills; a refusal keeps their last good values.
+RENDERED_STATUS_KEYS = ("policy", "apiServerFlags", "nextSteps", "agent", "nodes")
 
 
 class ApplyRefused(Exception):
@@ -49,7 +61,7 @@ class ApplyRefused(Exception):
 @dataclass(frozen=True)
 class OperatorConfig:
     namespace: str = "kaudit-system"  # POD_NAMESPACE: where non-agent objects and Events live
-    image: str = ""  # "" = the renderer's default image
+    image: str = ""  # "" = the renderer's default image (DEFAULT_INSTALLER_IMAGE)
 
 
 @dataclass
@@ -59,88 +71,80 @@ class Outcome:
     writes: int = 0
     ready: bool = False
     reason: str = ""
-    conditions: list[dict] = field(default_factory=list)
+    conditions: list[JSON] = field(default_factory=list)
     name: str = ""
     requeue_after: float | None = None  # seconds until the node reports are worth reading again
+
+
+class RenderFunction(Protocol):
+    """:func:`kaudit.render.render_collection`'s signature, as the reconciler calls it."""
+
+    def __call__(self, spec: AuditCollection, *, existing: Sequence[JSON], namespace: str, image: str) -> Rendered: ...
+
+
+# The freshest known state of one collection and the others beside it (None: it is gone).
+Latest = Callable[[], "tuple[CollectionResource | None, list[ObjectMeta]]"]
+NodeReader = Callable[[], Awaitable[list[JSON]]]
 
 
 def now_text() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def agent_target(collection: dict) -> tuple[r.Resource, str, str] | None:
-    """(resource, namespace, name) of the user's object kaudit patches, or None in other modes."""
-    agent = ((collection.get("spec") or {}).get("agent")) or {}
-    mode = agent.get("mode") or "Managed"
-    namespace = agent.get("namespace") or DEFAULT_AGENT_NAMESPACE
-    if mode == "DaemonSet":
-        return r.DAEMON_SETS, namespace, (agent.get("daemonSet") or {}).get("name") or "datadog-agent"
-    if mode == "DatadogAgent":
-        return r.DATADOG_AGENTS, namespace, (agent.get("datadogAgent") or {}).get("name") or "datadog"
-    return None
+def target_resource(target: AgentTarget) -> r.Resource:
+    return TARGET_RESOURCES[target.kind]
 
 
-def agent_mode(collection: dict) -> str:
-    return (((collection.get("spec") or {}).get("agent")) or {}).get("mode") or "Managed"
-
-
-def patches_others_objects(collection: dict) -> bool:
-    """DaemonSet and DatadogAgent modes change a user's object: deleting needs a finalizer."""
-    return agent_target(collection) is not None
-
-
-def active_collection(collections: Iterable[dict]) -> str | None:
+def active_collection(collections: Iterable[ObjectMeta]) -> str | None:
     """The one AuditCollection that is in charge: the oldest one not being deleted."""
-    alive = [c for c in collections if not (c.get("metadata") or {}).get("deletionTimestamp")]
+    alive = [c for c in collections if not c.deleting]
     if not alive:
         return None
-    oldest = min(alive, key=lambda c: ((c["metadata"].get("creationTimestamp") or ""), c["metadata"]["name"]))
-    return oldest["metadata"]["name"]
+    return min(alive, key=lambda c: (c.creation_timestamp, c.name)).name
 
 
 class Reconciler:
+    """One reconcile of one AuditCollection, from typed inputs through :class:`Storage`."""
+
     def __init__(
         self,
-        client: ApiClient,
+        storage: Storage,
         config: OperatorConfig,
         *,
-        render: Callable[..., Any] | None = None,
+        render: RenderFunction | None = None,
         clock: Callable[[], str] = now_text,
     ):
-        self.client = client
+        self.storage = storage
         self.config = config
         self._render = render
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         # The status last written per collection (by uid): the body a drift event hands us can
         # predate our own status patch, and comparing with it would patch the same status again.
-        self._written: dict[str, dict] = {}
+        self._written: dict[str, JSON] = {}
         self._waiting: set[str] = set()
         # What kaudit last applied per object, to recognise the watch events of its own writes.
-        self._applied: dict[planning.Key, dict] = {}
+        self._applied: dict[planning.Key, JSON] = {}
         self._seen_status: dict[planning.Key, Any] = {}
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    def render(self, collection: dict, existing: tuple[dict, ...]) -> Any:
-        render = self._render
-        if render is None:
-            from kaudit.render import render  # the renderer's import cost is paid once, on first use
-        kwargs: dict[str, Any] = {"existing": existing, "namespace": self.config.namespace}
-        if self.config.image:
-            kwargs["image"] = self.config.image
-        return render(collection, **kwargs)
+    def render(self, spec: AuditCollection, existing: tuple[JSON, ...]) -> Rendered:
+        if self._render is None:
+            from kaudit.render import render_collection  # the renderer's import cost is paid once, on first use
+
+            self._render = render_collection
+        return self._render(spec, existing=existing, namespace=self.config.namespace,
+                            image=self.config.image or DEFAULT_INSTALLER_IMAGE)
 
     # --- the reconcile --------------------------------------------------------------------------
 
-    async def reconcile(self, collection: dict, *, others: Iterable[dict] = ()) -> Outcome:
-        name = collection["metadata"]["name"]
-        async with self.lock(name):
-            return await self._reconcile(collection, list(others))
+    async def reconcile(self, resource: CollectionResource, others: Iterable[ObjectMeta] = ()) -> Outcome:
+        async with self.lock(resource.meta.name):
+            return await self._reconcile(resource, list(others))
 
-    async def reconcile_latest(self, name: str, latest: Callable[[], tuple[dict | None, list[dict]]]
-                               ) -> Outcome | None:
+    async def reconcile_latest(self, name: str, latest: Latest) -> Outcome | None:
         """Reconcile ``name`` from the freshest known state, coalescing bursts of triggers.
 
         A trigger that arrives while another one for the same collection is still waiting for
@@ -154,14 +158,14 @@ class Reconciler:
         try:
             async with self.lock(name):
                 self._waiting.discard(name)
-                body, others = latest()
-                if body is None:
+                resource, others = latest()
+                if resource is None:
                     return None
-                return await self._reconcile(body, others)
+                return await self._reconcile(resource, others)
         finally:
             self._waiting.discard(name)
 
-    def is_own_echo(self, child: dict) -> bool:
+    def is_own_echo(self, child: JSON) -> bool:
         """Whether a child's watch event shows exactly what kaudit last applied (no drift).
 
         A DaemonSet whose status moved is not an echo: the agent rollout figures need a refresh.
@@ -176,47 +180,44 @@ class Reconciler:
             return child.get("kind") != "DaemonSet"
         return True
 
-    async def _reconcile(self, collection: dict, others: list[dict]) -> Outcome:
-        name = collection["metadata"]["name"]
-        outcome = Outcome(name=name)
-        if collection["metadata"].get("deletionTimestamp"):
+    async def _reconcile(self, resource: CollectionResource, others: list[ObjectMeta]) -> Outcome:
+        meta = resource.meta
+        outcome = Outcome(name=meta.name)
+        if meta.deleting:
             return outcome  # being deleted: the finalizer (or the garbage collector) has the last word
-        candidates = [collection, *[o for o in others if o["metadata"]["name"] != name]]
-        active = active_collection(candidates)
-        while active is not None and active != name:
-            # The caller's view of other collections can lag (a watch event not processed yet):
-            # confirm the one that would win before refusing this one.
-            live = await self.client.get(r.AUDIT_COLLECTIONS, None, active)
-            if live is not None and not live["metadata"].get("deletionTimestamp"):
-                break
-            candidates = [c for c in candidates if c["metadata"]["name"] != active]
-            active = active_collection(candidates)
-        if active is not None and active != name:
+        active = await self._active(meta, others)
+        if active is not None and active != meta.name:
             message = (f"AuditCollection {active!r} is already active; a cluster has one audit policy. "
                        f"Delete one of them; this one changes nothing meanwhile.")
             conditions = [Condition("PolicyValid", UNKNOWN, "Conflict", message),
                           Condition("AgentConfigured", UNKNOWN, "Conflict", message)]
-            return await self._report(collection, outcome, conditions, extra={})
+            return await self._report(resource, outcome, conditions, None)
+        if resource.spec is None:
+            assert resource.invalid is not None
+            return await self._report(resource, outcome, _invalid_conditions(resource.invalid), None)
+        spec = resource.spec
 
-        target = agent_target(collection)
-        live_target = await self.client.get(*target) if target else None
+        # A platform whose agent side differs (another kind of user object, or none) branches
+        # here and in render; the steps below work from what render named.
+        target = spec.agent.target
+        live_target = await self.storage.get(target_resource(target), target.namespace, target.name) if target else None
         existing = (planning.user_view(live_target),) if live_target else ()
         try:
-            rendered = self.render(collection, existing)
+            rendered = self.render(spec, tuple(e for e in existing if e is not None))
         except InvalidInput as exc:
-            return await self._report(collection, outcome, _invalid_conditions(exc), extra={})
+            return await self._report(resource, outcome, _invalid_conditions(exc), None)
         except Refused as exc:
             conditions = [Condition("PolicyValid", UNKNOWN, exc.reason, exc.message),
                           Condition("AgentConfigured", FALSE, exc.reason, exc.message)]
-            return await self._report(collection, outcome, conditions, extra={})
+            return await self._report(resource, outcome, conditions, None)
 
-        children = await self._live_children(name)
-        targets = {planning.key_of(live_target): live_target} if live_target else {}
-        writes = planning.plan_writes(owner=collection, objects=rendered.objects, patches=rendered.patches,
+        children = await self._live_children(meta.name)
+        targets: dict[planning.Key, JSON | None] = {planning.key_of(live_target): live_target} if live_target else {}
+        writes = planning.plan_writes(owner=meta.reference(), objects=rendered.objects, patches=rendered.patches,
                                       live_children=children, live_targets=targets)
-        await self._approve(collection, rendered, outcome)
+        await self._approve(resource, rendered, outcome)
         try:
-            applied = await self._execute(collection, writes, tuple(getattr(rendered, "events", ())))
+            applied = await self._execute(meta, writes, rendered.events)
             if live_target is not None and planning.key_of(live_target) not in applied:
                 await self._yield_fields(live_target)  # an earlier yield that did not go through
         except ApplyRefused as exc:
@@ -224,108 +225,126 @@ class Reconciler:
             # status, then let the handler retry later.
             conditions = [Condition("PolicyValid", TRUE, "Valid", _policy_message(rendered)),
                           Condition("AgentConfigured", FALSE, "ApplyFailed", str(exc))]
-            await self._report(collection, outcome, conditions, extra=_rendered_status(collection, rendered))
+            await self._report(resource, outcome, conditions, rendered_status(rendered))
             raise exc.cause from None
         outcome.writes += len(writes.applies) + len(writes.deletes) + len(writes.releases)
 
         nodes = _once(self._control_plane_nodes)  # read only if a consumer needs it, then shared
         figures, installed = await asyncio.gather(
-            self._agent_figures(collection, rendered, applied, children, live_target, nodes),
-            self._policy_installed(collection, rendered, nodes))
-        extra = _rendered_status(collection, rendered)
+            self._agent_figures(rendered, applied, children, live_target, nodes),
+            self._policy_installed(meta.name, rendered, nodes))
+        parts = rendered_status(rendered)
         if figures is not None:
-            extra["agent"] = figures.as_status()
+            parts["agent"] = figures.as_status()
             if figures.warning:
-                extra["warnings"] = [*extra.get("warnings", []), f"spec.agent: {figures.warning}"]
+                parts["warnings"] = [*parts.get("warnings", []), f"spec.agent: {figures.warning}"]
+        # The conditions in status order. Another condition (computed from ``rendered`` and live
+        # reads like the two above) is appended here, its status fields added to ``parts`` and
+        # its reasons to the vocabulary in status.py; Ready summarises whatever is listed.
         conditions = [Condition("PolicyValid", TRUE, "Valid", _policy_message(rendered))]
         if installed is not None:
-            extra["nodes"], installed_condition = installed
+            parts["nodes"], installed_condition = installed
             conditions.append(installed_condition)
             outcome.requeue_after = RECHECK_AFTER.get(installed_condition.reason)
-        conditions.append(_agent_condition(collection, figures))
-        return await self._report(collection, outcome, conditions, extra=extra)
+        conditions.append(_agent_condition(spec.agent.mode, figures))
+        return await self._report(resource, outcome, conditions, parts)
 
-    async def _approve(self, collection: dict, rendered: Any, outcome: Outcome) -> None:
+    async def _active(self, meta: ObjectMeta, others: list[ObjectMeta]) -> str | None:
+        """The collection in charge among this one and ``others``, confirmed by a read when it is another."""
+        candidates = [meta, *[o for o in others if o.name != meta.name]]
+        active = active_collection(candidates)
+        while active is not None and active != meta.name:
+            # The caller's view of other collections can lag (a watch event not processed yet):
+            # confirm the one that would win before refusing this one.
+            live = await self.storage.get(r.AUDIT_COLLECTIONS, None, active)
+            if live is not None and not (live.get("metadata") or {}).get("deletionTimestamp"):
+                break
+            candidates = [c for c in candidates if c.name != active]
+            active = active_collection(candidates)
+        return active
+
+    def _live_status(self, resource: CollectionResource) -> JSON:
+        return self._written.get(resource.meta.uid) or dict(resource.status)
+
+    async def _approve(self, resource: CollectionResource, rendered: Rendered, outcome: Outcome) -> None:
         """Publish the rendered policy's hash in status.policy before the ConfigMap carries it.
 
         The installers install only the policy whose hash status.policy.fullHash names
         (kaudit.installer.approval); approving first means a legitimate change is never refused
         for arriving before its approval. Nothing is written when the status already says so.
         """
-        meta = collection["metadata"]
-        live_status = self._written.get(meta.get("uid", "")) or collection.get("status") or {}
-        policy = _rendered_status(collection, rendered)["policy"]
+        live_status = self._live_status(resource)
+        policy = rendered_status(rendered)["policy"]
         if live_status.get("policy") == policy:
             return
-        await self.client.merge_patch(r.AUDIT_COLLECTIONS, None, meta["name"], {"status": {"policy": policy}},
-                                      subresource="status")
-        self._written[meta.get("uid", "")] = {**live_status, "policy": policy}
+        await self.storage.merge_patch(r.AUDIT_COLLECTIONS, None, resource.meta.name, {"status": {"policy": policy}},
+                                       subresource="status")
+        self._written[resource.meta.uid] = {**live_status, "policy": policy}
         outcome.writes += 1
 
-    async def _optional_list(self, resource: r.Resource, namespace: str | None, selector: str) -> list[dict]:
+    async def _optional_list(self, resource: r.Resource, namespace: str | None, selector: str) -> list[JSON]:
         """A read that enriches status but must not stop a reconcile when RBAC does not allow it."""
         try:
-            return await self.client.list(resource, namespace=namespace, label_selector=selector)
+            return await self.storage.list(resource, namespace=namespace, label_selector=selector)
         except ApiError as exc:
             if exc.status != 403:
                 raise
             logger.warning("not allowed to list %s in %s: %s", resource.plural, namespace or "the cluster", exc)
             return []
 
-    async def _policy_installed(self, collection: dict, rendered: Any,
-                                control_plane_nodes: Callable[[], Awaitable[list[dict]]]) -> tuple[list[dict], Condition] | None:
+    async def _policy_installed(self, name: str, rendered: Rendered,
+                                control_plane_nodes: NodeReader) -> tuple[list[JSON], Condition] | None:
         """Node by node: which policy the installer wrote and whether kube-apiserver has loaded it.
 
         Every control-plane node must report: one whose installer has not reported yet
         is waited for, so Ready never comes while a node still lacks the policy. None when kaudit
-        does not install the policy (spec.apiServer.installPolicy: false).
+        does not install the policy (spec.apiServer.installPolicy: false). A platform that
+        delivers the policy another way reports its own PolicyInstalled here.
         """
-        if not any(_component(obj) == INSTALLER_COMPONENT for obj in rendered.objects):
+        if not rendered.installs_policy:
             return None
         from kaudit.installer.reports import aggregate
 
-        name = collection["metadata"]["name"]
         leases, pods, nodes_now = await asyncio.gather(
             self._optional_list(r.LEASES, self.config.namespace, f"{planning.COLLECTION_LABEL}={name}"),
             self._optional_list(r.PODS, APISERVER_NAMESPACE, APISERVER_SELECTOR), control_plane_nodes())
-        leases = [lease for lease in leases
-                  if ((lease.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name]
+        leases = [lease for lease in leases if _collection_label(lease) == name]
         names = [(node.get("metadata") or {}).get("name") for node in nodes_now]
         summary = aggregate(leases, pods, rendered.policy.hash, now=datetime.datetime.now(datetime.timezone.utc),
                             nodes=[n for n in names if n])
         found = summary.condition
         return summary.nodes, Condition(found["type"], found["status"], found["reason"], found["message"])
 
-    async def _live_children(self, name: str) -> list[dict]:
+    async def _live_children(self, name: str) -> list[JSON]:
         selector = f"{planning.COLLECTION_LABEL}={name}"
-        lists = [(resource, None) for resource in r.CHILD_RESOURCES]
+        lists: list[tuple[r.Resource, str | None]] = [(resource, None) for resource in r.CHILD_RESOURCES]
         lists += [(resource, self.config.namespace) for resource in r.OPERATOR_NAMESPACE_CHILDREN]
         # Independent reads: issued together, a reconcile waits for one round trip, not six.
-        results = await asyncio.gather(*(self.client.list(resource, namespace=namespace, label_selector=selector)
+        results = await asyncio.gather(*(self.storage.list(resource, namespace=namespace, label_selector=selector)
                                          for resource, namespace in lists))
         # Servers filter by label; filtering again keeps test servers without selectors honest.
-        return [item for items in results for item in items
-                if ((item.get("metadata") or {}).get("labels") or {}).get(planning.COLLECTION_LABEL) == name]
+        return [item for items in results for item in items if _collection_label(item) == name]
 
-    async def _yield_fields(self, live: dict | None) -> dict | None:
+    async def _yield_fields(self, live: JSON) -> JSON | None:
         """Give up ownership of the fields kaudit set over another manager's value (plan.yielded_paths)."""
         operations = planning.yield_patch(live)
         if not operations:
             return None
+        _, _, namespace, name = planning.key_of(live)
         try:
-            return await self.client.json_patch(r.resource_of(live), *planning.key_of(live)[2:], operations)
+            return await self.storage.json_patch(r.resource_of(live), namespace, name, operations)
         except TransientApiError:
             raise
         except ApiError as exc:  # a concurrent write moved the object: the next reconcile tries again
             logger.info("could not yield fields of %s: %s", _describe(planning.key_of(live)), exc)
             return None
 
-    async def _execute(self, collection: dict, writes: planning.Plan,
-                       notices: tuple[tuple[str, str], ...] = ()) -> dict[planning.Key, dict]:
-        applied: dict[planning.Key, dict] = {}
+    async def _execute(self, owner: ObjectMeta, writes: planning.Plan,
+                       notices: tuple[tuple[str, str], ...] = ()) -> dict[planning.Key, JSON]:
+        applied: dict[planning.Key, JSON] = {}
         for body in writes.applies:
             try:
-                result = await self.client.apply(body, force=True)
+                result = await self.storage.apply(body, force=True)
             except TransientApiError:
                 raise
             except ApiError as exc:
@@ -333,32 +352,31 @@ class Reconciler:
                                    exc) from None
             applied[planning.key_of(body)] = await self._yield_fields(result) or result or body
             self._applied[planning.key_of(body)] = body
-            await self._event(collection, NORMAL, "Applied", f"Applied {_describe(planning.key_of(body))}.")
+            await self._event(owner, NORMAL, "Applied", f"Applied {_describe(planning.key_of(body))}.")
             if not planning.is_owned_by_a_collection(body):
                 for reason, message in notices:
-                    await self._event(collection, NORMAL, reason, message)
+                    await self._event(owner, NORMAL, reason, message)
         for key in writes.deletes:
             resource = r.resource_of({"apiVersion": key[0], "kind": key[1]})
-            await self.client.delete(resource, key[2], key[3])
-            await self._event(collection, NORMAL, "Pruned", f"Deleted {_describe(key)}: no longer rendered.")
+            await self.storage.delete(resource, key[2], key[3])
+            await self._event(owner, NORMAL, "Pruned", f"Deleted {_describe(key)}: no longer rendered.")
         for live in writes.releases:
-            await self._release_one(collection, live)
+            await self._release_one(owner, live)
         return applied
 
-    async def _release_one(self, collection: dict, live: dict) -> None:
+    async def _release_one(self, owner: ObjectMeta, live: JSON) -> None:
         restored = await self._restore_user_items(live)
         if restored is None:
             return  # the user deleted it meanwhile: nothing to hand back (an apply would create it)
         release, current = restored
         resource = r.resource_of(release.apply)
         values = planning.restore_values_patch(current, release.values)
-        if values and await self.client.json_patch(resource, release.key[2], release.key[3], values) is None:
+        if values and await self.storage.json_patch(resource, release.key[2], release.key[3], values) is None:
             return
-        await self.client.apply(release.apply, force=False)
-        await self._event(collection, NORMAL, "Released",
-                          f"Removed kaudit's changes from {_describe(release.key)}.")
+        await self.storage.apply(release.apply, force=False)
+        await self._event(owner, NORMAL, "Released", f"Removed kaudit's changes from {_describe(release.key)}.")
 
-    async def _restore_user_items(self, live: dict) -> tuple[planning.Release, dict] | None:
+    async def _restore_user_items(self, live: JSON) -> tuple[planning.Release, JSON] | None:
         """Put the user's own atomic-list items back (see planning.release_of): the release to
         finish with and the object as it is now, or None when the object is gone.
 
@@ -370,19 +388,19 @@ class Reconciler:
         resource = r.resource_of(release.apply)
         _, _, namespace, name = release.key
         if release.restore is None:
-            current = await self.client.get(resource, namespace, name)
+            current = await self.storage.get(resource, namespace, name)
             return (release, current) if current is not None else None
         for attempt in range(1, RESTORE_ATTEMPTS + 1):
             try:
-                current = await self.client.merge_patch(resource, namespace, name, release.restore,
-                                                        retry_conflicts=False)
+                current = await self.storage.merge_patch(resource, namespace, name, release.restore,
+                                                         retry_conflicts=False)
                 return (release, current) if current is not None else None
             except ApiError as exc:
                 if exc.status != 409:
                     raise
                 if attempt == RESTORE_ATTEMPTS:  # a writer that busy: kopf retries the handler soon
                     raise TransientApiError(exc.status, exc.reason, exc.message) from None
-            fresh = await self.client.get(resource, namespace, name)
+            fresh = await self.storage.get(resource, namespace, name)
             if fresh is None:
                 return None
             release = planning.release_of(fresh)
@@ -390,18 +408,17 @@ class Reconciler:
                 return release, fresh  # the user's items are back already
         return None  # unreachable: the loop returns or raises
 
-    async def release(self, collection: dict) -> int:
+    async def release(self, resource: CollectionResource) -> int:
         """Undo kaudit's patches of objects it does not own (the finalizer's work); owned objects
         go with their owner through the garbage collector. Returns the number of objects released."""
-        name = collection["metadata"]["name"]
-        async with self.lock(name):
-            owner_uid = collection["metadata"]["uid"]
-            patched = [c for c in await self._live_children(name) if not planning.is_owned_by(c, owner_uid)]
+        meta = resource.meta
+        async with self.lock(meta.name):
+            patched = [c for c in await self._live_children(meta.name) if not planning.is_owned_by(c, meta.uid)]
             for live in patched:
-                await self._release_one(collection, live)
+                await self._release_one(meta, live)
             return len(patched)
 
-    async def _control_plane_nodes(self) -> list[dict]:
+    async def _control_plane_nodes(self) -> list[JSON]:
         """The nodes with the first control-plane role label any node carries (the legacy one after)."""
         for label in CONTROL_PLANE_SELECTORS:
             nodes = await self._optional_list(r.NODES, None, label)
@@ -409,14 +426,14 @@ class Reconciler:
                 return nodes
         return []
 
-    async def _agent_figures(self, collection: dict, rendered: Any, applied: dict, children: list[dict],
-                             live_target: dict | None, control_plane_nodes: Callable[[], Awaitable[list[dict]]]):
-        mode = agent_mode(collection)
+    async def _agent_figures(self, rendered: Rendered, applied: dict[planning.Key, JSON], children: list[JSON],
+                             live_target: JSON | None, control_plane_nodes: NodeReader) -> AgentFigures | None:
+        mode = rendered.spec.agent.mode
         if mode in ("None", "DatadogAgent"):
             return None
-        daemon_set = _agent_daemon_set(mode, rendered, applied, children, live_target)
+        daemon_set = _agent_daemon_set(rendered, applied, children, live_target)
         nodes = await control_plane_nodes()
-        pods: list[dict] = []
+        pods: list[JSON] = []
         if daemon_set is not None and nodes:
             namespace = (daemon_set.get("metadata") or {}).get("namespace")
             match = (((daemon_set.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
@@ -426,13 +443,14 @@ class Reconciler:
 
     # --- reporting -------------------------------------------------------------------------------
 
-    async def _report(self, collection: dict, outcome: Outcome, conditions: list[Condition],
-                      extra: dict) -> Outcome:
-        meta = collection["metadata"]
-        live_status = self._written.get(meta.get("uid", "")) or collection.get("status") or {}
-        generation = meta.get("generation") or 0
-        keep_last_good = not extra  # a refusal keeps the last good policy, flags and node reports
-        if keep_last_good:
+    async def _report(self, resource: CollectionResource, outcome: Outcome, conditions: list[Condition],
+                      parts: JSON | None) -> Outcome:
+        """Write the status ``conditions`` and ``parts`` (the status fields of a successful render)
+        ask for. ``parts`` None is a refusal: the last good policy, flags and node reports stay,
+        and so do the conditions this reconcile did not decide."""
+        meta = resource.meta
+        live_status = self._live_status(resource)
+        if parts is None:
             given = {c.type for c in conditions}
             conditions = [*conditions, *(
                 Condition(c["type"], c["status"], c["reason"], c.get("message", ""))
@@ -440,18 +458,18 @@ class Reconciler:
                 if c.get("type") not in given and c.get("type") != "Ready")]
         full = [summarise(conditions), *conditions]
         rendered_conditions = render_conditions(full, previous=live_status.get("conditions") or [],
-                                                generation=generation, now=self._clock())
-        desired = {"observedGeneration": generation, "conditions": rendered_conditions}
-        for key in ("policy", "apiServerFlags", "nextSteps", "agent", "nodes"):
-            if key in extra:
-                desired[key] = extra[key]
-            elif keep_last_good and key in live_status:
+                                                generation=meta.generation, now=self._clock())
+        desired: JSON = {"observedGeneration": meta.generation, "conditions": rendered_conditions}
+        for key in RENDERED_STATUS_KEYS:
+            if parts is not None and key in parts:
+                desired[key] = parts[key]
+            elif parts is None and key in live_status:
                 desired[key] = live_status[key]
-        desired["warnings"] = extra.get("warnings", [])
+        desired["warnings"] = (parts or {}).get("warnings", [])
         patch = status_patch(live_status, desired)
         if patch is not None:
-            await self.client.merge_patch(r.AUDIT_COLLECTIONS, None, meta["name"], patch, subresource="status")
-            self._written[meta.get("uid", "")] = {**live_status, **desired}
+            await self.storage.merge_patch(r.AUDIT_COLLECTIONS, None, meta.name, patch, subresource="status")
+            self._written[meta.uid] = {**live_status, **desired}
             outcome.writes += 1
             for changed in condition_changes(live_status.get("conditions") or [], rendered_conditions,
                                              restate=FAILURE_REASONS):
@@ -460,25 +478,27 @@ class Reconciler:
                 # Steps on the way are not problems: their Events are Normal.
                 progressing = changed["reason"] in PROGRESSING_REASONS
                 kind = NORMAL if changed["status"] == TRUE or progressing else WARNING
-                await self._event(collection, kind, changed["reason"], changed["message"])
+                await self._event(meta, kind, changed["reason"], changed["message"])
         ready = rendered_conditions[0]
         outcome.ready = ready["status"] == TRUE
         outcome.reason = ready["reason"]
         outcome.conditions = rendered_conditions
         return outcome
 
-    async def _event(self, collection: dict, type_: str, reason: str, message: str) -> None:
+    async def _event(self, about: ObjectMeta, type_: str, reason: str, message: str) -> None:
+        body = build_event(about.reference(), type_=type_, reason=reason, message=message,
+                           now=datetime.datetime.now(datetime.timezone.utc))
         try:
-            await post_event(self.client, collection, type_=type_, reason=reason, message=message)
+            await self.storage.create(r.EVENTS, body["metadata"]["namespace"], body)
         except Exception as exc:  # an Event is informative; never fail a reconcile for it
             logger.warning("could not post an Event (%s): %s", reason, exc)
 
 
-def _once(factory: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+def _once(factory: Callable[[], Awaitable[list[JSON]]]) -> NodeReader:
     """``factory()`` started on the first call only; every caller awaits that same task."""
-    task: asyncio.Future | None = None
+    task: asyncio.Future[list[JSON]] | None = None
 
-    def get() -> Awaitable[Any]:
+    def get() -> Awaitable[list[JSON]]:
         nonlocal task
         if task is None:
             task = asyncio.ensure_future(factory())
@@ -486,8 +506,9 @@ def _once(factory: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]
     return get
 
 
-def _component(obj: dict) -> str:
-    return ((obj.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component", "")
+def _collection_label(obj: JSON) -> str | None:
+    labels: dict[str, str] = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(planning.COLLECTION_LABEL)
 
 
 def _describe(key: planning.Key) -> str:
@@ -513,47 +534,38 @@ def _invalid_conditions(exc: InvalidInput) -> list[Condition]:
     return conditions
 
 
-def _policy_message(rendered: Any) -> str:
+def _policy_message(rendered: Rendered) -> str:
     policy = rendered.policy
     return f"Policy {policy.short_hash} with {policy.rule_count} rules is valid."
 
 
-def _rendered_status(collection: dict, rendered: Any) -> dict:
+def rendered_status(rendered: Rendered) -> JSON:
+    """The status fields a render decides: the policy's identity, the flags, the steps, the warnings."""
     policy = rendered.policy
     return {
         "policy": {"hash": policy.short_hash, "fullHash": policy.hash, "ruleCount": policy.rule_count,
-                   "profile": _profile_of(collection), "auditKaudit": _audits_kaudit(collection)},
+                   "profile": rendered.spec.policy.profile, "auditKaudit": rendered.spec.policy.audit_kaudit},
         "apiServerFlags": list(rendered.api_server_flags),
         "nextSteps": list(rendered.next_steps),
         "warnings": [str(w) for w in rendered.warnings],
     }
 
 
-def _profile_of(collection: dict) -> str:
-    return ((collection.get("spec") or {}).get("policy") or {}).get("profile") or "Default"
-
-
-def _audits_kaudit(collection: dict) -> bool:
-    return ((collection.get("spec") or {}).get("policy") or {}).get("auditKaudit") is not False
-
-
-def _agent_daemon_set(mode: str, rendered: Any, applied: dict, children: list[dict],
-                      live_target: dict | None) -> dict | None:
-    if mode == "DaemonSet":
+def _agent_daemon_set(rendered: Rendered, applied: dict[planning.Key, JSON], children: list[JSON],
+                      live_target: JSON | None) -> JSON | None:
+    """The agent DaemonSet as it is now: the user's (DaemonSet mode) or kaudit's own (Managed)."""
+    if rendered.spec.agent.mode == "DaemonSet":
         if live_target is None:
             return None
         return applied.get(planning.key_of(live_target)) or live_target
-    for obj in rendered.objects:
-        if obj.get("kind") == "DaemonSet" and "agent" == ((obj.get("metadata") or {}).get("labels") or {}).get(
-                "app.kubernetes.io/component"):
-            key = planning.key_of(obj)
-            live = applied.get(key) or next((c for c in children if planning.key_of(c) == key), None)
-            return live or obj
-    return None
+    own = rendered.agent_daemon_set
+    if own is None:
+        return None
+    key = planning.key_of(own)
+    return applied.get(key) or next((c for c in children if planning.key_of(c) == key), None) or own
 
 
-def _agent_condition(collection: dict, figures) -> Condition:
-    mode = agent_mode(collection)
+def _agent_condition(mode: str, figures: AgentFigures | None) -> Condition:
     if mode == "None":
         return Condition("AgentConfigured", TRUE, "NoAgent",
                          "spec.agent.mode is None: kaudit renders the policy only; collect the log yourself.")

@@ -9,7 +9,6 @@ MANAGED_BY = "kaudit"
 COLLECTION_LABEL = "kaudit.dev/collection"
 CONFIG_HASH_ANNOTATION = "kaudit.dev/config-hash"
 POLICY_HASH_ANNOTATION = "kaudit.dev/policy-hash"
-FIELD_MANAGER = "kaudit"
 
 # Where the agent reads its log configuration in every mode (facts: the agent container must see
 # the file under /etc/datadog-agent/conf.d itself; a /conf.d mount is only copied by init scripts).

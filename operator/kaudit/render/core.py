@@ -2,36 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
-from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, parse_collection
+from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AuditCollection, parse_collection
 from kaudit.errors import FieldError
 from kaudit.render import agent_config, policy
 from kaudit.render.apiserver import apiserver_warnings
 from kaudit.render.common import canonical, sha256_hex
 from kaudit.render.installer import installer_objects
-from kaudit.render.result import Rendered
+from kaudit.render.result import AgentPatch, Rendered
 from kaudit.render.targets import kubectl_get
 
 DEFAULT_NAMESPACE = "kaudit-system"
 
 
-def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = DEFAULT_NAMESPACE,
+def render(collection: dict[str, Any], *, existing: Sequence[dict[str, Any]] = (), namespace: str = DEFAULT_NAMESPACE,
            image: str = DEFAULT_INSTALLER_IMAGE, preview: bool = False) -> Rendered:
-    """Render every object and apply body for ``collection``.
+    """Parse the AuditCollection resource ``collection`` and render it (see :func:`render_collection`)."""
+    return render_collection(parse_collection(collection), existing=existing, namespace=namespace, image=image,
+                             preview=preview)
+
+
+def render_collection(spec: AuditCollection, *, existing: Sequence[dict[str, Any]] = (),
+                      namespace: str = DEFAULT_NAMESPACE, image: str = DEFAULT_INSTALLER_IMAGE,
+                      preview: bool = False) -> Rendered:
+    """Render every object and apply body for the parsed collection ``spec``.
 
     Pure: the same arguments give byte-identical results. Raises InvalidInput (with ``spec....``
-    field paths) for a resource that cannot be used and Refused for a change kaudit will not make
+    field paths) for a spec the policy engine refuses and Refused for a change kaudit will not make
     (for instance TargetNotFound when the DaemonSet/DatadogAgent to adapt is not in ``existing``).
 
     ``preview`` is for offline review without the live agent: the change to the user's DaemonSet or
     DatadogAgent depends on what that object already has (its pointdir mount, its tolerations), so
     instead of guessing it is left out and a warning says how to see it. The operator never previews.
     """
-    spec = parse_collection(collection)
     document = policy.compose(policy.policy_options(spec, namespace))
-    objects: list[dict] = [policy.policy_config_map(spec, document, namespace)]
-    patches: list[dict] = []
+    objects: list[dict[str, Any]] = [policy.policy_config_map(spec, document, namespace)]
+    patches: list[dict[str, Any]] = []
     warnings: list[FieldError] = [w.under("spec.policy") for w in document.warnings]
     warnings.extend(apiserver_warnings(spec))
     if not spec.policy.audit_kaudit:
@@ -39,9 +46,12 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
     steps = policy.api_server_steps(spec, namespace)
     events: list[tuple[str, str]] = []
 
-    if spec.api_server.install_policy:
-        objects.extend(installer_objects(spec, namespace=namespace, image=image))
+    # Where the policy reaches the nodes. A platform whose control plane kaudit cannot reach
+    # (a managed one) would render its own delivery here instead of the node installer.
+    installer = installer_objects(spec, namespace=namespace, image=image) if spec.api_server.install_policy else []
+    objects.extend(installer)
 
+    agent_daemon_set: dict[str, Any] | None = None
     mode = spec.agent.mode
     if mode != "None":
         text = agent_config.agent_config_text(spec)
@@ -51,7 +61,8 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
         if mode == "Managed":
             from kaudit.render.managed import managed_objects, managed_warnings
 
-            objects.extend(managed_objects(spec, config_name, config_hash))
+            service_account, agent_daemon_set = managed_objects(spec, config_name, config_hash)
+            objects.extend((service_account, agent_daemon_set))
             warnings.extend(managed_warnings(spec))
             ref = spec.agent.managed.api_key_secret_ref
             steps.append(f"Make sure Secret {spec.agent.namespace}/{ref.name} exists with the Datadog API "
@@ -59,12 +70,7 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
         elif preview and not existing:
             warnings.append(_preview_warning(spec))
         else:
-            if mode == "DaemonSet":
-                from kaudit.render.daemonset import daemon_set_patch as agent_patch
-            else:
-                from kaudit.render.datadogagent import datadog_agent_patch as agent_patch
-
-            change = agent_patch(spec, existing, config_name, config_hash)
+            change = _agent_patch(spec, existing, config_name, config_hash)
             patches.append(change.body)
             warnings.extend(change.warnings)
             steps.append(_apply_step(change.body))
@@ -75,17 +81,32 @@ def render(collection: dict, *, existing: Sequence[dict] = (), namespace: str = 
                      f"every control-plane node, with source {spec.logs.source!r}.")
 
     return Rendered(
+        spec=spec,
         objects=tuple(canonical(o) for o in objects),
         patches=tuple(canonical(p) for p in patches),
         policy=document,
         api_server_flags=policy.api_server_flags(spec),
+        installer=tuple(canonical(o) for o in installer),
+        agent_daemon_set=canonical(agent_daemon_set) if agent_daemon_set is not None else None,
+        agent_target=spec.agent.target if patches else None,
         next_steps=tuple(steps),
         warnings=tuple(warnings),
         events=tuple(events),
     )
 
 
-def _preview_warning(spec) -> FieldError:
+def _agent_patch(spec: AuditCollection, existing: Sequence[dict[str, Any]], config_name: str,
+                 config_hash: str) -> AgentPatch:
+    if spec.agent.mode == "DaemonSet":
+        from kaudit.render.daemonset import daemon_set_patch
+
+        return daemon_set_patch(spec, existing, config_name, config_hash)
+    from kaudit.render.datadogagent import datadog_agent_patch
+
+    return datadog_agent_patch(spec, existing, config_name, config_hash)
+
+
+def _preview_warning(spec: AuditCollection) -> FieldError:
     agent = spec.agent
     if agent.mode == "DaemonSet":
         path, kind, resource, name = "spec.agent.daemonSet", "DaemonSet", "daemonset", agent.daemon_set.name
@@ -96,7 +117,7 @@ def _preview_warning(spec) -> FieldError:
                             f"'{kubectl_get(resource, agent.namespace, name)}'")
 
 
-def _apply_step(body: dict) -> str:
+def _apply_step(body: dict[str, Any]) -> str:
     meta = body["metadata"]
     return (f"kaudit applies its change to {body['kind']} {meta['namespace']}/{meta['name']} with server-side "
             f"apply (field manager kaudit); the agent pods roll once to pick up the log configuration.")

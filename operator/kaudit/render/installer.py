@@ -27,6 +27,7 @@ policy change must not restart it (nor, through it, anything else).
 
 from __future__ import annotations
 
+from kaudit.api.spec import INSTALLER_COMPONENT as COMPONENT
 from kaudit.api.spec import AuditCollection
 from kaudit.render.common import (
     CONTROL_PLANE_ROLE_LABELS,
@@ -39,7 +40,6 @@ from kaudit.render.common import (
 from kaudit.render.policy import COMPONENT as POLICY_COMPONENT
 from kaudit.render.policy import POLICY_KEY
 
-COMPONENT = "policy-installer"
 SOURCE_DIR = "/etc/kaudit/policy"  # where the ConfigMap is mounted inside the pod
 SOURCE_VOLUME = "policy-source"
 TARGET_VOLUME = "policy-dir"

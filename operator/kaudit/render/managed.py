@@ -38,7 +38,8 @@ DEFAULT_RESOURCES = {
 _CONFIG_SEED_MOUNT = "/kaudit-agent-config"
 
 
-def managed_objects(collection: AuditCollection, config_map_name: str, config_hash: str) -> list[dict]:
+def managed_objects(collection: AuditCollection, config_map_name: str, config_hash: str) -> tuple[dict, dict]:
+    """The agent's ServiceAccount and its DaemonSet, in apply order."""
     name = object_name(collection.name, COMPONENT)
     namespace = collection.agent.namespace
     service_account = {
@@ -48,7 +49,7 @@ def managed_objects(collection: AuditCollection, config_map_name: str, config_ha
         # The agent only tails a file: it needs no Kubernetes API access at all.
         "automountServiceAccountToken": False,
     }
-    return [service_account, _daemon_set(collection, name, config_map_name, config_hash)]
+    return service_account, _daemon_set(collection, name, config_map_name, config_hash)
 
 
 def managed_warnings(collection: AuditCollection) -> list[FieldError]:

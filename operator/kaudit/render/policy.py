@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, InvalidInput
 from kaudit.policy.document import PolicyDocument, PolicyOptions, SelfAudit
@@ -21,16 +23,11 @@ def self_audit(collection_name: str, namespace: str) -> SelfAudit:
 
 
 def policy_options(collection: AuditCollection, namespace: str) -> PolicyOptions:
+    """spec.policy with the self-audit rules naming this collection's objects in ``namespace``."""
     policy = collection.policy
-    return PolicyOptions(
-        self_audit=self_audit(collection.name, namespace) if policy.audit_kaudit else None,
-        profile=policy.profile,
-        rules=policy.rules,
-        omit_read_only=policy.omit_read_only,
-        omit_stages=policy.omit_stages,
-        omit_managed_fields=policy.omit_managed_fields,
-        kubernetes_version=collection.api_server.kubernetes_version,
-    )
+    if not policy.audit_kaudit:
+        return policy
+    return dataclasses.replace(policy, self_audit=self_audit(collection.name, namespace))
 
 
 def compose(options: PolicyOptions) -> PolicyDocument:

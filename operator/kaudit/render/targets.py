@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from kaudit.api.spec import AgentTarget
 from kaudit.errors import FieldError, InvalidInput, Refused
 from kaudit.render.common import COLLECTION_LABEL
 
@@ -101,35 +101,11 @@ def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, 
     )
 
 
-@dataclass(frozen=True)
-class Target:
-    """The user's agent object an AuditCollection names (DaemonSet and DatadogAgent modes)."""
-
-    api_group: str
-    kind: str
-    resource: str  # for kubectl
-    name: str
-    namespace: str
-
-    def matches(self, obj: dict) -> bool:
-        return _matches(obj, self.api_group, self.kind, self.name, self.namespace)
-
-    @property
-    def text(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}"
+def matches_target(obj: dict, target: AgentTarget) -> bool:
+    return _matches(obj, target.api_group, target.kind, target.name, target.namespace)
 
 
-def target_of(spec) -> Target | None:
-    """The object ``spec`` (a parsed AuditCollection) adapts to, None in Managed and None modes."""
-    agent = spec.agent
-    if agent.mode == "DaemonSet":
-        return Target("apps", "DaemonSet", "daemonset", agent.daemon_set.name, agent.namespace)
-    if agent.mode == "DatadogAgent":
-        return Target("datadoghq.com", "DatadogAgent", "datadogagent", agent.datadog_agent.name, agent.namespace)
-    return None
-
-
-def pick_target(sources: Sequence[tuple[str, Sequence[Any]]], target: Target) -> dict:
+def pick_target(sources: Sequence[tuple[str, Sequence[Any]]], target: AgentTarget) -> dict:
     """The one object ``target`` names among files of many objects (``helm template`` output, a List).
 
     ``sources`` are (file name, documents). Absent: Refused(TargetNotFound) naming the files and
@@ -139,7 +115,7 @@ def pick_target(sources: Sequence[tuple[str, Sequence[Any]]], target: Target) ->
     same_kind: list[str] = []
     for path, documents in sources:
         for number, obj in enumerate(flatten(documents), start=1):
-            if target.matches(obj):
+            if matches_target(obj, target):
                 found.append((path, number, obj))
             elif obj.get("kind") == target.kind:
                 meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
