@@ -16,7 +16,8 @@ from typing import Any, Callable
 from kaudit import __version__
 from kaudit.errors import FieldError, InvalidInput, did_you_mean
 from kaudit.k8s.quantity import parse_quantity
-from kaudit.policy.document import PROFILES, PolicyOptions, SelfAudit
+from kaudit.policy.document import FIXED_PROFILES, PolicyOptions, SelfAudit
+from kaudit.policy.document import PROFILES as POLICY_PROFILES
 from kaudit.policy.model import GROUP_RESOURCES_FIELDS, RULE_FIELDS, STAGES
 
 API_GROUP = "kaudit.dev"
@@ -24,6 +25,9 @@ API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "AuditCollection"
 
 AGENT_MODES = ("Managed", "DaemonSet", "DatadogAgent", "None")
+# The profiles spec.policy.profile may name: a platform's own fixed policy (EKS) is that platform's
+# to apply, not one kaudit composes and installs.
+PROFILES = tuple(profile for profile in POLICY_PROFILES if profile not in FIXED_PROFILES)
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 
