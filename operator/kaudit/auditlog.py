@@ -296,6 +296,8 @@ class _Placeholder:
 # Stands for every username that no rule's ``users`` lists: never equal to a real username, so it
 # fails every ``users`` check, while ``userGroups`` checks still see the request's groups.
 OTHER_USER = _Placeholder("a user no rule lists")
+# Stands, in a cache key, for every namespace (name) that no rule lists.
+OTHER = _Placeholder("a value no rule lists")
 
 
 class _UserClass:
@@ -322,19 +324,21 @@ class RequestKeys:
     Each table is emptied when it reaches ``limit`` entries: that costs time, never correctness.
     """
 
-    def __init__(self, users: Iterable[str], groups: Iterable[str], names: bool, namespaces: bool,
-                 compute: Callable[[AuditEvent, RequestAttributes], Any], limit: int):
+    def __init__(self, users: Iterable[str], groups: Iterable[str], names: Iterable[str] | None,
+                 namespaces: Iterable[str] | None, compute: Callable[[AuditEvent, RequestAttributes], Any], limit: int):
         self._rule_users = frozenset(users)
         self._rule_groups = frozenset(groups)
-        # The objectRef's namespace and name are in the key only when some rule looks at them (a
-        # log has as many names as objects).
-        self._names = names
-        self._namespaces = namespaces
+        # The objectRef's namespace and name are in the key only when some rule looks at them, and
+        # then only as themselves when some rule lists them: rules compare them for equality with
+        # their lists only, so every other value is :data:`OTHER` (a log has as many names as
+        # objects, as many namespaces as tenants).
+        self._names = None if names is None else frozenset(names)
+        self._namespaces = None if namespaces is None else frozenset(namespaces)
         self._compute = compute
         self.limit = limit
-        self.cache: dict[tuple, Any] = {}
+        self.cache: dict[tuple[Any, ...], Any] = {}
         self._users: dict[UserInfo, _UserClass] = {}
-        self._classes: dict[tuple, _UserClass] = {}
+        self._classes: dict[tuple[Any, ...], _UserClass] = {}
 
     def _user_class(self, info: UserInfo) -> _UserClass:
         name = info.username or ""  # a null or missing name is an empty one
@@ -376,9 +380,14 @@ class RequestKeys:
             ref = event.objectRef
             if ref is None or not ref.resource:
                 key = (user_class, event.verb, event.requestURI)
-            elif names or namespaces:
+            elif names is not None or namespaces is not None:
+                namespace = ref.namespace if namespaces is None or ref.namespace in namespaces else OTHER
+                name = ref.name
+                if names is not None:
+                    name = request_name(event.verb or "", ref.subresource or "", name or "")
+                    name = name if name in names else OTHER
                 key = (user_class, event.verb, ref.resource, ref.apiGroup, ref.subresource,
-                       ref.namespace if namespaces else None, ref.name if names else None)
+                       None if namespaces is None else namespace, None if names is None else name)
             else:
                 key = (user_class, event.verb, ref.resource, ref.apiGroup, ref.subresource)
             value = cache.get(key)

@@ -159,17 +159,19 @@ class AttributeUse:
 
     users: frozenset[str]  # usernames some rule lists
     groups: frozenset[str]  # groups some rule lists
-    names: bool  # some rule lists resourceNames
-    namespaces: bool  # some rule lists namespaces
+    names: frozenset[str] | None  # the resourceNames rules list; None when no rule lists any
+    namespaces: frozenset[str] | None  # the namespaces rules list; None when no rule lists any
 
     @classmethod
     def of(cls, rules: Iterable[PolicyRule]) -> AttributeUse:
         rules = tuple(rules)
+        names = frozenset(name for rule in rules for entry in rule.resources for name in entry.resource_names)
+        namespaces = frozenset(namespace for rule in rules for namespace in rule.namespaces)
         return cls(
             users=frozenset(user for rule in rules for user in rule.users),
             groups=frozenset(group for rule in rules for group in rule.user_groups),
-            names=any(entry.resource_names for rule in rules for entry in rule.resources),
-            namespaces=any(rule.namespaces for rule in rules),
+            names=names if any(entry.resource_names for rule in rules for entry in rule.resources) else None,
+            namespaces=namespaces if any(rule.namespaces for rule in rules) else None,
         )
 
     def keys(self, compute: Callable[[AuditEvent, RequestAttributes], Any], limit: int) -> RequestKeys:
