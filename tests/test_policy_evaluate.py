@@ -472,3 +472,40 @@ def test_event_cache_is_bounded_and_folding_users_keeps_every_answer(monkeypatch
     for event in many_users:
         assert evaluator.evaluate_event(event) is evaluator.evaluate(attributes_from_event(event))
         assert len(evaluator._cache) <= 8
+
+
+def test_cached_decisions_fold_only_the_namespaces_and_names_no_rule_lists():
+    # The decision cache keys a request on its namespace and name only as far as the rules list
+    # them; every other value shares one entry. Each event below must still get its own rule.
+    from kaudit.auditlog import decode_event
+    from kaudit.policy.loader import load_policy
+
+    policy = load_policy("""
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: RequestResponse
+  namespaces: [""]
+  resources: [{group: "", resources: [namespaces]}]
+- level: Request
+  namespaces: [team-a]
+  resources: [{group: "", resources: [configmaps], resourceNames: [settings, ""]}]
+- level: Metadata
+""").policy
+    evaluator = Evaluator(policy)
+
+    def level(verb, ref):
+        return evaluator.decide(decode_event(json.dumps({"verb": verb, "objectRef": ref}).encode())).level
+
+    # Cluster-scoped: no namespace member is the namespace "" the first rule lists.
+    assert level("get", {"resource": "namespaces", "name": "x"}) == "RequestResponse"
+    assert level("get", {"resource": "namespaces", "namespace": "team-b", "name": "x"}) == "Metadata"
+    assert level("update", {"resource": "configmaps", "namespace": "team-a", "name": "settings"}) == "Request"
+    assert level("update", {"resource": "configmaps", "namespace": "team-a", "name": "other"}) == "Metadata"
+    assert level("update", {"resource": "configmaps", "namespace": "team-b", "name": "settings"}) == "Metadata"
+    # A create is evaluated before its name is known (kube-apiserver sees the name ""), whatever
+    # name the logged event then carries; an update with no name is not a create.
+    assert level("create", {"resource": "configmaps", "namespace": "team-a", "name": "other"}) == "Request"
+    assert level("create", {"resource": "configmaps", "namespace": "team-a", "name": "settings"}) == "Request"
+    assert level("update", {"resource": "configmaps", "namespace": "team-a"}) == "Request"
+    assert level("update", {"resource": "configmaps", "namespace": "team-c", "name": "x"}) == "Metadata"

@@ -381,11 +381,16 @@ class RequestKeys:
             if ref is None or not ref.resource:
                 key = (user_class, event.verb, event.requestURI)
             elif names is not None or namespaces is not None:
-                namespace = ref.namespace if namespaces is None or ref.namespace in namespaces else OTHER
-                name = ref.name
+                # As the policy sees them ("" for none: a rule may list ""), or OTHER.
+                namespace = ref.namespace or ""
+                if namespaces is not None and namespace not in namespaces:
+                    namespace = OTHER
+                # The name is the one the policy saw (request_name, inlined: this runs per event).
+                name = None
                 if names is not None:
-                    name = request_name(event.verb or "", ref.subresource or "", name or "")
-                    name = name if name in names else OTHER
+                    name = "" if event.verb == "create" and not ref.subresource else ref.name or ""
+                    if name not in names:
+                        name = OTHER
                 key = (user_class, event.verb, ref.resource, ref.apiGroup, ref.subresource,
                        None if namespaces is None else namespace, None if names is None else name)
             else:
