@@ -16,7 +16,11 @@ is bounded by ``capacity`` entries whatever the input.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from operator import itemgetter
 from typing import Hashable
+
+_WEIGHT = itemgetter(0)
 
 
 class TopCounter:
@@ -42,11 +46,23 @@ class TopCounter:
         self.entries[key] = [self.floor + weight, events, self.floor, extra]
 
     def _evict(self) -> None:
-        ranked = sorted(self.entries.items(), key=lambda item: item[1][0])
-        victims = ranked[: max(1, self.capacity // 10)]
-        for key, entry in victims:
+        """Remove the lightest tenth: the first ``count`` entries of a stable sort by weight (the
+        lightest, the older first among equal weights), found without sorting the entries."""
+        count = max(1, self.capacity // 10)
+        weights = sorted(map(_WEIGHT, self.entries.values()))
+        threshold = weights[count - 1]
+        ties = count - bisect_left(weights, threshold)  # entries of the threshold weight to evict
+        victims = []
+        for key, entry in self.entries.items():
+            weight = entry[0]
+            if weight < threshold:
+                victims.append(key)
+            elif weight == threshold and ties:
+                ties -= 1
+                victims.append(key)
+        for key in victims:
             del self.entries[key]
-        self.floor = max(self.floor, victims[-1][1][0])
+        self.floor = max(self.floor, threshold)
         self.evicted_keys += len(victims)
 
     @property
