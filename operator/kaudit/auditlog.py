@@ -36,7 +36,8 @@ from msgspec import UNSET, Raw, Struct, UnsetType
 
 __all__ = [
     "AuditEvent", "MalformedEvent", "ObjectRef", "OTHER_USER", "RequestAttributes", "RequestKeys", "UserInfo",
-    "decode_event", "decode_lines", "event_from_mapping", "request_attributes", "request_path",
+    "decode_event", "decode_lines", "envelope", "event_from_mapping", "request_attributes", "request_path",
+    "unwrap",
 ]
 
 
@@ -407,3 +408,144 @@ class RequestKeys:
             self.cache.clear()
         self.cache[key] = value
         return value
+
+
+# --- managed control planes: the envelopes their audit events come in -----------------------------
+#
+# GKE writes Kubernetes audit events as Cloud Audit Logs: a LogEntry whose ``protoPayload`` is a
+# google.cloud.audit.AuditLog (``methodName`` io.k8s.<group>.<version>.<resource>[.<subresource>].<verb>,
+# ``resourceName`` <group>/<version>[/namespaces/<ns>]/<resource>[/<name>[/<subresource>]] with the
+# core group as "core", ``authenticationInfo.principalEmail``, ``requestMetadata``, ``request`` and
+# ``response`` bodies, ``status`` a google.rpc.Status), the audit ID in ``operation.id``. The Event
+# kube-apiserver wrote is not in it; :func:`unwrap` rebuilds the one the entry describes (what a
+# policy looks at, the bodies, the user's email as its name; no groups: GKE does not log them).
+# AKS diagnostic settings (categories kube-audit, kube-audit-admin) send a resource-log record per
+# event whose ``properties.log`` is the Event's JSON line as kube-apiserver wrote it: :func:`unwrap`
+# returns that line.
+
+class _GkeAuthentication(Struct, gc=False):
+    principalEmail: str | None = None
+
+
+class _GkeRequestMetadata(Struct, gc=False):
+    callerIp: str | None = None
+    callerSuppliedUserAgent: str | None = None
+
+
+class _GkeStatus(Struct, gc=False):
+    code: int | None = None
+
+
+class _GkeAuditLog(Struct, gc=False):
+    methodName: str
+    resourceName: str | None = None
+    authenticationInfo: _GkeAuthentication | None = None
+    requestMetadata: _GkeRequestMetadata | None = None
+    status: _GkeStatus | None = None
+    request: Raw = _ABSENT
+    response: Raw = _ABSENT
+
+
+class _GkeOperation(Struct, gc=False):
+    id: str | None = None
+
+
+class _GkeEntry(Struct, gc=False):
+    protoPayload: _GkeAuditLog
+    insertId: str | None = None
+    timestamp: str | None = None
+    operation: _GkeOperation | None = None
+
+
+class _AksProperties(Struct, gc=False):
+    log: str
+
+
+class _AksRecord(Struct, gc=False):
+    properties: _AksProperties
+
+
+_decode_gke = msgspec.json.Decoder(_GkeEntry).decode
+_decode_aks = msgspec.json.Decoder(_AksRecord).decode
+_GKE_MARK = b'"protoPayload"'
+_AKS_MARK = b'"properties"'
+# google.rpc.Code -> the HTTP status kube-apiserver answers with (the codes GKE's entries carry
+# for Kubernetes requests; any other failure is a 500).
+_NAMESPACE_SUBRESOURCES = frozenset(("status", "finalize"))
+_RPC_HTTP = {0: 200, 3: 400, 5: 404, 6: 409, 7: 403, 9: 422, 10: 409, 16: 401}
+
+
+def envelope(line: bytes) -> bool:
+    """Whether the line looks like a GKE LogEntry or an AKS resource-log record (a cheap test,
+    for a file's first line: :func:`unwrap` decides)."""
+    return _GKE_MARK in line or _AKS_MARK in line
+
+
+def unwrap(line: bytes) -> bytes:
+    """The audit Event line (newline-terminated) a GKE LogEntry or an AKS record holds; any other
+    line as it is (the reader then says what is wrong with it)."""
+    if _GKE_MARK in line:
+        try:
+            return _gke_event(_decode_gke(line))
+        except _DECODE_ERRORS:
+            return line
+    if _AKS_MARK in line:
+        try:
+            event = _decode_aks(line).properties.log
+        except _DECODE_ERRORS:
+            return line
+        return event.rstrip("\n").encode() + b"\n"
+    return line
+
+
+def _gke_object_ref(resource_name: str) -> dict[str, str] | None:
+    """objectRef from a GKE resourceName (None for a non-resource request)."""
+    parts = resource_name.split("/")
+    if len(parts) < 3:
+        return None
+    group, version, rest = ("" if parts[0] == "core" else parts[0]), parts[1], parts[2:]
+    ref = {}
+    # namespaces/<ns>/<resource>[/<name>[/<sub>]], except a Namespace's own subresources.
+    if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in _NAMESPACE_SUBRESOURCES):
+        ref["namespace"], rest = rest[1], rest[2:]
+    ref["resource"] = rest[0]
+    if len(rest) > 1:
+        ref["name"] = rest[1]
+    if group:
+        ref["apiGroup"] = group
+    ref["apiVersion"] = version
+    if len(rest) > 2:
+        ref["subresource"] = rest[2]
+    return {key: ref[key] for key in ("resource", "namespace", "name", "apiGroup", "apiVersion", "subresource")
+            if key in ref}
+
+
+def _gke_event(entry: _GkeEntry) -> bytes:
+    log = entry.protoPayload
+    resource_name = log.resourceName or ""
+    ref = _gke_object_ref(resource_name) if log.methodName.startswith("io.k8s.") else None
+    level = "RequestResponse" if log.response else "Request" if log.request else "Metadata"
+    event: dict[str, Any] = {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": level,
+        "auditID": (entry.operation.id if entry.operation is not None else None) or entry.insertId or "",
+        "stage": "ResponseComplete", "requestURI": "/" + resource_name,
+        "verb": log.methodName.rsplit(".", 1)[-1],
+    }
+    if log.authenticationInfo is not None and log.authenticationInfo.principalEmail:
+        event["user"] = {"username": log.authenticationInfo.principalEmail}
+    metadata = log.requestMetadata
+    if metadata is not None and metadata.callerIp:
+        event["sourceIPs"] = [metadata.callerIp]
+    if metadata is not None and metadata.callerSuppliedUserAgent:
+        event["userAgent"] = metadata.callerSuppliedUserAgent
+    if ref is not None:
+        event["objectRef"] = ref
+    code = log.status.code if log.status is not None and log.status.code is not None else 0
+    event["responseStatus"] = {"metadata": {}, "code": _RPC_HTTP.get(code, 500)}
+    if log.request:
+        event["requestObject"] = log.request
+    if log.response:
+        event["responseObject"] = log.response
+    if entry.timestamp:
+        event["requestReceivedTimestamp"] = event["stageTimestamp"] = entry.timestamp
+    return _encode(event) + b"\n"

@@ -197,7 +197,7 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
     import itertools
     import json
 
-    from kaudit.auditlog import decode_lines
+    from kaudit.auditlog import decode_lines, envelope, unwrap
 
     results = evaluator.decision_lines
     bad = seen = 0
@@ -206,7 +206,12 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
     # A file hands out its lines in batches by itself (one C call); any other iterable is sliced.
     read = getattr(lines, "readlines", None)
     source = iter(lines)
+    enveloped: bool | None = None  # GKE LogEntries or AKS records, told by the first line
     while chunk := (read(batch * 256) if read is not None else list(itertools.islice(source, batch))):
+        if enveloped is None:
+            enveloped = envelope(chunk[0])
+        if enveloped:
+            chunk = list(map(unwrap, chunk))
         events, malformed = decode_lines(chunk)
         written = results(events)
         for i in malformed:

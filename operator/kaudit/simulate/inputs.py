@@ -12,7 +12,8 @@ gzip-compressed with a ``.gz`` suffix) and creating a fresh ``audit.log``. The o
 * ``-`` is standard input.
 
 Compression is recognised by content (the gzip magic number), not by name, so it also works for
-standard input. Lines are read as bytes in a bounded buffer: memory does not grow with the input.
+standard input, and so are the envelopes of managed control planes (a file whose first line is a
+GKE LogEntry or an AKS resource-log record is read through :func:`kaudit.auditlog.unwrap`). Lines are read as bytes in a bounded buffer: memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
+from kaudit.auditlog import envelope, unwrap
 from kaudit.documents import os_error_message
 from kaudit.errors import FieldError, InvalidInput
 
@@ -202,6 +204,7 @@ def _batches(path: str, info: InputFile, progress: Progress | None, done_before:
         raise InvalidInput([FieldError("", os_error_message(exc), file=info.name)]) from None
     info.compressed = stream is not raw
     tell: Callable[[], int] = raw.tell if path != STDIN and raw.seekable() else lambda: info.bytes_read
+    enveloped: bool | None = None  # GKE LogEntries or AKS records, told by the first line
     try:
         while True:
             batch = stream.readlines(BATCH_BYTES)
@@ -209,6 +212,10 @@ def _batches(path: str, info: InputFile, progress: Progress | None, done_before:
                 break
             info.bytes_read += sum(map(len, batch))
             info.lines += len(batch)
+            if enveloped is None:
+                enveloped = envelope(batch[0])
+            if enveloped:
+                batch = list(map(unwrap, batch))
             if progress is not None:
                 progress.update(done_before + tell())
             yield batch
