@@ -107,3 +107,18 @@ def test_a_dict_and_its_line_are_read_alike():
 def test_decoded_lines_are_audit_events():
     events, bad = decode_lines(real_lines())
     assert bad == [] and len(events) == len(real_lines()) and {type(e) for e in events} == {AuditEvent}
+
+
+def test_event_mappings_read_the_lines_decode_lines_reads_as_plain_dicts():
+    # Detection rules look at any member, so they get dicts; a line is an event there exactly when
+    # the typed reader reads one from it, with the same message otherwise.
+    from kaudit.auditlog import MalformedEvent, decode_lines, event_mappings
+
+    good = b'{"kind":"Event","level":"Metadata","stage":"ResponseComplete","verb":"get","requestObject":{"a":[1]}}\n'
+    lines = [good, b"\n", b"{not json\n", b'{"user":{"groups":[1]}}\n', b'[1]\n', b'{"verb":"get","x":NaN}\n']
+    mappings = event_mappings(lines)
+    typed, _ = decode_lines(lines)
+    assert mappings[0] == json.loads(good) and mappings[5]["verb"] == "get"
+    for mapping, event in zip(mappings[1:5], typed[1:5]):
+        assert isinstance(mapping, MalformedEvent) and (mapping.kind, str(mapping)) == (event.kind, str(event))
+    assert event_mappings([good, good]) == [json.loads(good)] * 2

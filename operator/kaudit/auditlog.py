@@ -1,11 +1,24 @@
 """The one reader of kube-apiserver audit events (``audit.k8s.io/v1`` Event JSON, one per line).
 
-Every command that reads audit logs (``policy eval``, ``policy simulate``) reads each event here,
-into an :class:`AuditEvent`: a typed view of the fields kaudit looks at (level, stage, verb,
-requestURI, user, objectRef) and, as raw JSON spans, the response status and the two bodies. The
-decoder checks the JSON type of every field it reads and skips everything else without building
-it, so a wrongly typed field is reported whichever policy reads the event, and a body costs what
-it takes to scan it, not to build it.
+Every command that reads audit logs (``policy eval``, ``policy simulate``, the detection engine)
+reads each event here. The API, all of it typed::
+
+    events, bad = decode_lines(lines)    # lines: list[bytes] -> (list[AuditEvent | MalformedEvent],
+                                         #   positions of the MalformedEvents)
+    event = decode_event(line)           # one line -> AuditEvent; raises MalformedEvent
+    mappings = event_mappings(lines)     # list[dict | MalformedEvent]: every member, for readers
+                                         #   that look at any field (detection rules); same checks
+    line = unwrap(line)                  # a GKE LogEntry / AKS record -> the Event line it holds
+    envelope(first_line)                 # whether a file's lines need unwrap (cheap test)
+    keys = RequestKeys(...); keys.values(events)   # per-request results, cached (see below)
+
+:class:`AuditEvent` is a typed view of the fields kaudit looks at (level, stage, verb, requestURI,
+user, objectRef) and, as raw JSON spans (``msgspec.Raw``: exact byte lengths), the response status
+and the two bodies. :class:`MalformedEvent` (a ``ValueError``) says why a line holds no event:
+``kind`` is ``"blank"``, ``"json"``, ``"object"`` or ``"field"``, ``str()`` a one-line reason that
+names the field. The decoder checks the JSON type of every field it reads and skips everything
+else without building it, so a wrongly typed field is reported whichever policy reads the event,
+and a body costs what it takes to scan it, not to build it.
 
 The decoder is msgspec's (``msgspec.json.Decoder`` into ``msgspec.Struct`` types), chosen by
 measurement (``bench/bench_decoders.py``): on the generated 200 MiB benchmark log, one pinned CPU,
@@ -19,8 +32,11 @@ A JSON ``null`` counts as the field being absent (Go writes none: it omits empty
 the decoder cannot read falls back to ``json`` to say why (:class:`MalformedEvent`), so the
 messages are the same whatever decoder is used.
 
-:class:`RequestKeys` builds the cache key of an event's request as a policy sees it; the
-evaluator and the simulation both cache their decisions under it.
+:class:`RequestKeys` builds the cache key of an event's request as a policy sees it (the user
+folded to what the rules list, namespace and name folded to the values the rules list, the URL for
+non-resource requests); the evaluator and the simulation both cache their decisions under it, so
+evaluating an event is mostly a dict lookup. :data:`OTHER_USER` and :data:`OTHER` are the one
+placeholder each for "a value no rule lists".
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ from msgspec import UNSET, Raw, Struct, UnsetType
 
 __all__ = [
     "AuditEvent", "MalformedEvent", "ObjectRef", "OTHER_USER", "RequestAttributes", "RequestKeys", "UserInfo",
-    "decode_event", "decode_lines", "envelope", "event_from_mapping", "request_attributes", "request_path",
+    "decode_event", "decode_lines", "envelope", "event_from_mapping", "event_mappings", "request_attributes", "request_path",
     "unwrap",
 ]
 
@@ -205,6 +221,32 @@ def _decode_or_why_not(content: bytes) -> AuditEvent | MalformedEvent:
         return _why_not(content)
 
 
+_decode_mapping = msgspec.json.Decoder().decode
+
+
+def event_mappings(lines: list[bytes]) -> list[dict[str, Any] | MalformedEvent]:
+    """Each line's event as a plain dict of every member (for readers that look at any field, as
+    detection rules do), or the :class:`MalformedEvent` saying why there is none: a line is an
+    event here exactly when :func:`decode_lines` reads one from it (the same checks, the same
+    messages). Envelopes are not unwrapped here: pass the lines through :func:`unwrap` first."""
+    events, malformed = decode_lines(lines)
+    if not malformed:
+        try:
+            return list(map(_decode_mapping, lines))
+        except _DECODE_ERRORS:
+            pass
+    found: list[dict[str, Any] | MalformedEvent] = []
+    for line, event in zip(lines, events):
+        if isinstance(event, MalformedEvent):
+            found.append(event)
+            continue
+        try:
+            found.append(_decode_mapping(line))
+        except _DECODE_ERRORS:  # what json accepts and msgspec does not (NaN, lone surrogates)
+            found.append(json.loads(line))
+    return found
+
+
 def event_from_mapping(value: Any) -> AuditEvent:
     """The event an already parsed JSON value (a dict, from ``json.loads``) holds, read the same
     way as a line. Raises :class:`MalformedEvent`."""
@@ -365,10 +407,14 @@ class RequestKeys:
         the hot loop of every log reader, so it makes no Python call on a cache hit."""
         users, user_class_of, cache = self._users, self._user_class, self.cache
         names, namespaces = self._names, self._namespaces
-        found = []
+        found: list[Any] = []
         append = found.append
+        key: tuple[Any, ...]
+        user_class: _UserClass | None
+        namespace: Any
+        name: Any
         for event in events:
-            if event.__class__ is not AuditEvent:
+            if not isinstance(event, AuditEvent):
                 append(None)
                 continue
             info = event.user
@@ -402,7 +448,7 @@ class RequestKeys:
             append(value)
         return found
 
-    def _miss(self, event: AuditEvent, key: tuple, user_class: _UserClass) -> Any:
+    def _miss(self, event: AuditEvent, key: tuple[Any, ...], user_class: _UserClass) -> Any:
         value = self._compute(event, request_attributes(event, user_class.user, user_class.groups))
         if len(self.cache) >= self.limit:
             self.cache.clear()

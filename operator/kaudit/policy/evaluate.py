@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from kaudit.auditlog import (
-    OTHER_USER, AuditEvent, RequestAttributes, RequestKeys, event_from_mapping, request_attributes, request_path,
+    OTHER_USER, AuditEvent, MalformedEvent, RequestAttributes, RequestKeys, event_from_mapping, request_attributes,
+    request_path,
 )
 from kaudit.policy.model import Policy, PolicyRule
 
@@ -53,7 +54,7 @@ class Decision:
     omit_managed_fields: bool
     rule: int | None  # 0-based index of the matching rule; None when no rule matched
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "level": self.level,
             "omitStages": sorted(self.omit_stages),
@@ -63,10 +64,12 @@ class Decision:
 
 
 # A compiled matcher takes the attributes as positional values, in RequestAttributes' order.
-Matcher = Callable[[str | None, tuple, str, bool, str, str, str, str, str, str], bool]
+Matcher = Callable[[Any, tuple[str, ...], str, bool, str, str, str, str, str, str], bool]
+# One GroupResources entry, precomputed: (group, matches every resource, check(resource, subresource, name)).
+_Entry = tuple[str, bool, Callable[[str, str, str], bool]]
 
 
-def _resource_entry_matcher(group: str, resources: tuple[str, ...], names: tuple[str, ...]):
+def _resource_entry_matcher(group: str, resources: tuple[str, ...], names: tuple[str, ...]) -> _Entry:
     """(group, match-all?, check) for one GroupResources entry, precomputed."""
     exact = frozenset(r for r in resources if r != "*")
     any_resource = "*" in resources
@@ -100,7 +103,8 @@ def compile_rule(rule: PolicyRule) -> Matcher:
     url_exact = frozenset(urls)
     url_prefixes = tuple(u.rstrip("*") for u in urls if u.endswith("*"))
 
-    def matches(user, groups, verb, resource_request, namespace, api_group, resource, subresource, name, path):
+    def matches(user: Any, groups: tuple[str, ...], verb: str, resource_request: bool, namespace: str, api_group: str,
+                resource: str, subresource: str, name: str, path: str) -> bool:
         if users and (user is None or user not in users):
             return False
         if user_groups and (user is None or user_groups.isdisjoint(groups)):
@@ -142,7 +146,7 @@ def _decisions(policy: Policy) -> tuple[list[Decision], Decision]:
     return per_rule, Decision("None", policy_stages, policy.omit_managed_fields, None)
 
 
-def attributes_from_event(event: dict) -> RequestAttributes:
+def attributes_from_event(event: dict[str, Any]) -> RequestAttributes:
     """The request attributes of an audit Event given as a dict (see
     :func:`kaudit.auditlog.request_attributes`); ValueError naming the field for a malformed one."""
     return request_attributes(event_from_mapping(event))
@@ -198,7 +202,7 @@ class Evaluator:
         return self._evaluate(attrs.user, attrs.groups, attrs.verb, attrs.resource_request, attrs.namespace,
                               attrs.api_group, attrs.resource, attrs.subresource, attrs.name, attrs.path)
 
-    def _evaluate(self, *values) -> Decision:
+    def _evaluate(self, *values: Any) -> Decision:
         for matches, decision in self._rules:
             if matches(*values):
                 return decision
@@ -210,12 +214,13 @@ class Evaluator:
 
     def decide(self, event: AuditEvent) -> Decision:
         """:meth:`evaluate` on the event's request, cached by the request as the rules see it."""
-        return self._keys.get(event)
+        decision: Decision = self._keys.get(event)
+        return decision
 
-    def decision_lines(self, events: list) -> list[str | None]:
+    def decision_lines(self, events: list[AuditEvent | MalformedEvent]) -> list[str | None]:
         """:meth:`decision_json` of :meth:`decide` for each event (None for a malformed one)."""
         return self._lines.values(events)
 
-    def evaluate_event(self, event: dict) -> Decision:
+    def evaluate_event(self, event: dict[str, Any]) -> Decision:
         """:meth:`decide` on an event given as a dict; ValueError naming the field for a malformed one."""
-        return self._keys.get(event_from_mapping(event))
+        return self.decide(event_from_mapping(event))
