@@ -52,7 +52,8 @@ from msgspec import UNSET, Raw, Struct, UnsetType
 
 __all__ = [
     "AuditEvent", "MalformedEvent", "ObjectRef", "OTHER_USER", "RequestAttributes", "RequestKeys", "UserInfo",
-    "decode_event", "decode_lines", "envelope", "event_from_mapping", "event_mappings", "request_attributes", "request_path",
+    "decode_event", "decode_lines", "envelope", "event_from_mapping", "event_mappings", "request_attributes",
+    "request_path",
     "unwrap",
 ]
 
@@ -300,7 +301,8 @@ def request_name(verb: str, subresource: str, name: str) -> str:
     return "" if verb == "create" and not subresource else name
 
 
-def request_attributes(event: AuditEvent, user: Any = UNSET, groups: tuple[str, ...] | None = None) -> RequestAttributes:
+def request_attributes(event: AuditEvent, user: Any = UNSET,
+                       groups: tuple[str, ...] | None = None) -> RequestAttributes:
     """The request attributes of an audit Event: a resource request when ``objectRef.resource``
     is set, else a non-resource request whose path is ``requestURI`` without its query string.
     The user is ``event.user`` (the authenticated user; policy is evaluated before impersonation),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from kaudit.policy.model import Policy
 from kaudit.simulate.report import PolicySource
@@ -36,7 +36,7 @@ def simulate(
     progress_stream: TextIO | None = None,
     observer: Callable[[int], None] | None = None,
     request_cache_size: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Replay ``events`` (paths, directories or ``-``) and return the report document.
 
     ``observer``, if given, is called with the number of input bytes read so far, every batch of
@@ -62,7 +62,7 @@ def simulate(
     progress = Progress(total_size(paths), progress_stream if progress_stream is not None else sys.stderr, observer)
     files: list[InputFile] = []
 
-    def tracked():
+    def tracked() -> Iterator[tuple[InputFile, Iterator[list[bytes]]]]:
         for info, lines in iter_files(paths, progress):
             files.append(info)
             yield info, lines

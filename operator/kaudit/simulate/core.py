@@ -19,10 +19,12 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
+
+from msgspec import UNSET
 
 from kaudit.auditlog import (
-    UNSET, AuditEvent, MalformedEvent, ObjectRef, RequestAttributes, decode_lines, status_code,
+    AuditEvent, MalformedEvent, ObjectRef, RequestAttributes, decode_lines, status_code,
 )
 from kaudit.policy.evaluate import AttributeUse
 from kaudit.policy.model import LEVEL_RANK, LEVELS, STAGES, Policy
@@ -30,7 +32,7 @@ from kaudit.simulate.counters import TopCounter
 from kaudit.simulate.inputs import InputFile
 from kaudit.simulate.sizes import (
     BODY_STAGES, MEASURES, MF_REQUEST, MF_RESPONSE, N, RANK_REQUEST, RANK_REQUEST_RESPONSE, RECORDED,
-    REQUEST_MEMBER, RESPONSE_MEMBER, STATUS_MEMBER, SizeEstimator, body_possible, measure, other_stage_sizes,
+    REQUEST_MEMBER, RESPONSE_MEMBER, STATUS_MEMBER, SizeEstimator, SizePlan, body_possible, measure, other_stage_sizes,
     planned_size, raw_managed_fields_len, size_plan,
 )
 
@@ -170,7 +172,7 @@ class _Request:
 _INVALID = object()  # the slot of events that are not audit events (bad level, stage or verb)
 
 
-def _plan(decision: Any, stage: str, recorded: str, patch: bool) -> tuple | None:
+def _plan(decision: Any, stage: str, recorded: str, patch: bool) -> SizePlan | None:
     """How one policy's written size of the events of a slot follows from their measurements
     (:func:`kaudit.simulate.sizes.size_plan`); None when the policy writes nothing (level None,
     or the stage omitted)."""
@@ -205,7 +207,7 @@ class _Slot:
         """The sums of the measurements of all its events."""
         return [sum(column) for column in zip(*self.users.values())]
 
-    def sizes(self, plan: tuple | None) -> list[tuple[Any, int, int]]:
+    def sizes(self, plan: SizePlan | None) -> list[tuple[Any, int, int]]:
         """(user name, events, bytes written under ``plan``) per user."""
         return [(user, sums[N], 0 if plan is None else planned_size(sums, plan)) for user, sums in self.users.items()]
 
@@ -245,7 +247,7 @@ class Simulation:
         # Attributes no rule of either policy looks at stay out of the key, so fewer shapes need caching.
         self.requests = AttributeUse.of(rule for p in policies for rule in p.rules).keys(
             self._new_request, request_cache_size)
-        self._slots: dict[tuple, Any] = {}
+        self._slots: dict[tuple[Any, ...], Any] = {}
         self._slot_users = 0  # user entries in all slots: the slots are flushed when there are too many
         self._where = ""
         self._line = 0
@@ -270,7 +272,7 @@ class Simulation:
             sensitive = self.sensitive.get((ref.apiGroup or "", resource))
         return _Request(decision, base, event.verb, resource_label(event), sensitive, is_long_running(event), ref)
 
-    def _slot(self, key: tuple) -> Any:
+    def _slot(self, key: tuple[Any, ...]) -> Any:
         """A new slot, or ``_INVALID`` when its events are not audit events."""
         request, stage, recorded = key[:3]
         if (recorded.__class__ is not str or recorded not in _RECORDED_LEVELS or stage.__class__ is not str
@@ -282,8 +284,8 @@ class Simulation:
         return slot
 
     @staticmethod
-    def _key(event: AuditEvent, request: _Request) -> tuple:
-        key = (request, event.stage, event.level)
+    def _key(event: AuditEvent, request: _Request) -> tuple[Any, ...]:
+        key: tuple[Any, ...] = (request, event.stage, event.level)
         if request.sensitive is not None:  # the exposure of a response body depends on its success
             key += (succeeded(event),)
         return key
@@ -299,7 +301,10 @@ class Simulation:
             return
         slots, slot_of = self._slots, self._slot
         new_users = 0
-        for number, line, event, request in zip(range(first + 1, self._line + 1), lines, events, requests):
+        key: tuple[Any, ...]
+        # No MalformedEvent in the batch (malformed is empty).
+        typed = cast("list[AuditEvent]", events)
+        for number, line, event, request in zip(range(first + 1, self._line + 1), lines, typed, requests):
             # Inlined _key and sizes.measure: this runs once per event, for compact lines that each
             # end in exactly one newline.
             key = (request, event.stage, event.level)
@@ -339,11 +344,12 @@ class Simulation:
         if self._slot_users >= SLOT_LIMIT:
             self.flush()
 
-    def _feed_slowly(self, first: int, lines: list[bytes], events: list, requests: list) -> None:
+    def _feed_slowly(self, first: int, lines: list[bytes], events: list[AuditEvent | MalformedEvent],
+                     requests: list[Any]) -> None:
         """One event at a time: a batch with malformed or blank lines, lines with a carriage return
         or without a newline, or a file's first lines (calibration) or a file of re-encoded lines."""
         for number, line, event, request in zip(range(first + 1, first + len(lines) + 1), lines, events, requests):
-            if event.__class__ is MalformedEvent:
+            if isinstance(event, MalformedEvent):
                 if event.kind == "blank":
                     self.input.blank_lines += 1
                 elif event.kind == "json":
@@ -394,10 +400,10 @@ class Simulation:
         request = slot.request
         sizes = slot.sizes(slot.plan)
         self._account(self.candidate, request.decision, slot, sums, sizes)
-        base = request.base
-        if base is not None:
+        base, baseline = request.base, self.baseline
+        if base is not None and baseline is not None:
             base_sizes = slot.sizes(slot.base_plan)
-            self._account(self.baseline, base, slot, sums, base_sizes)
+            self._account(baseline, base, slot, sums, base_sizes)
             if base.level != request.decision.level:
                 for (username, count, size), (_, _, base_size) in zip(sizes, base_sizes):
                     source = (username if username.__class__ is str else "", request.verb, request.label)
@@ -454,6 +460,8 @@ class Simulation:
     def _exposure(tally: PolicyTally, slot: _Slot, rank: int, level: str, sizes: list[tuple[Any, int, int]]) -> None:
         request = slot.request
         verb = request.verb
+        if request.sensitive is None:
+            return
         request_sensitive, response_sensitive = request.sensitive
         bodies = []
         # The request body is logged whether or not the request succeeds; the response of a

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from operator import itemgetter
-from typing import Hashable
+from typing import Any, Hashable
 
 _WEIGHT = itemgetter(0)
 
@@ -69,7 +69,7 @@ class TopCounter:
     def exact(self) -> bool:
         return self.evicted_keys == 0
 
-    def top(self, n: int) -> list[tuple[Hashable, int, int, int, int]]:
+    def top(self, n: int) -> list[tuple[Any, int, int, int, int]]:
         """The ``n`` heaviest keys as (key, weight, events, error, extra), heaviest first, ties by key."""
         ranked = sorted(self.entries.items(), key=lambda item: (-item[1][0], repr(item[0])))
-        return [(key, *entry) for key, entry in ranked[:n]]
+        return [(key, entry[0], entry[1], entry[2], entry[3]) for key, entry in ranked[:n]]

@@ -13,7 +13,8 @@ gzip-compressed with a ``.gz`` suffix) and creating a fresh ``audit.log``. The o
 
 Compression is recognised by content (the gzip magic number), not by name, so it also works for
 standard input, and so are the envelopes of managed control planes (a file whose first line is a
-GKE LogEntry or an AKS resource-log record is read through :func:`kaudit.auditlog.unwrap`). Lines are read as bytes in a bounded buffer: memory does not grow with the input.
+GKE LogEntry or an AKS resource-log record is read through :func:`kaudit.auditlog.unwrap`).
+Lines are read as bytes in a bounded buffer: memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import re
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, TextIO
 
 from kaudit.auditlog import envelope, unwrap
 from kaudit.documents import os_error_message
@@ -118,7 +119,8 @@ class Progress:
     unknown), and only when the stream is a TTY; otherwise every method does nothing.
     """
 
-    def __init__(self, total: int | None, stream=None, observer: Callable[[int], None] | None = None):
+    def __init__(self, total: int | None, stream: TextIO | None = None,
+                 observer: Callable[[int], None] | None = None):
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
         # Called with the bytes read so far (every batch of lines), whatever the stream; benchmarks
@@ -168,7 +170,7 @@ def _open(path: str) -> tuple[BinaryIO, BinaryIO]:
         raw = open(path, "rb", buffering=READ_BUFFER)
     head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if head == _GZIP_MAGIC:
-        return raw, io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), READ_BUFFER)  # type: ignore[arg-type]
+        return raw, io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), READ_BUFFER)
     return raw, raw
 
 

@@ -53,11 +53,11 @@ def _percent(new: int, old: int) -> float | None:
     return None if old == 0 else round((new - old) * 100.0 / old, 2)
 
 
-def _change(old: int, new: int) -> dict:
+def _change(old: int, new: int) -> dict[str, Any]:
     return {"baseline": old, "candidate": new, "change": new - old, "changePercent": _percent(new, old)}
 
 
-def policy_report(tally: PolicyTally, source: PolicySource, top: int, input_stages: dict[str, int]) -> dict:
+def policy_report(tally: PolicyTally, source: PolicySource, top: int, input_stages: dict[str, int]) -> dict[str, Any]:
     rules = []
     for index, rule_tally in enumerate(tally.rules):
         is_default = index == len(tally.policy.rules)
@@ -123,7 +123,8 @@ def _rule_identity(rule: PolicyRule) -> str:
     return json.dumps(rule_to_dict(rule), sort_keys=True)
 
 
-def compare_rules(candidate: dict, baseline: dict, cand_tally: PolicyTally, base_tally: PolicyTally) -> list[dict]:
+def compare_rules(candidate: dict[str, Any], baseline: dict[str, Any], cand_tally: PolicyTally,
+                  base_tally: PolicyTally) -> list[dict[str, Any]]:
     """Pair identical rules of the two policies (same content, in order) and compare their bytes."""
     by_identity: dict[str, list[int]] = {}
     for index, rule in enumerate(base_tally.policy.rules):
@@ -165,7 +166,7 @@ def build_report(
     baseline: PolicySource | None = None,
     *,
     top: int = 20,
-) -> dict:
+) -> dict[str, Any]:
     """The whole outcome as the version-1 JSON document."""
     inp = sim.input
     warnings = []
@@ -221,7 +222,7 @@ def build_report(
     return doc
 
 
-def _policy_warnings(report: dict, which: str, warnings: list[str]) -> None:
+def _policy_warnings(report: dict[str, Any], which: str, warnings: list[str]) -> None:
     totals = report["totals"]
     if totals["underRecordedEvents"]:
         warnings.append(

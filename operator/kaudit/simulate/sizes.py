@@ -72,13 +72,13 @@ def go_json_len(value: Any) -> int:
     return len(data) + extra
 
 
-def _typed(content: bytes, event: AuditEvent | dict) -> AuditEvent:
+def _typed(content: bytes, event: AuditEvent | dict[str, Any]) -> AuditEvent:
     """The reader's view of ``event``; a dict (the API of the tests and of older callers) is read
     again from its line, whose spans are what is measured."""
     return event if event.__class__ is AuditEvent else decode_event(content)
 
 
-def member_len(content: bytes, event: AuditEvent | dict, key: str) -> int:
+def member_len(content: bytes, event: AuditEvent | dict[str, Any], key: str) -> int:
     """Bytes that removing top-level member ``key`` (with its comma) takes out of ``content``:
     ``,"key":`` and the value's raw span."""
     return len(key) + 4 + len(getattr(_typed(content, event), key))
@@ -179,14 +179,14 @@ def strip_managed_fields(body: Any) -> Any:
     return body
 
 
-def bodies_missing(event: AuditEvent | dict, recorded_rank: int, rank: int) -> bool:
+def bodies_missing(event: AuditEvent | dict[str, Any], recorded_rank: int, rank: int) -> bool:
     """Whether the recording level may have left out a body the candidate level would write.
 
     True only where a body can exist: a resource request's final event, a verb whose handler logs
     a request body (for Request), any verb but watch (for the response at RequestResponse); never
     for the connect subresources (``pods/exec``...) nor the response of the streamed ``pods/log``.
     """
-    if event.__class__ is dict:
+    if isinstance(event, dict):
         from kaudit.auditlog import event_from_mapping
 
         event = event_from_mapping(event)
@@ -245,7 +245,11 @@ def measure(content: bytes, event: AuditEvent, request_fields: bool, response_fi
     ]
 
 
-def size_plan(level: str, recorded: str, omit_managed_fields: bool, patch: bool = False) -> tuple:
+# What writing at a level does to a recorded line (see size_plan).
+SizePlan = tuple[int, bool, bool, bool, bool]
+
+
+def size_plan(level: str, recorded: str, omit_managed_fields: bool, patch: bool = False) -> SizePlan:
     """What writing at ``level`` an event recorded at ``recorded`` does to its line: (change of
     the level name's length, drop the request body, drop the response body, strip the request
     body's managedFields, strip the response body's). A patch request body is the patch as sent:
@@ -256,7 +260,7 @@ def size_plan(level: str, recorded: str, omit_managed_fields: bool, patch: bool 
             strip and not patch and rank >= RANK_REQUEST, strip and rank >= RANK_REQUEST_RESPONSE)
 
 
-def planned_size(sums: list[int], plan: tuple) -> int:
+def planned_size(sums: list[int], plan: SizePlan) -> int:
     """Bytes kube-apiserver would write for the measured events (newlines included) under a
     :func:`size_plan`: their recorded lines, with the level's name changed, less the bodies the
     level leaves out or their managedFields (measured only where they are stripped)."""
@@ -312,24 +316,25 @@ class SizeEstimator:
                 self.reserialize = True
                 self.calibrating = 0
 
-    def size(self, content: bytes, event: AuditEvent | dict, rank: int, level: str, omit_managed_fields: bool) -> int:
+    def size(self, content: bytes, event: AuditEvent | dict[str, Any], rank: int, level: str,
+             omit_managed_fields: bool) -> int:
         """Bytes kube-apiserver would write for ``event`` at ``level`` (newline included)."""
-        event = _typed(content, event)
+        typed = _typed(content, event)
         strips = omit_managed_fields and rank >= RANK_REQUEST
-        sums = measure(content, event, strips and event.verb != "patch", strips and rank >= RANK_REQUEST_RESPONSE,
+        sums = measure(content, typed, strips and typed.verb != "patch", strips and rank >= RANK_REQUEST_RESPONSE,
                        self.reserialize)
-        return planned_size(sums, size_plan(level, event.level, omit_managed_fields, event.verb == "patch"))
+        return planned_size(sums, size_plan(level, typed.level or "", omit_managed_fields, typed.verb == "patch"))
 
-    def request_received_size(self, content: bytes, event: AuditEvent | dict, level: str) -> int:
+    def request_received_size(self, content: bytes, event: AuditEvent | dict[str, Any], level: str) -> int:
         """Approximate size of the RequestReceived event of the request ``event`` completed
         (:func:`other_stage_sizes`)."""
-        event = _typed(content, event)
-        sums = measure(content, event, False, False, self.reserialize)
-        return other_stage_sizes(sums, level, event.level, event.stage)[0]
+        typed = _typed(content, event)
+        sums = measure(content, typed, False, False, self.reserialize)
+        return other_stage_sizes(sums, level, typed.level or "", typed.stage or "")[0]
 
-    def response_started_size(self, content: bytes, event: AuditEvent | dict, level: str) -> int:
+    def response_started_size(self, content: bytes, event: AuditEvent | dict[str, Any], level: str) -> int:
         """Approximate size of the ResponseStarted event of the long-running request ``event``
         completed (:func:`other_stage_sizes`)."""
-        event = _typed(content, event)
-        sums = measure(content, event, False, False, self.reserialize)
-        return other_stage_sizes(sums, level, event.level, event.stage)[1]
+        typed = _typed(content, event)
+        sums = measure(content, typed, False, False, self.reserialize)
+        return other_stage_sizes(sums, level, typed.level or "", typed.stage or "")[1]

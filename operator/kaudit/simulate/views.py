@@ -7,7 +7,7 @@ carry the same facts; only the typography differs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 SUMMARY_WIDTH = 70  # rule summaries longer than this are cut in the table view
 
@@ -47,7 +47,7 @@ def _num(value: int) -> str:
     return f"{value:,}"
 
 
-def _policy_sections(report: dict, label: str, recorded: int, cut) -> list[Section]:
+def _policy_sections(report: dict[str, Any], label: str, recorded: int, cut: Callable[[str], str]) -> list[Section]:
     totals = report["totals"]
     bound = " (lower bound: under-recorded events)" if totals["underRecordedEvents"] else ""
     volume = Section(
@@ -97,7 +97,7 @@ def _policy_sections(report: dict, label: str, recorded: int, cut) -> list[Secti
     return [volume, rules, sources, exposed]
 
 
-def _dropped_line(dropped: dict) -> str:
+def _dropped_line(dropped: dict[str, Any]) -> str:
     parts = [f"level None: {_num(dropped['levelNone']['events'])} events "
              f"({human_bytes(dropped['levelNone']['recordedBytes'])} recorded)"]
     for stage, figures in dropped["omittedStages"].items():
@@ -109,7 +109,7 @@ def _cut(text: str) -> str:
     return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 3] + "..."
 
 
-def _comparison_sections(comparison: dict, cut) -> list[Section]:
+def _comparison_sections(comparison: dict[str, Any], cut: Callable[[str], str]) -> list[Section]:
     total = comparison["bytes"]
     overview = Section(
         "Comparison with the baseline",
@@ -151,7 +151,7 @@ def _comparison_sections(comparison: dict, cut) -> list[Section]:
     return [overview, rules, moved]
 
 
-def sections(doc: dict, *, cut_summaries: bool = True) -> list[Section]:
+def sections(doc: dict[str, Any], *, cut_summaries: bool = True) -> list[Section]:
     inp = doc["input"]
     head = Section(
         "Input",
@@ -182,7 +182,7 @@ def _text_table(section: Section) -> list[str]:
     return [fmt(section.headers)] + [fmt(row) for row in section.rows]
 
 
-def render_table(doc: dict) -> str:
+def render_table(doc: dict[str, Any]) -> str:
     lines: list[str] = []
     for section in sections(doc):
         lines.append(section.title)
@@ -197,7 +197,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|") or " "
 
 
-def render_markdown(doc: dict) -> str:
+def render_markdown(doc: dict[str, Any]) -> str:
     lines: list[str] = ["# Audit policy simulation", ""]
     for section in sections(doc, cut_summaries=False):
         lines += [f"## {section.title}", ""]
