@@ -135,3 +135,15 @@ def test_eval_and_simulate_decide_gke_entries_by_their_request(tmp_path):
     doc = simulate(loaded(POLICY), [str(path)])
     assert doc["input"]["events"] == 4 and doc["input"]["malformedLines"] == 0
     assert [rule["matchedEvents"] for rule in doc["policy"]["rules"][:4]] == [1, 1, 2, 0]
+
+
+def test_an_event_whose_body_mentions_the_envelopes_members_is_not_an_envelope():
+    from kaudit.auditlog import envelope
+
+    crd = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "stage": "ResponseComplete",
+           "verb": "create", "requestObject": {"spec": {"versions": [{"schema": {"openAPIV3Schema": {
+               "properties": {"log": {"type": "string"}, "protoPayload": {"type": "object"}}}}}]}}}
+    line = json.dumps(crd).encode() + b"\n"
+    assert not envelope(line) and unwrap(line) is line
+    assert envelope(_aks_record(REAL.read_bytes().splitlines(keepends=True)[0]))
+    assert envelope(_gke_entry("io.k8s.core.v1.pods.get", "core/v1/namespaces/a/pods/b", "x@example.com"))

@@ -524,9 +524,10 @@ _RPC_HTTP = {0: 200, 3: 400, 5: 404, 6: 409, 7: 403, 9: 422, 10: 409, 16: 401}
 
 
 def envelope(line: bytes) -> bool:
-    """Whether the line looks like a GKE LogEntry or an AKS resource-log record (a cheap test,
-    for a file's first line: :func:`unwrap` decides)."""
-    return _GKE_MARK in line or _AKS_MARK in line
+    """Whether the line is a GKE LogEntry or an AKS resource-log record (a file's first line tells
+    whether its lines need :func:`unwrap`; an Event that merely mentions ``"properties"`` in a body
+    is not one)."""
+    return (_GKE_MARK in line or _AKS_MARK in line) and unwrap(line) is not line
 
 
 def unwrap(line: bytes) -> bytes:
