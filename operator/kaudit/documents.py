@@ -268,7 +268,8 @@ def check_nesting(text: str, loader: type, *, every_document: bool = False) -> N
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
-                    raise DocumentError(_too_deep(), mark.line + 1, mark.column + 1)
+                    line, column = (mark.line, mark.column) if mark is not None else (0, 0)
+                    raise DocumentError(_too_deep(), line + 1, column + 1)
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
             elif isinstance(event, yaml.DocumentEndEvent) and not every_document:

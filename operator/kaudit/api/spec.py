@@ -100,9 +100,9 @@ class ManagedAgentSpec:
     image: str = DEFAULT_AGENT_IMAGE
     api_key_secret_ref: SecretKeyRef = SecretKeyRef()
     site: str = "datadoghq.com"
-    resources: dict | None = None  # None = kaudit's default requests and limits
-    node_selector: dict | None = None  # None = control-plane nodes (node affinity, both role labels)
-    tolerations: tuple[dict, ...] | None = None  # None = control-plane and legacy master NoSchedule
+    resources: dict[str, Any] | None = None  # None = kaudit's default requests and limits
+    node_selector: dict[str, Any] | None = None  # None = control-plane nodes (node affinity, both role labels)
+    tolerations: tuple[dict[str, Any], ...] | None = None  # None = control-plane and legacy master NoSchedule
     priority_class_name: str = ""
 
 
@@ -202,7 +202,7 @@ class _Reader:
     def invalid(self, path: str, value: Any, why: str) -> None:
         self.fail(path, f"Invalid value: {_quote(value)}: {why}")
 
-    def mapping(self, parent: dict, key: str, path: str, known: tuple[str, ...]) -> dict:
+    def mapping(self, parent: dict[str, Any], key: str, path: str, known: tuple[str, ...]) -> dict[str, Any]:
         """The object at ``parent[key]`` (absent or null = {}); unknown keys reported."""
         value = parent.get(key)
         if value is None:
@@ -213,11 +213,11 @@ class _Reader:
         self.unknown(value, path, known)
         return value
 
-    def unknown(self, value: dict, path: str, known: tuple[str, ...]) -> None:
+    def unknown(self, value: dict[str, Any], path: str, known: tuple[str, ...]) -> None:
         for key in sorted(set(value) - set(known), key=str):
             self.fail(f"{path}.{key}", f'unknown field "{key}"{did_you_mean(key, known)}')
 
-    def string(self, obj: dict, key: str, path: str, default: str,
+    def string(self, obj: dict[str, Any], key: str, path: str, default: str,
                check: Callable[[str], str | None] | None = None) -> str:
         value = obj.get(key, default)
         if value is None:
@@ -232,7 +232,7 @@ class _Reader:
                 return default
         return value
 
-    def enum(self, obj: dict, key: str, path: str, default: str, allowed: tuple[str, ...]) -> str:
+    def enum(self, obj: dict[str, Any], key: str, path: str, default: str, allowed: tuple[str, ...]) -> str:
         value = obj.get(key, default)
         if value is None:
             return default
@@ -242,7 +242,7 @@ class _Reader:
             return default
         return value
 
-    def boolean(self, obj: dict, key: str, path: str, default: bool) -> bool:
+    def boolean(self, obj: dict[str, Any], key: str, path: str, default: bool) -> bool:
         value = obj.get(key, default)
         if value is None:
             return default
@@ -251,7 +251,7 @@ class _Reader:
             return default
         return value
 
-    def integer(self, obj: dict, key: str, path: str, default: int, minimum: int) -> int:
+    def integer(self, obj: dict[str, Any], key: str, path: str, default: int, minimum: int) -> int:
         value = obj.get(key, default)
         if value is None:
             return default
@@ -263,7 +263,7 @@ class _Reader:
             return default
         return value
 
-    def listing(self, obj: dict, key: str, path: str) -> list | None:
+    def listing(self, obj: dict[str, Any], key: str, path: str) -> list[Any] | None:
         value = obj.get(key)
         if value is None:
             return None
@@ -272,7 +272,7 @@ class _Reader:
             return None
         return value
 
-    def string_list(self, obj: dict, key: str, path: str, default: tuple[str, ...],
+    def string_list(self, obj: dict[str, Any], key: str, path: str, default: tuple[str, ...],
                     check: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
         items = self.listing(obj, key, path)
         if items is None:
@@ -290,7 +290,7 @@ class _Reader:
             result.append(item)
         return tuple(result)
 
-    def string_map(self, obj: dict, key: str, path: str) -> dict | None:
+    def string_map(self, obj: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
         value = obj.get(key)
         if value is None:
             return None
@@ -411,7 +411,7 @@ def parse_collection(resource: Any) -> AuditCollection:
     return collection
 
 
-def _parse_name(r: _Reader, metadata: dict) -> str:
+def _parse_name(r: _Reader, metadata: dict[str, Any]) -> str:
     name = metadata.get("name")
     if not name:
         r.fail("metadata.name", "Required value: the AuditCollection needs a name")
@@ -427,7 +427,7 @@ def _parse_name(r: _Reader, metadata: dict) -> str:
     return name
 
 
-def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
+def _parse_policy(r: _Reader, spec: dict[str, Any]) -> PolicySpec:
     path = "spec.policy"
     obj = r.mapping(spec, "policy", path,
                     ("profile", "rules", "omitReadOnly", "omitStages", "omitManagedFields", "auditKaudit"))
@@ -448,7 +448,7 @@ def _parse_policy(r: _Reader, spec: dict) -> PolicySpec:
     )
 
 
-def _check_rule_fields(r: _Reader, rule: dict, path: str) -> None:
+def _check_rule_fields(r: _Reader, rule: dict[str, Any], path: str) -> None:
     """Unknown keys in a custom rule are errors: kube-apiserver would drop them silently, and a
     rule without its misspelt (or misplaced) constraint matches more than its author wrote.
     Everything else about the rule is the policy engine's to check."""
@@ -467,7 +467,7 @@ def _check_rule_fields(r: _Reader, rule: dict, path: str) -> None:
             r.fail(f"{path}.resources[{j}].{key}", f'unknown field "{key}": {why}')
 
 
-def _parse_stages(r: _Reader, obj: dict, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def _parse_stages(r: _Reader, obj: dict[str, Any], path: str, default: tuple[str, ...]) -> tuple[str, ...]:
     supported = ", ".join(f'"{s}"' for s in STAGES)
     stages = r.string_list(obj, "omitStages", path, default)
     raw = obj.get("omitStages")
@@ -479,7 +479,7 @@ def _parse_stages(r: _Reader, obj: dict, path: str, default: tuple[str, ...]) ->
     return tuple(dict.fromkeys(stages))
 
 
-def _parse_api_server(r: _Reader, spec: dict) -> ApiServerSpec:
+def _parse_api_server(r: _Reader, spec: dict[str, Any]) -> ApiServerSpec:
     path = "spec.apiServer"
     obj = r.mapping(spec, "apiServer", path,
                     ("policyFile", "logFile", "logMaxSizeMB", "logMaxBackups", "logMaxAgeDays",
@@ -502,7 +502,7 @@ def _parse_api_server(r: _Reader, spec: dict) -> ApiServerSpec:
     )
 
 
-def _parse_agent(r: _Reader, spec: dict) -> AgentSpec:
+def _parse_agent(r: _Reader, spec: dict[str, Any]) -> AgentSpec:
     path = "spec.agent"
     obj = r.mapping(spec, "agent", path, ("mode", "namespace", "daemonSet", "datadogAgent", "managed"))
     d = AgentSpec()
@@ -522,7 +522,7 @@ def _parse_agent(r: _Reader, spec: dict) -> AgentSpec:
     )
 
 
-def _parse_managed(r: _Reader, agent: dict, path: str) -> ManagedAgentSpec:
+def _parse_managed(r: _Reader, agent: dict[str, Any], path: str) -> ManagedAgentSpec:
     obj = r.mapping(agent, "managed", path,
                     ("image", "apiKeySecretRef", "site", "resources", "nodeSelector", "tolerations",
                      "priorityClassName"))
@@ -550,12 +550,12 @@ def _parse_managed(r: _Reader, agent: dict, path: str) -> ManagedAgentSpec:
     )
 
 
-def _parse_resources(r: _Reader, managed: dict, path: str) -> dict | None:
+def _parse_resources(r: _Reader, managed: dict[str, Any], path: str) -> dict[str, Any] | None:
     path = f"{path}.resources"
     obj = r.mapping(managed, "resources", path, ("requests", "limits"))
     if not obj:
         return None
-    result: dict = {}
+    result: dict[str, Any] = {}
     for part in ("requests", "limits"):
         amounts = r.mapping(obj, part, f"{path}.{part}", tuple((obj.get(part) or {}).keys()))
         for resource, amount in amounts.items():
@@ -567,7 +567,7 @@ def _parse_resources(r: _Reader, managed: dict, path: str) -> dict | None:
     return result or None
 
 
-def _parse_tolerations(r: _Reader, managed: dict, path: str) -> tuple[dict, ...] | None:
+def _parse_tolerations(r: _Reader, managed: dict[str, Any], path: str) -> tuple[dict[str, Any], ...] | None:
     items = r.listing(managed, "tolerations", path)
     if not items:
         return None
@@ -578,7 +578,7 @@ def _parse_tolerations(r: _Reader, managed: dict, path: str) -> tuple[dict, ...]
             r.fail(item_path, f"Invalid value: expected an object, got {_type_name(item)}")
             continue
         r.unknown(item, item_path, ("key", "operator", "value", "effect", "tolerationSeconds"))
-        toleration: dict = {}
+        toleration: dict[str, Any] = {}
         key = r.string(item, "key", item_path, "")
         operator = r.enum(item, "operator", item_path, "Equal", TOLERATION_OPERATORS)
         value = r.string(item, "value", item_path, "")
@@ -605,7 +605,7 @@ def _parse_tolerations(r: _Reader, managed: dict, path: str) -> tuple[dict, ...]
     return tuple(result)
 
 
-def _parse_logs(r: _Reader, spec: dict) -> LogsSpec:
+def _parse_logs(r: _Reader, spec: dict[str, Any]) -> LogsSpec:
     path = "spec.logs"
     obj = r.mapping(spec, "logs", path, ("source", "service", "tags"))
     d = LogsSpec()

@@ -14,7 +14,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from kaudit import __version__
 from kaudit.errors import InvalidInput, KauditError, Refused
@@ -23,6 +23,10 @@ from kaudit.errors import InvalidInput, KauditError, Refused
 COMMAND_MODULES = ("render", "policy", "rules", "run", "install_policy")
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
+
+if TYPE_CHECKING:
+    # What each command module's register() is given: the subcommands of the parser above it.
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def usage_line(prog: str, message: str) -> str:
@@ -35,7 +39,7 @@ class Parser(argparse.ArgumentParser):
     Subcommand parsers are made from the same class (argparse's default ``parser_class``).
     """
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, usage_line(self.prog, message) + "\n")
 
 

@@ -6,9 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from kaudit.cli.policy import version_argument
 from kaudit.errors import KauditError
+
+if TYPE_CHECKING:
+    from kaudit.cli import Subparsers
+    from kaudit.installer.approval import Approval
+    from kaudit.installer.lease import Identity
+    from kaudit.installer.service import Reporter
 
 DESCRIPTION = """\
 Validate an audit policy exactly as kube-apiserver loads it, then install it atomically at --to:
@@ -39,7 +46,7 @@ unusable path (one line each, nothing changed at --to).
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "install-policy",
         help="install an audit policy file on a node atomically (once, or following changes)",
@@ -78,7 +85,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def _identity(args):
+def _identity(args: argparse.Namespace) -> Identity:
     from kaudit.installer.lease import Identity
 
     node = os.environ.get("NODE_NAME", "")
@@ -92,7 +99,7 @@ def _identity(args):
                     os.environ.get("POD_NAME", ""), os.environ.get("POD_UID", ""))
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from kaudit.installer.follow import install_from, policy_validator, policy_warnings, read_source
 
     from kaudit.cli.policy import check_kubernetes_version
@@ -133,7 +140,7 @@ def run(args) -> int:
     return 0
 
 
-def _report_refusal(reporter, exc: KauditError) -> None:
+def _report_refusal(reporter: Reporter | None, exc: KauditError) -> None:
     from kaudit.installer.approval import NotApproved
     from kaudit.installer.follow import Outcome, Refusal
 
@@ -141,13 +148,13 @@ def _report_refusal(reporter, exc: KauditError) -> None:
         reporter.record(Outcome(refused=Refusal(exc.candidate_hash, exc.reason)))
 
 
-def _approval(args):
+def _approval(args: argparse.Namespace) -> Approval:
     from kaudit.installer.approval import Approval, api_fetch
 
     return Approval(args.collection, api_fetch())  # the client config is the reporter's (in-cluster)
 
 
-def _reporter(args, target: Path):
+def _reporter(args: argparse.Namespace, target: Path) -> Reporter:
     from kaudit.installer.lease import LeaseReporter
     from kaudit.installer.service import Reporter
 
@@ -159,7 +166,9 @@ def _reporter(args, target: Path):
     return Reporter(sender, identity, target, heartbeat=args.heartbeat)
 
 
-def _serve(source: Path, target: Path, validate, args, reporter, approve, lint) -> int:
+def _serve(source: Path, target: Path, validate: Callable[[bytes], str], args: argparse.Namespace,
+           reporter: Reporter | None, approve: Callable[[bytes], None] | None,
+           lint: Callable[[bytes], tuple[str, ...]]) -> int:
     import logging
 
     from kaudit.installer.service import serve

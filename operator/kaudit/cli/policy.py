@@ -10,9 +10,14 @@ import argparse
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import IO, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from kaudit.errors import FieldError, InvalidInput
+
+if TYPE_CHECKING:
+    from kaudit.cli import Subparsers
+    from kaudit.policy.document import PolicyOptions, SelfAudit
+    from kaudit.policy.loader import LoadResult
 
 HELP = "validate, lint, evaluate, render and simulate kube-apiserver audit policies (offline)"
 DESCRIPTION = """\
@@ -28,7 +33,7 @@ examples:
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("policy", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     policy_subparsers = parser.add_subparsers(dest="policy_command", metavar="SUBCOMMAND")
@@ -91,7 +96,7 @@ class CheckedFile:
     warnings: list[FieldError]
     data: bytes = b""
 
-    def __iter__(self):  # (result, errors, warnings), as most callers want them
+    def __iter__(self) -> Iterator[Any]:  # (result, errors, warnings), as most callers want them
         return iter((self.result, self.errors, self.warnings))
 
 
@@ -110,14 +115,15 @@ def check_file(path: str, kubernetes_version: str) -> CheckedFile:
     return CheckedFile(result, [], lint_loaded(result, kubernetes_version), data)
 
 
-def _rules_summary(result) -> str:
+def _rules_summary(result: LoadResult) -> str:
+    assert result.policy is not None  # a file that loaded
     count = len(result.policy.rules)
     return f"{count} rule{'s' if count != 1 else ''}"
 
 
 # --- validate / lint ----------------------------------------------------------------------------
 
-def _register_validate(subparsers) -> None:
+def _register_validate(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "validate", help="check that kube-apiserver would load each policy file",
         description="Exit 0 when kube-apiserver would load every FILE, 1 otherwise. Errors are printed "
@@ -145,7 +151,7 @@ def run_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _register_lint(subparsers) -> None:
+def _register_lint(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "lint", help="report what kube-apiserver accepts silently but is probably wrong",
         description="Print lint warnings ('warning: FILE: FIELD: MESSAGE') and, for a file kube-apiserver "
@@ -169,7 +175,7 @@ def run_lint(args: argparse.Namespace) -> int:
 
 # --- eval ---------------------------------------------------------------------------------------
 
-def _register_eval(subparsers) -> None:
+def _register_eval(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "eval", help="evaluate a policy against audit events, one JSON result per line",
         description="Read audit.k8s.io/v1 Event JSON lines and write, for each input line in order, "
@@ -273,7 +279,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 # --- render -------------------------------------------------------------------------------------
 
-def _register_render(subparsers) -> None:
+def _register_render(subparsers: Subparsers) -> None:
     from kaudit.policy.document import PROFILES
 
     parser = subparsers.add_parser(
@@ -311,7 +317,7 @@ def add_profile_options(parser: argparse.ArgumentParser, help_prefix: str = "") 
                         help=f"{help_prefix}leave out the self-audit rules (spec.policy.auditKaudit: false)")
 
 
-def profile_options(args: argparse.Namespace, profile: str):
+def profile_options(args: argparse.Namespace, profile: str) -> PolicyOptions:
     """The PolicyOptions that ``profile`` plus the options of :func:`add_profile_options` ask for."""
     from kaudit.policy import PolicyOptions
 
@@ -347,7 +353,7 @@ def _refuse_options_of_fixed_profile(args: argparse.Namespace, profile: str) -> 
         raise InvalidInput(errors)
 
 
-def _self_audit(args: argparse.Namespace):
+def _self_audit(args: argparse.Namespace) -> SelfAudit:
     """The objects the self-audit rules name: what kaudit renders for --collection in --operator-namespace."""
     from dataclasses import replace
 
@@ -367,7 +373,7 @@ def _self_audit(args: argparse.Namespace):
     return self_audit(args.collection, namespace)
 
 
-def read_custom_rules(path: str | None) -> tuple[dict, ...]:
+def read_custom_rules(path: str | None) -> tuple[dict[str, Any], ...]:
     """The custom rules in the file a ``--rules FILE`` option names, as plain mappings.
 
     The file holds a YAML/JSON list of audit PolicyRule objects, or a whole Policy whose

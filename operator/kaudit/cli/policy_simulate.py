@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from kaudit.errors import FieldError, InvalidInput
 
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_without_events(doc: dict, events: list[str]) -> None:
+def _refuse_without_events(doc: dict[str, Any], events: list[str]) -> None:
     """Input without one audit event is bad input, not a report of zeros: a wrong path in CI must
     not pass a --fail-if-increase gate (fails closed)."""
     from kaudit.documents import display_name
@@ -176,7 +177,7 @@ def _refuse_without_events(doc: dict, events: list[str]) -> None:
     raise InvalidInput([FieldError("", f"no audit event: {detail}", file=", ".join(map(display_name, events)))])
 
 
-def exceeds(doc: dict, percent: float) -> bool:
+def exceeds(doc: dict[str, Any], percent: float) -> bool:
     """Whether the candidate's estimated bytes exceed the baseline's by more than ``percent``.
 
     Any volume where the baseline writes nothing counts as exceeding.

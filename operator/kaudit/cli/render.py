@@ -11,6 +11,7 @@ from kaudit.errors import FieldError, InvalidInput
 
 if TYPE_CHECKING:
     from kaudit.api.spec import AuditCollection
+    from kaudit.cli import Subparsers
 
 HELP = "print the objects kaudit would apply for an AuditCollection (offline, no cluster needed)"
 DESCRIPTION = """\
@@ -37,7 +38,7 @@ DatadogAgent name only what kaudit adds, which client-side apply would reject as
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "render", help=HELP, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

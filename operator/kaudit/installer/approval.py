@@ -17,7 +17,7 @@ which is what kube-apiserver reads (comments change nothing it does).
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from kaudit.errors import KauditError
 
@@ -48,13 +48,13 @@ def candidate_hash(content: bytes) -> str:
         return hashlib.sha256(content).hexdigest()
 
 
-def approved_hash(collection: Mapping | None) -> str:
+def approved_hash(collection: Mapping[str, Any] | None) -> str:
     """``status.policy.fullHash`` of an AuditCollection object ("" when it approves nothing)."""
     status = (collection or {}).get("status") or {}
     return str((status.get("policy") or {}).get("fullHash") or "")
 
 
-def refusal_reason(name: str, collection: Mapping | None, candidate: str) -> str | None:
+def refusal_reason(name: str, collection: Mapping[str, Any] | None, candidate: str) -> str | None:
     """Why ``candidate`` is not approved by AuditCollection ``name`` (None when it is)."""
     if collection is None:
         return f"AuditCollection {name} does not exist, so no policy is approved"
@@ -70,7 +70,7 @@ def refusal_reason(name: str, collection: Mapping | None, candidate: str) -> str
 class Approval:
     """Checks a candidate against the AuditCollection, read afresh each time."""
 
-    def __init__(self, collection: str, fetch: Callable[[str], Mapping | None]):
+    def __init__(self, collection: str, fetch: Callable[[str], Mapping[str, Any] | None]):
         self.collection = collection
         self._fetch = fetch  # name -> the object, None when it does not exist; raises when unreadable
 
@@ -94,16 +94,16 @@ def _one_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def api_fetch(api_client=None) -> Callable[[str], Mapping | None]:
+def api_fetch(api_client: Any = None) -> Callable[[str], Mapping[str, Any] | None]:
     """GET an AuditCollection by name with the pod's service account (see lease.load_incluster_config)."""
     import kubernetes
 
     api = kubernetes.client.CustomObjectsApi(api_client)
 
-    def fetch(name: str) -> Mapping | None:
+    def fetch(name: str) -> Mapping[str, Any] | None:
         try:
-            return api.get_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, name,
-                                                 _request_timeout=READ_TIMEOUT)
+            found = api.get_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, name, _request_timeout=READ_TIMEOUT)
+            return cast(Mapping[str, Any], found)  # the client's typing says object; the body is a JSON object
         except kubernetes.client.ApiException as exc:
             if exc.status == 404:
                 return None

@@ -23,6 +23,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from kaudit.api.spec import INSTALLER_COMPONENT as COMPONENT
 from kaudit.k8s.resources import FIELD_MANAGER
@@ -88,9 +89,9 @@ def report_lease(
     refused_reason: str = "",
     refused_at: datetime | None = None,
     warnings: tuple[str, ...] = (),
-) -> dict:
+) -> dict[str, Any]:
     """The server-side-apply body of the node's report."""
-    metadata: dict = {
+    metadata: dict[str, Any] = {
         "name": report_name(identity.collection, identity.node),
         "namespace": identity.namespace,
         # The DaemonSet's labels: the operator finds reports by kaudit.dev/collection.
@@ -127,14 +128,14 @@ def report_lease(
 class LeaseReporter:
     """Sends reports with the pod's service account; failures are logged and retried later."""
 
-    def __init__(self, api_client=None) -> None:
+    def __init__(self, api_client: Any = None) -> None:
         import kubernetes
 
         if api_client is None:  # in the pod: the service account's token and CA
             load_incluster_config()
         self._api = kubernetes.client.CoordinationV1Api(api_client)
 
-    def send(self, body: dict) -> bool:
+    def send(self, body: dict[str, Any]) -> bool:
         meta = body["metadata"]
         try:
             self._api.patch_namespaced_lease(
@@ -159,5 +160,5 @@ def load_incluster_config() -> None:
     from kubernetes.config.incluster_config import InClusterConfigLoader
 
     folder = os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR
-    InClusterConfigLoader(token_filename=os.path.join(folder, "token"),
+    InClusterConfigLoader(token_filename=os.path.join(folder, "token"),  # type: ignore[no-untyped-call]
                           cert_filename=os.path.join(folder, "ca.crt")).load_and_set()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from kaudit.installer.lease import (
     ANNOTATION_ERROR,
@@ -60,8 +60,8 @@ class NodeReport:
 
 @dataclass(frozen=True)
 class Summary:
-    nodes: list[dict]
-    condition: dict
+    nodes: list[dict[str, Any]]
+    condition: dict[str, Any]
 
 
 def parse_time(value: object) -> datetime | None:
@@ -85,7 +85,7 @@ def format_time(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_report(lease: Mapping) -> NodeReport | None:
+def parse_report(lease: Mapping[str, Any]) -> NodeReport | None:
     """The report a Lease carries, or None when it is not a kaudit node report."""
     metadata = lease.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
@@ -114,7 +114,7 @@ class ApiServer:
     waiting_reason: str = ""
 
 
-def _apiserver_of(pod: Mapping) -> ApiServer | None:
+def _apiserver_of(pod: Mapping[str, Any]) -> ApiServer | None:
     node = (pod.get("spec") or {}).get("nodeName")
     labels = (pod.get("metadata") or {}).get("labels") or {}
     if not node or labels.get("component") != "kube-apiserver":
@@ -127,7 +127,7 @@ def _apiserver_of(pod: Mapping) -> ApiServer | None:
     return ApiServer(str(node), started, str(waiting))
 
 
-def apiservers_by_node(pods: Iterable[Mapping]) -> dict[str, ApiServer]:
+def apiservers_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, ApiServer]:
     """One kube-apiserver per node: a running one before a stopped one, then the latest start."""
     found: dict[str, ApiServer] = {}
     for pod in pods:
@@ -180,13 +180,13 @@ def _node_message(report: NodeReport | None, server: ApiServer | None, desired_h
 
 
 def node_entries(reports: Iterable[NodeReport], servers: Mapping[str, ApiServer], desired_hash: str,
-                 now: datetime | None = None, nodes: Iterable[str] = ()) -> list[dict]:
+                 now: datetime | None = None, nodes: Iterable[str] = ()) -> list[dict[str, Any]]:
     by_node = {r.node: r for r in reports}
     entries = []
     for node in sorted(set(by_node) | set(servers) | set(nodes)):
         report, server = by_node.get(node), servers.get(node)
         restart = restart_required(report, server, desired_hash)
-        entry: dict = {"name": node}
+        entry: dict[str, Any] = {"name": node}
         if report and report.installed_hash:
             entry["installedHash"] = report.installed_hash
         if report and report.installed_at:
@@ -201,7 +201,7 @@ def node_entries(reports: Iterable[NodeReport], servers: Mapping[str, ApiServer]
     return entries
 
 
-def _names(entries: list[dict]) -> str:
+def _names(entries: list[dict[str, Any]]) -> str:
     return ", ".join(e["name"] for e in entries)
 
 
@@ -213,8 +213,8 @@ def refusal_text(report: NodeReport) -> str:
             f"kept {kept} installed")
 
 
-def installed_condition(entries: list[dict], failed: Mapping[str, str], desired_hash: str,
-                        refused: Mapping[str, str] | None = None) -> dict:
+def installed_condition(entries: list[dict[str, Any]], failed: Mapping[str, str], desired_hash: str,
+                        refused: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The PolicyInstalled condition (type, status, reason, message) for these node entries.
 
     ``refused``: node -> the refusal sentence, for nodes that refuse an unapproved candidate.
@@ -222,7 +222,7 @@ def installed_condition(entries: list[dict], failed: Mapping[str, str], desired_
     """
     short = desired_hash[:12]
 
-    def condition(status: str, reason: str, message: str) -> dict:
+    def condition(status: str, reason: str, message: str) -> dict[str, Any]:
         return {"type": CONDITION_TYPE, "status": status, "reason": reason, "message": message}
 
     if not desired_hash:
@@ -254,7 +254,7 @@ def installed_condition(entries: list[dict], failed: Mapping[str, str], desired_
     return condition("True", "Installed", f"policy {short} installed on all {len(entries)} node(s){tail}")
 
 
-def aggregate(leases: Iterable[Mapping], apiserver_pods: Iterable[Mapping], desired_hash: str,
+def aggregate(leases: Iterable[Mapping[str, Any]], apiserver_pods: Iterable[Mapping[str, Any]], desired_hash: str,
               now: datetime | None = None, nodes: Iterable[str] = ()) -> Summary:
     reports = [r for r in (parse_report(lease) for lease in leases) if r is not None]
     servers = apiservers_by_node(apiserver_pods)

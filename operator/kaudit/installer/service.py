@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from kaudit.installer.follow import Outcome, Refusal, follow
 from kaudit.installer.lease import Identity, report_lease
@@ -21,7 +21,7 @@ log = logging.getLogger("kaudit.installer")
 
 
 class Sender(Protocol):
-    def send(self, body: dict) -> bool: ...
+    def send(self, body: dict[str, Any]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def serve(source: Path, target: Path, validate: Callable[[bytes], str], *, inter
     """Follow ``source`` until SIGTERM/SIGINT; returns the exit code (0). ``approve``, ``lint``: see follow()."""
     stop = threading.Event()
 
-    def handle(signum, frame):  # noqa: ARG001 - signal handler signature
+    def handle(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)

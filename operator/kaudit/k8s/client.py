@@ -21,6 +21,7 @@ and the caller (a kopf handler) turns it into a ``kopf.TemporaryError`` so kopf 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import random
 import time
@@ -31,6 +32,8 @@ import aiohttp
 
 from kaudit.errors import KauditError
 from kaudit.k8s.resources import FIELD_MANAGER, Resource, resource_of
+
+JSON = dict[str, Any]
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
@@ -63,7 +66,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_delay)
-        backoff = min(self.first_delay * (2 ** attempt), self.max_delay)
+        backoff: float = min(self.first_delay * (2 ** attempt), self.max_delay)
         return backoff * (0.5 + random.random() / 2)  # jitter: replicas and objects do not retry in step
 
 
@@ -105,20 +108,20 @@ class ApiClient:
 
     # --- reads -------------------------------------------------------------------------------
 
-    async def get(self, resource: Resource, namespace: str | None, name: str) -> dict | None:
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         return await self._request("GET", resource.path(namespace, name), missing_ok=True)
 
     async def list(
         self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
-    ) -> list[dict]:
+    ) -> builtins.list[JSON]:
         """Objects of a resource; an unknown resource (CRD not installed) lists as empty."""
         items, _ = await self.list_versioned(resource, namespace=namespace, label_selector=label_selector)
         return items
 
     async def list_versioned(
         self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
-    ) -> tuple[list[dict], str]:
+    ) -> tuple[builtins.list[JSON], str]:
         """:meth:`list`, and the list's resourceVersion, from which a watch misses nothing."""
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self._request("GET", resource.path(namespace), params=params, missing_ok=True)
@@ -133,7 +136,7 @@ class ApiClient:
     async def watch(
         self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None,
         resource_version: str | None = None, timeout_seconds: int = 300,
-    ) -> AsyncIterator[dict]:
+    ) -> AsyncIterator[dict[str, Any]]:
         """Watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
 
         No retries here: the caller lists again and resumes (a watch that failed may have
@@ -166,7 +169,7 @@ class ApiClient:
 
     # --- writes ------------------------------------------------------------------------------
 
-    async def apply(self, body: dict, *, force: bool = True) -> dict:
+    async def apply(self, body: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         """Server-side apply ``body`` as field manager ``kaudit``.
 
         ``force`` takes over fields another manager set to a different value; kaudit forces only
@@ -194,7 +197,7 @@ class ApiClient:
         *,
         subresource: str | None = None,
         retry_conflicts: bool = True,
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         """A JSON merge patch; None when the object is gone. Used for status and restores.
 
         ``retry_conflicts=False`` for a patch guarded by ``metadata.resourceVersion``: resent as it
@@ -207,7 +210,7 @@ class ApiClient:
         )
 
     async def json_patch(self, resource: Resource, namespace: str | None, name: str,
-                         operations: list[dict]) -> dict | None:
+                         operations: builtins.list[JSON]) -> dict[str, Any] | None:
         """A JSON patch (RFC 6902), its ``test`` operations guarding what it changes; None when gone.
 
         Used where a merge patch cannot say it: one item of a list, or kaudit's own managedFields entry.
@@ -228,7 +231,7 @@ class ApiClient:
         )
         return result is not None
 
-    async def create(self, resource: Resource, namespace: str | None, body: dict) -> dict:
+    async def create(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         result = await self._request(
             "POST", resource.path(namespace), data=payload, content_type="application/json",
@@ -248,7 +251,7 @@ class ApiClient:
         content_type: str | None = None,
         missing_ok: bool = False,
         retry_conflicts: bool = True,
-    ) -> dict | None:
+    ) -> dict[str, Any] | None:
         url = self._connection.server + path
         headers = {"Content-Type": content_type} if content_type else {}
         last: ApiError | None = None

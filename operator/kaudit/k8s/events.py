@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from typing import Any
 
 from kaudit.k8s.client import ApiClient
 from kaudit.k8s.permissions import CLUSTER_SCOPED_EVENTS_NAMESPACE
@@ -18,12 +19,12 @@ WARNING = "Warning"
 # with an empty involvedObject.namespace, so it finds them there.
 
 
-def event_namespace(involved: dict) -> str:
+def event_namespace(involved: dict[str, Any]) -> str:
     """Where an Event about ``involved`` must be created: its own namespace, else "default"."""
     return (involved.get("metadata") or {}).get("namespace") or CLUSTER_SCOPED_EVENTS_NAMESPACE
 
 
-def build_event(involved: dict, *, type_: str, reason: str, message: str, now: datetime.datetime) -> dict:
+def build_event(involved: dict[str, Any], *, type_: str, reason: str, message: str, now: datetime.datetime) -> dict[str, Any]:
     """A core/v1 Event about ``involved`` (for the cluster-scoped AuditCollection: in "default")."""
     meta = involved.get("metadata") or {}
     namespace = event_namespace(involved)
@@ -53,7 +54,7 @@ def build_event(involved: dict, *, type_: str, reason: str, message: str, now: d
     }
 
 
-async def post_event(client: ApiClient, involved: dict, *, type_: str, reason: str, message: str) -> None:
+async def post_event(client: ApiClient, involved: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
     body = build_event(involved, type_=type_, reason=reason, message=message,
                        now=datetime.datetime.now(datetime.timezone.utc))
     await client.create(EVENTS, body["metadata"]["namespace"], body)

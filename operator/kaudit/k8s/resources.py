@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 # The server-side apply field manager of every write kaudit makes (operator and node installer);
@@ -67,7 +68,7 @@ _BY_KIND = {
 }
 
 
-def resource_of(body: dict) -> Resource:
+def resource_of(body: dict[str, Any]) -> Resource:
     """The resource of an object body (by apiVersion and kind); only kinds kaudit knows."""
     key = (body.get("apiVersion", ""), body.get("kind", ""))
     try:
@@ -76,7 +77,7 @@ def resource_of(body: dict) -> Resource:
         raise ValueError(f"kaudit does not handle {key[0]} {key[1]}") from None
 
 
-def identity(body: dict) -> tuple[str, str, str | None, str]:
+def identity(body: dict[str, Any]) -> tuple[str, str, str | None, str]:
     """(apiVersion, kind, namespace, name): what names one object in the cluster."""
     meta = body.get("metadata") or {}
     return body.get("apiVersion", ""), body.get("kind", ""), meta.get("namespace"), meta.get("name", "")

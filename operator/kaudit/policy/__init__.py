@@ -39,10 +39,20 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"kaudit.policy.{module}"), name)
 
 
+# ``name as name``: the names are re-exported (mypy --strict checks that they are).
 if TYPE_CHECKING:
-    from kaudit.policy.compose import compose_policy, content_hash
-    from kaudit.policy.document import FIXED_PROFILES, PROFILES, PolicyDocument, PolicyOptions, SelfAudit
-    from kaudit.policy.lint import lint_loaded, lint_policy
-    from kaudit.policy.loader import LoadResult, load_policy
-    from kaudit.policy.model import GroupResources, Policy, PolicyRule
-    from kaudit.policy.validation import validate_policy
+    from kaudit.policy.compose import compose_policy as compose_policy
+    from kaudit.policy.compose import content_hash as content_hash
+    from kaudit.policy.document import FIXED_PROFILES as FIXED_PROFILES
+    from kaudit.policy.document import PROFILES as PROFILES
+    from kaudit.policy.document import PolicyDocument as PolicyDocument
+    from kaudit.policy.document import PolicyOptions as PolicyOptions
+    from kaudit.policy.document import SelfAudit as SelfAudit
+    from kaudit.policy.lint import lint_loaded as lint_loaded
+    from kaudit.policy.lint import lint_policy as lint_policy
+    from kaudit.policy.loader import LoadResult as LoadResult
+    from kaudit.policy.loader import load_policy as load_policy
+    from kaudit.policy.model import GroupResources as GroupResources
+    from kaudit.policy.model import Policy as Policy
+    from kaudit.policy.model import PolicyRule as PolicyRule
+    from kaudit.policy.validation import validate_policy as validate_policy

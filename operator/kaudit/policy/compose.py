@@ -12,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import textwrap
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kaudit.errors import FieldError, InvalidInput
 from kaudit.policy.document import FIXED_PROFILES, PROFILES, PolicyDocument, PolicyOptions
 from kaudit.policy.model import Policy, PolicyRule, rule_to_dict
+
+if TYPE_CHECKING:
+    from kaudit.policy.profiles import CommentedRule
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def _flow(value: object) -> str:
 
 def _rule_yaml(rule: PolicyRule) -> str:
     """One rule as a block-style list item; lists of strings in flow style for readability."""
-    lines = []
+    lines: list[str] = []
     for key, value in rule_to_dict(rule).items():
         prefix = "- " if not lines else "  "
         if key == "resources":
@@ -99,7 +103,9 @@ def _custom_rules(options: PolicyOptions) -> tuple[tuple[PolicyRule, ...], list[
     from kaudit.policy.loader import DecodeError, decode_rule
     from kaudit.policy.validation import validate_rule
 
-    rules, unknown, errors = [], [], []
+    rules: list[PolicyRule] = []
+    unknown: list[str] = []
+    errors: list[FieldError] = []
     for i, data in enumerate(options.rules):
         try:
             rule = decode_rule(data, f"rules[{i}]", unknown)
@@ -160,7 +166,7 @@ def compose_policy(options: PolicyOptions) -> PolicyDocument:
     rules: list[PolicyRule] = []
     generated: list[PolicyRule] = []
 
-    def add_generated(commented) -> None:
+    def add_generated(commented: CommentedRule) -> None:
         # A generated rule that an earlier generated rule makes unreachable is left out.
         if any(covers(earlier, commented.rule) for earlier in generated):
             return
@@ -190,6 +196,7 @@ def compose_policy(options: PolicyOptions) -> PolicyDocument:
     if not loaded.ok:  # a bug in kaudit, never the user's input: refuse rather than write it
         raise InvalidInput(FieldError("", f"kaudit composed a policy that would not load: {e}") for e in loaded.errors)
 
+    assert loaded.policy is not None  # loaded.ok
     warnings = unknown_field_warnings(unknown)
 
     def spec_name(index: int) -> str:  # a rule of the file as the user knows it

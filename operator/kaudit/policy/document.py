@@ -7,6 +7,7 @@ The renderer, the operator and the installer use only these types and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kaudit.errors import FieldError
 
@@ -38,7 +39,7 @@ class PolicyOptions:
     ``PolicySpec`` is this type."""
 
     profile: str = "Default"
-    rules: tuple[dict, ...] = ()  # audit.k8s.io/v1 PolicyRule objects as the user wrote them
+    rules: tuple[dict[str, Any], ...] = ()  # audit.k8s.io/v1 PolicyRule objects as the user wrote them
     omit_read_only: bool = False
     omit_stages: tuple[str, ...] = ("RequestReceived",)
     omit_managed_fields: bool = True

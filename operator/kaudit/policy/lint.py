@@ -8,12 +8,15 @@ request the later rule can match is certainly matched by the earlier one.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from kaudit.errors import FieldError
 from kaudit.policy.catalog import BUILTIN_RESOURCES, KNOWN_VERBS, SENSITIVE_RESOURCES
 from kaudit.policy.model import LEVEL_RANK, GroupResources, Policy, PolicyRule
 from kaudit.policy.validation import group_wildcard_supported
+
+if TYPE_CHECKING:
+    from kaudit.policy.loader import LoadResult
 
 _RULE_KEYS = ("level", "users", "userGroups", "verbs", "resources", "namespaces", "nonResourceURLs",
               "omitStages", "omitManagedFields")
@@ -267,8 +270,9 @@ def lint_policy(policy: Policy, *, unknown_fields: Iterable[str] = (), duplicate
     )
 
 
-def lint_loaded(result, kubernetes_version: str = "") -> list[FieldError]:
+def lint_loaded(result: LoadResult, kubernetes_version: str = "") -> list[FieldError]:
     """The lint verdict on a loaded file (a ``LoadResult`` that is ok): the one every command gives,
     whichever reads the file (policy validate and lint, simulate, install-policy)."""
+    assert result.policy is not None, "lint_loaded takes a file that loaded"
     return lint_policy(result.policy, unknown_fields=result.unknown_fields,
                        duplicate_fields=result.duplicate_fields, kubernetes_version=kubernetes_version)

@@ -109,7 +109,7 @@ def _bool(value: Any, path: str) -> bool | None:
     return value
 
 
-def _mapping(value: Any, path: str, known: set[str] | frozenset[str], unknown: list[str]) -> dict:
+def _mapping(value: Any, path: str, known: set[str] | frozenset[str], unknown: list[str]) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -162,7 +162,7 @@ def decode_rules(values: Any, path: str = "rules") -> tuple[tuple[PolicyRule, ..
     return rules, unknown
 
 
-def _check_type_meta(data: dict) -> list[FieldError]:
+def _check_type_meta(data: dict[str, Any]) -> list[FieldError]:
     api_version = data.get("apiVersion")
     kind = data.get("kind")
     other = wrong_kind(data, KIND)
@@ -215,7 +215,7 @@ def decode_policy(data: Any, kubernetes_version: str = "") -> LoadResult:
     return LoadResult(policy, (), tuple(unknown))
 
 
-def load_policy(source: str | bytes | dict, kubernetes_version: str = "", *, file: str = "") -> LoadResult:
+def load_policy(source: str | bytes | dict[str, Any], kubernetes_version: str = "", *, file: str = "") -> LoadResult:
     """Load a policy from YAML/JSON text (or an already parsed mapping) as kube-apiserver would.
 
     ``kubernetes_version`` ("1.33") selects version-dependent rules; "" means the newest known.

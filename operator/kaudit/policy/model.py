@@ -8,6 +8,7 @@ tuples so a loaded policy is immutable and hashable. ``PolicyRule.omit_managed_f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 API_VERSION = "audit.k8s.io/v1"
 KIND = "Policy"
@@ -52,8 +53,8 @@ class Policy:
     omit_managed_fields: bool = False
 
 
-def group_resources_to_dict(gr: GroupResources) -> dict:
-    out: dict = {"group": gr.group}
+def group_resources_to_dict(gr: GroupResources) -> dict[str, Any]:
+    out: dict[str, Any] = {"group": gr.group}
     if gr.resources:
         out["resources"] = list(gr.resources)
     if gr.resource_names:
@@ -61,9 +62,9 @@ def group_resources_to_dict(gr: GroupResources) -> dict:
     return out
 
 
-def rule_to_dict(rule: PolicyRule) -> dict:
+def rule_to_dict(rule: PolicyRule) -> dict[str, Any]:
     """The rule as YAML/JSON would spell it, without empty fields."""
-    out: dict = {"level": rule.level}
+    out: dict[str, Any] = {"level": rule.level}
     for key, value in (
         ("users", rule.users),
         ("userGroups", rule.user_groups),
@@ -82,8 +83,8 @@ def rule_to_dict(rule: PolicyRule) -> dict:
     return out
 
 
-def policy_to_dict(policy: Policy) -> dict:
-    out: dict = {"apiVersion": API_VERSION, "kind": KIND}
+def policy_to_dict(policy: Policy) -> dict[str, Any]:
+    out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": KIND}
     if policy.omit_stages:
         out["omitStages"] = list(policy.omit_stages)
     if policy.omit_managed_fields:

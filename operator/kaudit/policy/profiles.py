@@ -7,6 +7,7 @@ and validator as user input, so a profile can never be a policy kube-apiserver r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kaudit.policy.catalog import READ_VERBS, SENSITIVE_RESOURCES, WRITE_VERBS
 from kaudit.policy.document import PROFILES, SelfAudit
@@ -19,7 +20,7 @@ class CommentedRule:
     rule: PolicyRule
 
 
-def _sensitive_resources() -> list[dict]:
+def _sensitive_resources() -> list[dict[str, Any]]:
     by_group: dict[str, list[str]] = {}
     for group, resource in SENSITIVE_RESOURCES:
         by_group.setdefault(group, []).append(resource)
@@ -138,7 +139,7 @@ _EKS = (
      {"level": "Metadata", **_NO_RECEIVED}),
 )
 
-_PROFILE_SOURCES: dict[str, tuple[tuple[str, dict], ...]] = {
+_PROFILE_SOURCES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "Default": _NOISE + (
         _SENSITIVE,
         _CONTROL_PLANE_READS,
@@ -186,7 +187,7 @@ _PROFILE_SOURCES: dict[str, tuple[tuple[str, dict], ...]] = {
     "EKS": _EKS,
 }
 
-OMIT_READ_ONLY_RULES: tuple[tuple[str, dict], ...] = (
+OMIT_READ_ONLY_RULES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("omitReadOnly: reads of secrets stay visible with metadata only; after a leak, who read which "
      "secret is the first question.",
      {"level": "Metadata", "verbs": list(READ_VERBS), "resources": [{"group": "", "resources": ["secrets"]}]}),
@@ -195,7 +196,7 @@ OMIT_READ_ONLY_RULES: tuple[tuple[str, dict], ...] = (
 )
 
 
-def _self_audit_sources(scope: SelfAudit) -> tuple[tuple[str, dict], ...]:
+def _self_audit_sources(scope: SelfAudit) -> tuple[tuple[str, dict[str, Any]], ...]:
     """The rules that record changes to the audit machinery itself, first in every policy.
 
     Lowering the policy must itself be in the log, with what was put in: kube-apiserver takes the
@@ -238,7 +239,7 @@ def self_audit_rules(scope: SelfAudit) -> tuple[CommentedRule, ...]:
     return _decode(_self_audit_sources(scope))
 
 
-def _decode(sources: tuple[tuple[str, dict], ...]) -> tuple[CommentedRule, ...]:
+def _decode(sources: tuple[tuple[str, dict[str, Any]], ...]) -> tuple[CommentedRule, ...]:
     from kaudit.policy.loader import decode_rule
 
     return tuple(CommentedRule(comment, decode_rule(data, "", [])) for comment, data in sources)

@@ -11,6 +11,7 @@ upstream's path.
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from kaudit.errors import FieldError
 from kaudit.policy.model import LEVELS, STAGES, GroupResources, Policy, PolicyRule
@@ -32,7 +33,7 @@ def group_wildcard_supported(kubernetes_version: str) -> bool:
     return minor is None or minor >= GROUP_WILDCARD_SINCE
 
 
-def _quoted(values) -> str:
+def _quoted(values: Iterable[str]) -> str:
     return ", ".join(f'"{v}"' for v in values)
 
 

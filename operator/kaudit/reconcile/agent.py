@@ -7,6 +7,7 @@ are ready there, and whether the agent can be scheduled there at all (taints, no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kaudit.render.common import CONTROL_PLANE_ROLE_LABELS, tolerates
 
@@ -21,7 +22,7 @@ class AgentFigures:
     message: str
     warning: str | None = None
 
-    def as_status(self) -> dict:
+    def as_status(self) -> dict[str, Any]:
         return {
             "desired": self.desired,
             "ready": self.ready,
@@ -30,12 +31,12 @@ class AgentFigures:
         }
 
 
-def is_control_plane(node: dict) -> bool:
+def is_control_plane(node: dict[str, Any]) -> bool:
     labels = (node.get("metadata") or {}).get("labels") or {}
     return any(label in labels for label in CONTROL_PLANE_ROLE_LABELS)
 
 
-def can_schedule(pod_spec: dict, node: dict) -> bool:
+def can_schedule(pod_spec: dict[str, Any], node: dict[str, Any]) -> bool:
     """Whether a pod with ``pod_spec`` may land on ``node`` (taints and nodeSelector only)."""
     labels = (node.get("metadata") or {}).get("labels") or {}
     selector = pod_spec.get("nodeSelector") or {}
@@ -48,18 +49,18 @@ def can_schedule(pod_spec: dict, node: dict) -> bool:
     return True
 
 
-def pod_ready(pod: dict) -> bool:
+def pod_ready(pod: dict[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def selects(selector: dict, pod: dict) -> bool:
+def selects(selector: dict[str, Any], pod: dict[str, Any]) -> bool:
     match = (selector or {}).get("matchLabels") or {}
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
 
 
-def agent_figures(daemon_set: dict | None, nodes: list[dict], pods: list[dict]) -> AgentFigures:
+def agent_figures(daemon_set: dict[str, Any] | None, nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> AgentFigures:
     control_plane = [node for node in nodes if is_control_plane(node)]
     names = {(node.get("metadata") or {}).get("name") for node in control_plane}
     if daemon_set is None:

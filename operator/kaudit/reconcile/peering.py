@@ -29,7 +29,7 @@ def _parse_time(text: str) -> datetime.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.timezone.utc)
 
 
-def outranked(peering: dict | None, me: PeeringIdentity, now: datetime.datetime) -> bool:
+def outranked(peering: dict[str, Any] | None, me: PeeringIdentity, now: datetime.datetime) -> bool:
     """Whether kopf would pause this replica: another live peer has a priority >= its own."""
     peers: dict[str, Any] = (peering or {}).get("status") or {}
     for identity, info in peers.items():

@@ -49,9 +49,9 @@ Key = tuple[str, str, "str | None", str]
 
 @dataclass(frozen=True)
 class Plan:
-    applies: tuple[dict, ...] = ()  # complete SSA bodies, owned objects first
+    applies: tuple[dict[str, Any], ...] = ()  # complete SSA bodies, owned objects first
     deletes: tuple[Key, ...] = ()  # owned objects the rendering no longer contains
-    releases: tuple[dict, ...] = ()  # live objects kaudit patched and no longer should
+    releases: tuple[dict[str, Any], ...] = ()  # live objects kaudit patched and no longer should
 
     @property
     def empty(self) -> bool:
@@ -62,8 +62,8 @@ class Plan:
 class Release:
     """How to hand a patched object back: restore atomic lists and replaced values, then an empty apply."""
 
-    restore: dict | None  # a JSON merge patch, or None when no atomic list needs restoring
-    apply: dict  # the (almost) empty SSA body: kaudit then manages no field of the object
+    restore: dict[str, Any] | None  # a JSON merge patch, or None when no atomic list needs restoring
+    apply: dict[str, Any]  # the (almost) empty SSA body: kaudit then manages no field of the object
     key: Key = field(default=("", "", None, ""))
     values: tuple[tuple[tuple[str, ...], Any], ...] = ()  # (path, the user's value) to put back
 
@@ -71,7 +71,7 @@ class Release:
 # --- hashing and ownership ----------------------------------------------------------------------
 
 
-def content_hash(body: dict) -> str:
+def content_hash(body: dict[str, Any]) -> str:
     """sha256 of the body as kaudit sends it, ignoring the hash annotation itself."""
     clean = copy.deepcopy(body)
     annotations = clean.get("metadata", {}).get("annotations") or {}
@@ -82,14 +82,14 @@ def content_hash(body: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def stamp(body: dict) -> dict:
+def stamp(body: dict[str, Any]) -> dict[str, Any]:
     stamped = copy.deepcopy(body)
     digest = content_hash(stamped)
     stamped.setdefault("metadata", {}).setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = digest
     return stamped
 
 
-def owner_reference(owner: dict) -> dict:
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
         "apiVersion": owner["apiVersion"],
@@ -101,24 +101,24 @@ def owner_reference(owner: dict) -> dict:
     }
 
 
-def with_owner(body: dict, owner: dict) -> dict:
+def with_owner(body: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
     owned = copy.deepcopy(body)
     owned.setdefault("metadata", {})["ownerReferences"] = [owner_reference(owner)]
     return owned
 
 
-def is_owned_by(body: dict, owner_uid: str) -> bool:
+def is_owned_by(body: dict[str, Any], owner_uid: str) -> bool:
     refs = (body.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("uid") == owner_uid for ref in refs)
 
 
-def is_owned_by_a_collection(body: dict) -> bool:
+def is_owned_by_a_collection(body: dict[str, Any]) -> bool:
     """Owned by some AuditCollection: an object kaudit created, never one it only patched."""
     refs = (body.get("metadata") or {}).get("ownerReferences") or []
     return any(ref.get("kind") == "AuditCollection" for ref in refs)
 
 
-def key_of(body: dict) -> Key:
+def key_of(body: dict[str, Any]) -> Key:
     return identity(body)
 
 
@@ -150,10 +150,10 @@ def contains(live: Any, desired: Any, path: tuple[str, ...] = ()) -> bool:
         )
     if len(path) == 3 and path[0] == "resources" and path[1] in QUANTITY_MAPS:
         return same_quantity(live, desired)
-    return live == desired
+    return bool(live == desired)
 
 
-def _merge_key(items: list) -> str | None:
+def _merge_key(items: list[Any]) -> str | None:
     if not items or not all(isinstance(item, dict) for item in items):
         return None
     for key in MERGE_KEYS:
@@ -162,7 +162,7 @@ def _merge_key(items: list) -> str | None:
     return None
 
 
-def needs_apply(desired: dict, live: dict | None) -> bool:
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
     """``desired`` must be stamped (see :func:`stamp`)."""
     if live is None:
         return True
@@ -189,7 +189,7 @@ def _path_text(path: tuple[str, ...]) -> str:
     return "." + ".".join(path)
 
 
-def added_items(live: dict | None) -> dict[str, list]:
+def added_items(live: dict[str, Any] | None) -> dict[str, list[Any]]:
     raw = ((live or {}).get("metadata") or {}).get("annotations", {}).get(ADDED_ITEMS_ANNOTATION)
     try:
         parsed = json.loads(raw) if raw else {}
@@ -198,7 +198,7 @@ def added_items(live: dict | None) -> dict[str, list]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def user_items(live: dict | None, path: tuple[str, ...]) -> list:
+def user_items(live: dict[str, Any] | None, path: tuple[str, ...]) -> list[Any]:
     """The items of an atomic list that are the user's (not added by kaudit).
 
     A list another manager applied since (a helm upgrade puts the chart's list back) is all theirs.
@@ -213,7 +213,7 @@ def user_items(live: dict | None, path: tuple[str, ...]) -> list:
 # --- field ownership (metadata.managedFields) -----------------------------------------------------
 
 
-def _is_kaudit_apply(entry: dict) -> bool:
+def _is_kaudit_apply(entry: dict[str, Any]) -> bool:
     return entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply"
 
 
@@ -235,7 +235,7 @@ def _field_keys(live: Any, path: tuple[str, ...]) -> list[str] | None:
     return keys
 
 
-def _tree_has(tree: dict, keys: list[str]) -> bool:
+def _tree_has(tree: dict[str, Any], keys: list[str]) -> bool:
     for key in keys:
         if not isinstance(tree, dict) or key not in tree:
             return False
@@ -243,7 +243,7 @@ def _tree_has(tree: dict, keys: list[str]) -> bool:
     return True
 
 
-def owned_by_others(live: dict | None, path: tuple[str, ...]) -> bool:
+def owned_by_others(live: dict[str, Any] | None, path: tuple[str, ...]) -> bool:
     """Whether a manager other than kaudit's apply owns the field at ``path`` of ``live``."""
     keys = _field_keys(live, path)
     if not keys:
@@ -253,7 +253,7 @@ def owned_by_others(live: dict | None, path: tuple[str, ...]) -> bool:
                if not _is_kaudit_apply(m) and not m.get("subresource"))
 
 
-def replaced_values(obj: dict | None) -> list[tuple[tuple[str, ...], Any]]:
+def replaced_values(obj: dict[str, Any] | None) -> list[tuple[tuple[str, ...], Any]]:
     raw = ((obj or {}).get("metadata") or {}).get("annotations", {}).get(REPLACED_VALUES_ANNOTATION)
     try:
         parsed = json.loads(raw) if raw else []
@@ -276,7 +276,7 @@ def _leaves(obj: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, .
         yield path, obj
 
 
-def record_replaced_values(patch: dict, live: dict | None) -> dict:
+def record_replaced_values(patch: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
     """Annotate ``patch`` with the user's values it sets to something else (atomic lists aside)."""
     atomic = ATOMIC_LISTS.get((patch.get("apiVersion", ""), patch.get("kind", "")), ())
     user = user_view(live)
@@ -294,7 +294,7 @@ def record_replaced_values(patch: dict, live: dict | None) -> dict:
     return result
 
 
-def yielded_paths(desired: dict) -> list[tuple[str, ...]]:
+def yielded_paths(desired: dict[str, Any]) -> list[tuple[str, ...]]:
     """Fields kaudit sets over another manager's value and must not keep owning.
 
     Server-side apply with force moves such a field to kaudit; the next apply of the user's own
@@ -311,7 +311,7 @@ def yielded_paths(desired: dict) -> list[tuple[str, ...]]:
     return paths
 
 
-def yield_patch(live: dict | None) -> list[dict] | None:
+def yield_patch(live: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     """A JSON patch that drops :func:`yielded_paths` from kaudit's managedFields entry, or None.
 
     ``live`` is the object as the server returned it: kaudit's annotations say which fields.
@@ -335,20 +335,20 @@ def yield_patch(live: dict | None) -> list[dict] | None:
         return None
     base = f"/metadata/managedFields/{index}"
     return [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": live["metadata"].get("resourceVersion")},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": (live or {})["metadata"].get("resourceVersion")},
         {"op": "test", "path": f"{base}/manager", "value": FIELD_MANAGER},
         {"op": "test", "path": f"{base}/operation", "value": "Apply"},
         {"op": "replace", "path": f"{base}/fieldsV1", "value": tree},
     ]
 
 
-def restore_values_patch(live: dict | None, values: Iterable[tuple[tuple[str, ...], Any]]) -> list[dict] | None:
+def restore_values_patch(live: dict[str, Any] | None, values: Iterable[tuple[tuple[str, ...], Any]]) -> list[dict[str, Any]] | None:
     """A JSON patch that puts the user's replaced values back in ``live`` (by index, names tested)."""
-    ops: list[dict] = []
+    ops: list[dict[str, Any]] = []
     for path, original in values:
         if owned_by_others(live, path):
             continue  # the user has set it again since: theirs wins
-        pointer, node, tests = "", live, []
+        pointer, node, tests = "", live, list[dict[str, Any]]()
         for step in path[:-1]:
             if isinstance(node, list):
                 index = next((i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == step), None)
@@ -369,9 +369,9 @@ def restore_values_patch(live: dict | None, values: Iterable[tuple[tuple[str, ..
     return ops or None
 
 
-def record_added_items(patch: dict, live: dict | None) -> dict:
+def record_added_items(patch: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
     """Annotate ``patch`` with the atomic-list items kaudit adds to the user's own items."""
-    recorded: dict[str, list] = {}
+    recorded: dict[str, list[Any]] = {}
     for path in ATOMIC_LISTS.get((patch.get("apiVersion", ""), patch.get("kind", "")), ()):
         wanted = _get_path(patch, path)
         if not isinstance(wanted, list):
@@ -387,7 +387,7 @@ def record_added_items(patch: dict, live: dict | None) -> dict:
     return result
 
 
-def release_of(live: dict) -> Release:
+def release_of(live: dict[str, Any]) -> Release:
     """Undo kaudit's patch of ``live``: restore atomic lists, then apply an empty body.
 
     An empty apply as field manager ``kaudit`` removes every field only kaudit manages; fields
@@ -400,7 +400,7 @@ def release_of(live: dict) -> Release:
     if namespace:
         meta["namespace"] = namespace
     apply = {"apiVersion": api_version, "kind": kind, "metadata": meta}
-    restore: dict | None = None
+    restore: dict[str, Any] | None = None
     recorded = added_items(live)
     for path in ATOMIC_LISTS.get((api_version, kind), ()):
         if not recorded.get(_path_text(path)):
@@ -414,13 +414,13 @@ def release_of(live: dict) -> Release:
                    values=tuple(replaced_values(live)))
 
 
-def _set_path(obj: dict, path: tuple[str, ...], value: Any) -> None:
+def _set_path(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for step in path[:-1]:
         obj = obj.setdefault(step, {})
     obj[path[-1]] = value
 
 
-def user_view(live: dict | None, manager: str = FIELD_MANAGER) -> dict | None:
+def user_view(live: dict[str, Any] | None, manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
     """The object as its user has it: ``live`` minus the fields only ``manager`` applied.
 
     The renderer adapts its patch to the existing object (it reuses an existing pointdir mount,
@@ -464,15 +464,15 @@ def _set_named(obj: Any, path: tuple[str, ...], value: Any) -> None:
         parent[path[-1]] = value
 
 
-def _union(trees: list[dict]) -> dict:
-    merged: dict = {}
+def _union(trees: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
     for tree in trees:
         for key, value in tree.items():
             merged[key] = _union([merged.get(key) or {}, value or {}]) if key in merged else (value or {})
     return merged
 
 
-def _strip(obj: Any, ours: dict, others: dict) -> None:
+def _strip(obj: Any, ours: dict[str, Any], others: dict[str, Any]) -> None:
     """Remove from ``obj`` what ``ours`` (a fieldsV1 tree) owns and ``others`` does not."""
     for key, sub in ours.items():
         if key == ".":
@@ -509,11 +509,11 @@ def _strip(obj: Any, ours: dict, others: dict) -> None:
 
 def plan_writes(
     *,
-    owner: dict,
-    objects: Iterable[dict],
-    patches: Iterable[dict],
-    live_children: Iterable[dict],
-    live_targets: dict[Key, dict | None],
+    owner: dict[str, Any],
+    objects: Iterable[dict[str, Any]],
+    patches: Iterable[dict[str, Any]],
+    live_children: Iterable[dict[str, Any]],
+    live_targets: dict[Key, dict[str, Any] | None],
 ) -> Plan:
     """Which applies, deletions and releases turn the live state into the rendered one.
 
@@ -522,7 +522,7 @@ def plan_writes(
     """
     owner_uid = owner["metadata"]["uid"]
     children = {key_of(child): child for child in live_children}
-    applies: list[dict] = []
+    applies: list[dict[str, Any]] = []
     wanted_keys: set[Key] = set()
     for obj in objects:
         desired = stamp(with_owner(obj, owner))
@@ -538,7 +538,7 @@ def plan_writes(
         if needs_apply(desired, live):
             applies.append(desired)
     deletes: list[Key] = []
-    releases: list[dict] = []
+    releases: list[dict[str, Any]] = []
     for key, child in sorted(children.items(), key=lambda item: tuple(str(part) for part in item[0])):
         if key in wanted_keys:
             continue

@@ -70,8 +70,8 @@ def summarise(conditions: Iterable[Condition]) -> Condition:
 
 
 def render_conditions(
-    conditions: Iterable[Condition], *, previous: Iterable[dict], generation: int, now: str
-) -> list[dict]:
+    conditions: Iterable[Condition], *, previous: Iterable[dict[str, Any]], generation: int, now: str
+) -> list[dict[str, Any]]:
     before = {c.get("type"): c for c in previous if isinstance(c, dict)}
     result = []
     for condition in conditions:
@@ -88,7 +88,7 @@ def render_conditions(
     return result
 
 
-def status_patch(live: dict | None, desired: dict[str, Any]) -> dict | None:
+def status_patch(live: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, Any] | None:
     """A JSON merge patch for ``status`` that turns ``live`` into ``desired``; None if equal.
 
     Keys kaudit does not manage (kopf's own ``status.kopf``) are left alone.
@@ -108,8 +108,8 @@ MANAGED_STATUS_KEYS = ("observedGeneration", "conditions", "policy", "apiServerF
                        "nextSteps", "agent", "nodes")
 
 
-def condition_changes(previous: Iterable[dict], current: list[dict], *,
-                      restate: frozenset[str] = frozenset()) -> list[dict]:
+def condition_changes(previous: Iterable[dict[str, Any]], current: list[dict[str, Any]], *,
+                      restate: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Conditions whose status or reason differ from before: what deserves an Event.
 
     A condition whose reason is in ``restate`` also counts when only its message changed: a new
@@ -118,7 +118,7 @@ def condition_changes(previous: Iterable[dict], current: list[dict], *,
     """
     before = {c.get("type"): c for c in previous if isinstance(c, dict)}
 
-    def changed(c: dict) -> bool:
+    def changed(c: dict[str, Any]) -> bool:
         old = before.get(c["type"]) or {}
         if old.get("status") != c["status"] or old.get("reason") != c["reason"]:
             return True

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from kaudit.api.spec import AuditCollection
 from kaudit.render.common import AGENT_CONFIG_KEY, CONFIG_HASH_ANNOTATION, metadata, object_name, sha256_hex
+
+if TYPE_CHECKING:
+    import jinja2
 
 COMPONENT = "agent-config"
 TEMPLATE = "kubernetes_audit.conf.yaml.j2"
 
 
 @lru_cache(maxsize=1)
-def _environment():
+def _environment() -> jinja2.Environment:
     # jinja2 is imported here so that modules importing the renderer stay cheap to load.
     import jinja2
 
@@ -27,7 +31,7 @@ def _environment():
 def agent_config_text(collection: AuditCollection) -> str:
     """conf.yaml for the agent's kubernetes_audit.d directory."""
     template = _environment().get_template(TEMPLATE)
-    text = template.render(
+    text: str = template.render(
         collection=collection.name,
         log_file=collection.api_server.log_file,
         source=collection.logs.source,
@@ -41,7 +45,7 @@ def agent_config_name(collection: AuditCollection) -> str:
     return object_name(collection.name, COMPONENT)
 
 
-def agent_config_map(collection: AuditCollection, text: str) -> dict:
+def agent_config_map(collection: AuditCollection, text: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -19,6 +19,7 @@ list of ``{name, value}``; ``v1beta3`` wrote a ``{flag: value}`` mapping. Both a
 from __future__ import annotations
 
 import posixpath
+from typing import Any
 
 import yaml
 
@@ -52,7 +53,7 @@ def flag_arguments(collection: AuditCollection) -> list[tuple[str, str]]:
     return pairs
 
 
-def _mounts(collection: AuditCollection) -> list[dict]:
+def _mounts(collection: AuditCollection) -> list[dict[str, Any]]:
     """(volume name, host dir, read-only) for kube-apiserver; one volume when both dirs coincide."""
     api = collection.api_server
     policy_dir = posixpath.normpath(api.policy_dir)
@@ -65,7 +66,7 @@ def _mounts(collection: AuditCollection) -> list[dict]:
     ]
 
 
-def static_pod_changes(collection: AuditCollection) -> dict:
+def static_pod_changes(collection: AuditCollection) -> dict[str, Any]:
     """What to add to /etc/kubernetes/manifests/kube-apiserver.yaml, as a partial Pod."""
     mounts = _mounts(collection)
     container = {
@@ -80,7 +81,7 @@ def static_pod_changes(collection: AuditCollection) -> dict:
     return {"spec": {"containers": [container], "volumes": volumes}}
 
 
-def kubeadm_cluster_configuration(collection: AuditCollection, api_version: str = KUBEADM_V1BETA4) -> dict:
+def kubeadm_cluster_configuration(collection: AuditCollection, api_version: str = KUBEADM_V1BETA4) -> dict[str, Any]:
     """The ClusterConfiguration fragment for ``kubeadm init --config`` / the kubeadm-config ConfigMap."""
     pairs = flag_arguments(collection)
     if api_version == KUBEADM_V1BETA3:
@@ -101,7 +102,7 @@ def kubeadm_cluster_configuration(collection: AuditCollection, api_version: str 
     }
 
 
-def snippet_yaml(obj: dict) -> str:
+def snippet_yaml(obj: dict[str, Any]) -> str:
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 

@@ -48,7 +48,7 @@ def selector_labels(collection: str, component: str) -> dict[str, str]:
 
 
 def metadata(name: str, namespace: str | None, collection: str, component: str,
-             annotations: dict[str, str] | None = None) -> dict:
+             annotations: dict[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace
@@ -65,7 +65,7 @@ def sha256_hex(text: str) -> str:
 _LEADING_KEYS = ("apiVersion", "kind", "metadata")
 
 
-def canonical(obj: dict) -> dict:
+def canonical(obj: dict[str, Any]) -> dict[str, Any]:
     """A copy with a stable key order: apiVersion, kind, metadata first, everything else sorted.
 
     Same input → same bytes, whatever order the user's files or dict building used.
@@ -84,7 +84,7 @@ def _sorted(value: Any) -> Any:
     return value
 
 
-def tolerates(tolerations: list[dict] | tuple[dict, ...], taint: dict) -> bool:
+def tolerates(tolerations: list[dict[str, Any]] | tuple[dict[str, Any], ...], taint: dict[str, Any]) -> bool:
     """Whether any toleration tolerates ``taint`` ({key, value?, effect}), as the scheduler decides."""
     for t in tolerations:
         if t.get("effect") and t.get("effect") != taint.get("effect"):
@@ -101,6 +101,6 @@ def tolerates(tolerations: list[dict] | tuple[dict, ...], taint: dict) -> bool:
     return False
 
 
-def missing_control_plane_tolerations(tolerations: list[dict] | tuple[dict, ...]) -> list[dict]:
+def missing_control_plane_tolerations(tolerations: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
     taints = [{"key": t["key"], "effect": t["effect"]} for t in CONTROL_PLANE_TOLERATIONS]
     return [dict(t) for t, taint in zip(CONTROL_PLANE_TOLERATIONS, taints) if not tolerates(tolerations, taint)]

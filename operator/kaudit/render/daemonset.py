@@ -10,6 +10,8 @@ because leaving a field out of the next apply body would delete it.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, Refused
 from kaudit.render.common import (
@@ -42,7 +44,7 @@ HELM_RELEASE_ANNOTATION = "meta.helm.sh/release-name"
 HELM_NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 
 
-def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str,
+def daemon_set_patch(collection: AuditCollection, existing: Sequence[dict[str, Any]], config_map_name: str,
                      config_hash: str) -> AgentPatch:
     ref = collection.agent.daemon_set
     namespace = collection.agent.namespace
@@ -62,12 +64,12 @@ def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str
     mounts, volumes = _mounts_and_volumes(collection, pod_spec, container, config_map_name, warnings, path)
     _check_root(pod_spec, container, warnings, path)
 
-    patch_container: dict = {"name": ref.container}
+    patch_container: dict[str, Any] = {"name": ref.container}
     if env:
         patch_container["env"] = env
     if mounts:
         patch_container["volumeMounts"] = mounts
-    template_spec: dict = {"containers": [patch_container]}
+    template_spec: dict[str, Any] = {"containers": [patch_container]}
     if volumes:
         template_spec["volumes"] = volumes
     current_tolerations = list(pod_spec.get("tolerations") or [])
@@ -96,7 +98,7 @@ def daemon_set_patch(collection: AuditCollection, existing, config_map_name: str
     return AgentPatch(body=body, warnings=warnings, steps=steps, events=events)
 
 
-def _helm_steps(live: dict, where: str, turned_on: str, added_tolerations: list[dict],
+def _helm_steps(live: dict[str, Any], where: str, turned_on: str, added_tolerations: list[dict[str, Any]],
                 pointdir_not_on_host: bool) -> list[str]:
     """For a Helm-installed agent: the values that make kaudit's changes survive a helm upgrade.
 
@@ -123,7 +125,7 @@ def _helm_steps(live: dict, where: str, turned_on: str, added_tolerations: list[
             + "; ".join(values) + "."]
 
 
-def helm_release(live: dict) -> tuple[str, str] | None:
+def helm_release(live: dict[str, Any]) -> tuple[str, str] | None:
     """(release, namespace) of a Helm-installed object ('' when not known), None when not Helm's.
 
     Helm writes the meta.helm.sh annotations when it installs (``helm template`` output has
@@ -138,7 +140,7 @@ def helm_release(live: dict) -> tuple[str, str] | None:
     return None
 
 
-def _refuse_foreign_owner(collection: AuditCollection, live: dict) -> None:
+def _refuse_foreign_owner(collection: AuditCollection, live: dict[str, Any]) -> None:
     meta = live.get("metadata") or {}
     where = f"DaemonSet {meta.get('namespace', collection.agent.namespace)}/{meta.get('name')}"
     if operator_owner(meta):
@@ -151,7 +153,7 @@ def _refuse_foreign_owner(collection: AuditCollection, live: dict) -> None:
     refuse_if_claimed(live, collection.name, where)
 
 
-def operator_owner(meta: dict) -> str:
+def operator_owner(meta: dict[str, Any]) -> str:
     """What shows that the Datadog Operator generates this object ('' when nothing does)."""
     if ((meta.get("labels") or {}).get("app.kubernetes.io/managed-by")) == DATADOG_OPERATOR:
         return f"label app.kubernetes.io/managed-by: {DATADOG_OPERATOR}"
@@ -161,11 +163,12 @@ def operator_owner(meta: dict) -> str:
     return ""
 
 
-def _find_container(pod_spec: dict, name: str, where: str) -> dict:
+def _find_container(pod_spec: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     containers = pod_spec.get("containers") or []
     for container in containers:
         if container.get("name") == name:
-            return container
+            found: dict[str, Any] = container
+            return found
     names = ", ".join(c.get("name") or "?" for c in containers) or "none"
     raise Refused(
         "TargetNotFound",
@@ -174,16 +177,16 @@ def _find_container(pod_spec: dict, name: str, where: str) -> dict:
     )
 
 
-def _env(container: dict, name: str) -> dict | None:
+def _env(container: dict[str, Any], name: str) -> dict[str, Any] | None:
     # The container sees the last entry of a name (the kubelet's rule for duplicates).
     return next((e for e in reversed(container.get("env") or []) if e.get("name") == name), None)
 
 
-def _is_true(entry: dict | None) -> bool:
+def _is_true(entry: dict[str, Any] | None) -> bool:
     return entry is not None and str(entry.get("value", "")).strip().lower() == "true"
 
 
-def _logs_enabled_env(container: dict, where: str, warnings: list[FieldError], path: str) -> tuple[list[dict], str]:
+def _logs_enabled_env(container: dict[str, Any], where: str, warnings: list[FieldError], path: str) -> tuple[list[dict[str, Any]], str]:
     """kaudit's DD_LOGS_ENABLED entry, and the user's value when kaudit turns it on ('' otherwise).
 
     Turning log collection on is the step of the manual procedure, and it collects nothing but
@@ -216,23 +219,23 @@ def _logs_enabled_env(container: dict, where: str, warnings: list[FieldError], p
     return [{"name": LOGS_ENABLED, "value": "true"}], str(current.get("value", ""))
 
 
-def _pointdir_is_empty(pod_spec: dict, container: dict) -> bool:
+def _pointdir_is_empty(pod_spec: dict[str, Any], container: dict[str, Any]) -> bool:
     """Whether the agent's own pointdir mount is a volume that does not survive a restart."""
     mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == POINTDIR), None)
     if mount is None or str(mount.get("name", "")).startswith(VOLUME_PREFIX):
         return False
-    volume = next((v for v in pod_spec.get("volumes") or [] if v.get("name") == mount.get("name")), {})
+    volume: dict[str, Any] = next((v for v in pod_spec.get("volumes") or [] if v.get("name") == mount.get("name")), {})
     return "hostPath" not in volume
 
 
-def _mounts_and_volumes(collection: AuditCollection, pod_spec: dict, container: dict,
+def _mounts_and_volumes(collection: AuditCollection, pod_spec: dict[str, Any], container: dict[str, Any],
                         config_map_name: str, warnings: list[FieldError],
-                        path: str) -> tuple[list[dict], list[dict]]:
+                        path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     live_mounts = {m.get("mountPath"): m for m in container.get("volumeMounts") or []}
     live_volumes = {v.get("name"): v for v in pod_spec.get("volumes") or []}
     log_dir = collection.api_server.log_dir
-    mounts: list[dict] = []
-    volumes: list[dict] = []
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
 
     def ours(mount_path: str) -> bool:
         mount = live_mounts.get(mount_path)
@@ -277,7 +280,7 @@ def _mounts_and_volumes(collection: AuditCollection, pod_spec: dict, container: 
     return mounts, volumes
 
 
-def _check_root(pod_spec: dict, container: dict, warnings: list[FieldError], path: str) -> None:
+def _check_root(pod_spec: dict[str, Any], container: dict[str, Any], warnings: list[FieldError], path: str) -> None:
     for context in (pod_spec.get("securityContext") or {}, container.get("securityContext") or {}):
         user = context.get("runAsUser")
         if (user is not None and user != 0) or context.get("runAsNonRoot") is True:

@@ -9,6 +9,8 @@ The Operator mounts the pointdir (``/opt/datadog-agent/run``) itself, so kaudit 
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, Refused
 from kaudit.render.common import (
@@ -28,7 +30,7 @@ CONFD_ITEM_PATH = "kubernetes_audit.d/conf.yaml"
 CONFD_DATA_KEY = "kubernetes_audit.yaml"
 
 
-def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: str,
+def datadog_agent_patch(collection: AuditCollection, existing: Sequence[dict[str, Any]], config_map_name: str,
                         config_hash: str) -> AgentPatch:
     ref = collection.agent.datadog_agent
     namespace = collection.agent.namespace
@@ -55,7 +57,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
     reused = next((m for m in live_mounts if m.get("mountPath") == log_dir
                    and not str(m.get("name", "")).startswith(VOLUME_PREFIX)), None)
     warnings: list[FieldError] = []
-    override: dict = {
+    override: dict[str, Any] = {
         "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
         "extraConfd": extra_confd,
     }
@@ -81,7 +83,7 @@ def datadog_agent_patch(collection: AuditCollection, existing, config_map_name: 
     return AgentPatch(body=body, warnings=warnings)
 
 
-def _extra_confd(collection: AuditCollection, extra_confd: dict, config_map_name: str, where: str) -> dict:
+def _extra_confd(collection: AuditCollection, extra_confd: dict[str, Any], config_map_name: str, where: str) -> dict[str, Any]:
     """kaudit's part of ``extraConfd``, merged with what the user already has there.
 
     The Operator mounts one source as the extra conf.d: a ConfigMap if one is named, else a

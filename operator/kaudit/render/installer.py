@@ -27,6 +27,8 @@ policy change must not restart it (nor, through it, anything else).
 
 from __future__ import annotations
 
+from typing import Any
+
 from kaudit.api.spec import INSTALLER_COMPONENT as COMPONENT
 from kaudit.api.spec import AuditCollection
 from kaudit.render.common import (
@@ -45,7 +47,7 @@ SOURCE_VOLUME = "policy-source"
 TARGET_VOLUME = "policy-dir"
 
 
-def installer_objects(collection: AuditCollection, *, namespace: str, image: str) -> list[dict]:
+def installer_objects(collection: AuditCollection, *, namespace: str, image: str) -> list[dict[str, Any]]:
     name = object_name(collection.name, COMPONENT)
     return [
         _service_account(collection, name, namespace),
@@ -55,7 +57,7 @@ def installer_objects(collection: AuditCollection, *, namespace: str, image: str
     ]
 
 
-def _service_account(collection: AuditCollection, name: str, namespace: str) -> dict:
+def _service_account(collection: AuditCollection, name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -63,7 +65,7 @@ def _service_account(collection: AuditCollection, name: str, namespace: str) -> 
     }
 
 
-def _role(collection: AuditCollection, name: str, namespace: str) -> dict:
+def _role(collection: AuditCollection, name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -75,7 +77,7 @@ def _role(collection: AuditCollection, name: str, namespace: str) -> dict:
     }
 
 
-def _role_binding(collection: AuditCollection, name: str, namespace: str) -> dict:
+def _role_binding(collection: AuditCollection, name: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
@@ -85,11 +87,11 @@ def _role_binding(collection: AuditCollection, name: str, namespace: str) -> dic
     }
 
 
-def _field_env(name: str, field_path: str) -> dict:
+def _field_env(name: str, field_path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
 
 
-def _container(collection: AuditCollection, image: str) -> dict:
+def _container(collection: AuditCollection, image: str) -> dict[str, Any]:
     api = collection.api_server
     args = [
         "install-policy",
@@ -129,7 +131,7 @@ def _container(collection: AuditCollection, image: str) -> dict:
     }
 
 
-def _daemon_set(collection: AuditCollection, name: str, namespace: str, image: str) -> dict:
+def _daemon_set(collection: AuditCollection, name: str, namespace: str, image: str) -> dict[str, Any]:
     api = collection.api_server
     pod_spec = {
         "serviceAccountName": name,

@@ -9,6 +9,8 @@ logs, /tmp, its socket directory and the pointdir, where it keeps its read offse
 
 from __future__ import annotations
 
+from typing import Any
+
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError
 from kaudit.render.common import (
@@ -38,7 +40,7 @@ DEFAULT_RESOURCES = {
 _CONFIG_SEED_MOUNT = "/kaudit-agent-config"
 
 
-def managed_objects(collection: AuditCollection, config_map_name: str, config_hash: str) -> tuple[dict, dict]:
+def managed_objects(collection: AuditCollection, config_map_name: str, config_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The agent's ServiceAccount and its DaemonSet, in apply order."""
     name = object_name(collection.name, COMPONENT)
     namespace = collection.agent.namespace
@@ -67,9 +69,9 @@ def managed_warnings(collection: AuditCollection) -> list[FieldError]:
     ]
 
 
-def _daemon_set(collection: AuditCollection, name: str, config_map_name: str, config_hash: str) -> dict:
+def _daemon_set(collection: AuditCollection, name: str, config_map_name: str, config_hash: str) -> dict[str, Any]:
     managed = collection.agent.managed
-    pod_spec: dict = {
+    pod_spec: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
         "securityContext": {
@@ -118,7 +120,7 @@ def _daemon_set(collection: AuditCollection, name: str, config_map_name: str, co
     }
 
 
-def _locked_down() -> dict:
+def _locked_down() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -129,7 +131,7 @@ def _locked_down() -> dict:
     }
 
 
-def _seed_container(image: str) -> dict:
+def _seed_container(image: str) -> dict[str, Any]:
     """Copies the image's /etc/datadog-agent into the writable config volume, as the Helm chart does.
 
     The image gives that directory to dd-agent:root with group read and write, so uid 0 / gid 0
@@ -146,7 +148,7 @@ def _seed_container(image: str) -> dict:
     }
 
 
-def _agent_container(collection: AuditCollection) -> dict:
+def _agent_container(collection: AuditCollection) -> dict[str, Any]:
     managed = collection.agent.managed
     env = [
         {"name": "DD_API_KEY", "valueFrom": {"secretKeyRef": {
@@ -196,7 +198,7 @@ def _agent_container(collection: AuditCollection) -> dict:
     }
 
 
-def _volumes(collection: AuditCollection, config_map_name: str) -> list[dict]:
+def _volumes(collection: AuditCollection, config_map_name: str) -> list[dict[str, Any]]:
     return [
         {"name": "config", "emptyDir": {}},
         {"name": "audit-config", "configMap": {

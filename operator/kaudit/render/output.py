@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import Any, Iterable
 
 from kaudit.render.result import Rendered
 
 
-def _yaml():
+def _yaml() -> tuple[Any, Any]:
     import yaml
 
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -16,7 +17,7 @@ def _yaml():
     class Dumper(dumper):  # type: ignore[misc, valid-type]
         pass
 
-    def text(representer, value: str):
+    def text(representer: Any, value: str) -> Any:
         # Files inside ConfigMaps (the policy, conf.yaml) read best as literal blocks.
         style = "|" if "\n" in value else None
         return representer.represent_scalar("tag:yaml.org,2002:str", value, style=style)
@@ -44,7 +45,7 @@ def header_lines(rendered: Rendered, title: str, static_pod: str = "") -> list[s
     return lines
 
 
-def _bullets(items) -> list[str]:
+def _bullets(items: Iterable[str]) -> list[str]:
     lines: list[str] = []
     for item in items:
         lines += textwrap.wrap(item, width=96, initial_indent="  - ", subsequent_indent="    ",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, InvalidInput
@@ -40,7 +41,7 @@ def compose(options: PolicyOptions) -> PolicyDocument:
         raise exc.under("spec.policy") from None
 
 
-def policy_config_map(collection: AuditCollection, document: PolicyDocument, namespace: str) -> dict:
+def policy_config_map(collection: AuditCollection, document: PolicyDocument, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -57,7 +57,7 @@ def shape_errors(value: Any, shape: Any, path: str) -> list[FieldError]:
     return []
 
 
-def flatten(existing: Sequence[dict]) -> Iterable[dict]:
+def flatten(existing: Sequence[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     """The objects, with ``kind: List`` (what ``kubectl get -o yaml`` prints for several) unpacked."""
     for obj in existing:
         if not isinstance(obj, dict):
@@ -74,15 +74,15 @@ def kubectl_get(resource: str, namespace: str, name: str) -> str:
     return f"kubectl get {resource} -n {namespace} {name} -o yaml"
 
 
-def _matches(obj: dict, api_group: str, kind: str, name: str, namespace: str) -> bool:
+def _matches(obj: dict[str, Any], api_group: str, kind: str, name: str, namespace: str) -> bool:
     if obj.get("kind") != kind or str(obj.get("apiVersion", "")).split("/")[0] != api_group.split("/")[0]:
         return False
     meta = obj.get("metadata")
     return isinstance(meta, dict) and meta.get("name") == name and meta.get("namespace", namespace) == namespace
 
 
-def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, namespace: str,
-                hint: str, shape: dict | None = None) -> dict:
+def find_target(existing: Sequence[dict[str, Any]], api_group: str, kind: str, name: str, namespace: str,
+                hint: str, shape: dict[str, Any] | None = None) -> dict[str, Any]:
     """The object of that kind, name and namespace, or Refused(TargetNotFound) saying how to supply it.
 
     With ``shape``, an object whose fields have the wrong types is InvalidInput naming them.
@@ -101,24 +101,25 @@ def find_target(existing: Sequence[dict], api_group: str, kind: str, name: str, 
     )
 
 
-def matches_target(obj: dict, target: AgentTarget) -> bool:
+def matches_target(obj: dict[str, Any], target: AgentTarget) -> bool:
     return _matches(obj, target.api_group, target.kind, target.name, target.namespace)
 
 
-def pick_target(sources: Sequence[tuple[str, Sequence[Any]]], target: AgentTarget) -> dict:
+def pick_target(sources: Sequence[tuple[str, Sequence[Any]]], target: AgentTarget) -> dict[str, Any]:
     """The one object ``target`` names among files of many objects (``helm template`` output, a List).
 
     ``sources`` are (file name, documents). Absent: Refused(TargetNotFound) naming the files and
     the objects of that kind they do hold; there more than once: InvalidInput naming where.
     """
-    found: list[tuple[str, int, dict]] = []
+    found: list[tuple[str, int, dict[str, Any]]] = []
     same_kind: list[str] = []
     for path, documents in sources:
         for number, obj in enumerate(flatten(documents), start=1):
             if matches_target(obj, target):
                 found.append((path, number, obj))
             elif obj.get("kind") == target.kind:
-                meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+                meta = obj.get("metadata")
+                meta = meta if isinstance(meta, dict) else {}
                 same_kind.append(f"{meta.get('namespace', '?')}/{meta.get('name', '?')}")
     files = ", ".join(path for path, _ in sources)
     if not found:
@@ -136,7 +137,7 @@ def pick_target(sources: Sequence[tuple[str, Sequence[Any]]], target: AgentTarge
     return found[0][2]
 
 
-def refuse_if_claimed(live: dict, collection: str, where: str) -> None:
+def refuse_if_claimed(live: dict[str, Any], collection: str, where: str) -> None:
     """One agent serves one collection: refuse an object another AuditCollection already configures."""
     claimed = ((live.get("metadata") or {}).get("labels") or {}).get(COLLECTION_LABEL)
     if claimed and claimed != collection:
