@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import yaml
+
 from kaudit.errors import FieldError, InvalidInput
 
 MAX_BYTES = 4 * 1024 * 1024  # far above any Kubernetes object (etcd refuses requests over 1.5 MiB)
@@ -154,8 +156,6 @@ def check_stdin_once(options: Iterable[tuple[str, str | None]]) -> None:
 
 def yaml_loader() -> type:
     """The YAML loader every document goes through: libyaml when present, without timestamps."""
-    import yaml
-
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
     class Loader(base):  # type: ignore[misc,valid-type]
@@ -175,8 +175,6 @@ def parse(data: bytes | str, *, first_only: bool = False) -> list[Document]:
     ``first_only`` stops after the first document, as kube-apiserver does with a policy file.
     Raises :class:`DocumentError` with a one-line message (and the position when known).
     """
-    import yaml
-
     text = decode(data)
     loader_class = yaml_loader()
     try:
@@ -222,8 +220,6 @@ def _walk(node: Any, path: str, visited: set[int], document: Document) -> None:
 
     A node reached again through an alias is not walked again (alias bombs stay linear).
     """
-    import yaml
-
     if id(node) in visited:
         return
     visited.add(id(node))
@@ -259,8 +255,6 @@ def check_nesting(text: str, loader: type, *, every_document: bool = False) -> N
     event stream before composing. Raises :class:`DocumentError`; the parser's own YAMLError for
     malformed input passes through.
     """
-    import yaml
-
     depth = 0
     try:
         for event in yaml.parse(text, Loader=loader):

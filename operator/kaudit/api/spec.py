@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kaudit import __version__
+from kaudit.documents import wrong_kind
 from kaudit.errors import FieldError, InvalidInput, did_you_mean
 from kaudit.k8s.quantity import parse_quantity
 from kaudit.policy.document import FIXED_PROFILES, PolicyOptions, SelfAudit
@@ -378,8 +379,6 @@ def _tag(value: str) -> str | None:
 def parse_collection(resource: Any) -> AuditCollection:
     """Parse and validate an AuditCollection resource; raise InvalidInput listing every problem."""
     r = _Reader()
-    from kaudit.documents import wrong_kind
-
     if not isinstance(resource, dict):
         raise InvalidInput([FieldError("", f"expected an AuditCollection object, got {_type_name(resource)}")])
     other = wrong_kind(resource, KIND)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kaudit.installer.lease import Identity
     from kaudit.installer.service import Reporter
 
+# Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 DESCRIPTION = """\
 Validate an audit policy exactly as kube-apiserver loads it, then install it atomically at --to:
 a temporary file in the same directory, fsync, rename, fsync of the directory; mode 0600; the

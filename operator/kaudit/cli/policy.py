@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from kaudit.policy.document import PolicyOptions, SelfAudit
     from kaudit.policy.loader import LoadResult
 
+# Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 HELP = "validate, lint, evaluate, render and simulate kube-apiserver audit policies (offline)"
 DESCRIPTION = """\
 Work with audit.k8s.io/v1 Policy files exactly as kube-apiserver treats them: whether a file

@@ -13,6 +13,7 @@ from typing import Any
 
 from kaudit.errors import FieldError, InvalidInput
 
+# Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 EXIT_THRESHOLD_EXCEEDED = 3
 FORMATS = ("table", "json", "markdown")
 

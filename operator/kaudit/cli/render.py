@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from kaudit.api.spec import AuditCollection
     from kaudit.cli import Subparsers
 
+# Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 HELP = "print the objects kaudit would apply for an AuditCollection (offline, no cluster needed)"
 DESCRIPTION = """\
 Render an AuditCollection into the Kubernetes objects kaudit applies: the audit policy

@@ -16,6 +16,7 @@ import sys
 
 from kaudit.errors import FieldError, InvalidInput
 
+# Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 HELP = "check detection rules against an audit policy; render kaudit's detection pack (offline)"
 FAIL_ON = ("blind", "partly-blind", "never")
 FORMATS = ("table", "json")

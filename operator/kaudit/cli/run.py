@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kaudit.cli import Subparsers
 
+# Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 HELP = "run the operator: reconcile AuditCollections in the cluster (needs in-cluster config or KUBECONFIG)"
 DESCRIPTION = """\
 Run kaudit's operator for the whole cluster. It watches AuditCollection resources and applies

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 # Imported on first use, so importing kaudit.policy.document (the contract) stays cheap for
 # commands that never touch the engine.
 _EXPORTS = {
-    "compose_policy": "compose", "content_hash": "compose",
+    "compose_policy": "compose", "content_hash": "document",
     "FIXED_PROFILES": "document", "PROFILES": "document", "PolicyDocument": "document", "PolicyOptions": "document", "SelfAudit": "document",
     "lint_loaded": "lint", "lint_policy": "lint",
     "LoadResult": "loader", "load_policy": "loader",
@@ -42,10 +42,10 @@ def __getattr__(name: str) -> Any:
 # ``name as name``: the names are re-exported (mypy --strict checks that they are).
 if TYPE_CHECKING:
     from kaudit.policy.compose import compose_policy as compose_policy
-    from kaudit.policy.compose import content_hash as content_hash
     from kaudit.policy.document import FIXED_PROFILES as FIXED_PROFILES
     from kaudit.policy.document import PROFILES as PROFILES
     from kaudit.policy.document import PolicyDocument as PolicyDocument
+    from kaudit.policy.document import content_hash as content_hash
     from kaudit.policy.document import PolicyOptions as PolicyOptions
     from kaudit.policy.document import SelfAudit as SelfAudit
     from kaudit.policy.lint import lint_loaded as lint_loaded

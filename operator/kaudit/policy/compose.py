@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import jinja2
+import yaml
+
+from kaudit import __version__
 from kaudit.errors import FieldError, InvalidInput
 from kaudit.policy.document import FIXED_PROFILES, PROFILES, PolicyDocument, PolicyOptions
+from kaudit.policy.lint import covers, lint_policy, unknown_field_warnings
+from kaudit.policy.loader import DecodeError, decode_rule, load_policy
 from kaudit.policy.model import Policy, PolicyRule, rule_to_dict
+from kaudit.policy.profiles import omit_read_only_rules, profile_rules, self_audit_rules
+from kaudit.policy.validation import validate_rule, validate_stages
 
 if TYPE_CHECKING:
     from kaudit.policy.profiles import CommentedRule
@@ -28,23 +36,7 @@ class _Item:
     yaml: str
 
 
-def split_header(text: str) -> tuple[str, str]:
-    """(header, content): the header is the run of comment lines the file starts with."""
-    lines = text.splitlines(keepends=True)
-    count = 0
-    while count < len(lines) and lines[count].startswith("#"):
-        count += 1
-    return "".join(lines[:count]), "".join(lines[count:])
-
-
-def content_hash(text: str) -> str:
-    """sha256 hex of a policy file's content after its header (what PolicyDocument.hash holds)."""
-    return hashlib.sha256(split_header(text)[1].encode("utf-8")).hexdigest()
-
-
 def _flow(value: object) -> str:
-    import yaml
-
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
@@ -69,8 +61,6 @@ def _wrap(comment: str) -> tuple[str, ...]:
 
 
 def _option_errors(options: PolicyOptions) -> list[FieldError]:
-    from kaudit.policy.validation import validate_stages
-
     errors = []
     if options.profile not in PROFILES:
         supported = ", ".join(f'"{p}"' for p in PROFILES)
@@ -92,17 +82,12 @@ def _as_applied(options: PolicyOptions) -> PolicyOptions:
     The PolicyOptions defaults stand for kaudit's choices, which a platform's policy does not make;
     callers that let a user set them refuse them for a fixed profile (kaudit.cli.policy).
     """
-    from dataclasses import replace
-
     if options.profile not in FIXED_PROFILES:
         return options
     return replace(options, self_audit=None, omit_stages=(), omit_managed_fields=False)
 
 
 def _custom_rules(options: PolicyOptions) -> tuple[tuple[PolicyRule, ...], list[str], list[FieldError]]:
-    from kaudit.policy.loader import DecodeError, decode_rule
-    from kaudit.policy.validation import validate_rule
-
     rules: list[PolicyRule] = []
     unknown: list[str] = []
     errors: list[FieldError] = []
@@ -119,10 +104,6 @@ def _custom_rules(options: PolicyOptions) -> tuple[tuple[PolicyRule, ...], list[
 
 def render_policy_text(options: PolicyOptions, items: list[_Item], policy: Policy) -> tuple[str, str]:
     """(file text, content hash)."""
-    import jinja2
-
-    from kaudit import __version__
-
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("kaudit.policy", "templates"),
         keep_trailing_newline=True,
@@ -152,9 +133,6 @@ def compose_policy(options: PolicyOptions) -> PolicyDocument:
     Warnings (lints) name ``rules[i]`` for the user's own rules (index i of spec.policy.rules,
     whatever comes before them in the file) and policy-level fields such as ``omitStages``.
     """
-    from kaudit.policy.lint import covers, lint_policy, unknown_field_warnings
-    from kaudit.policy.profiles import omit_read_only_rules, profile_rules, self_audit_rules
-
     errors = _option_errors(options)
     options = _as_applied(options)
     custom, unknown, rule_errors = _custom_rules(options)
@@ -189,9 +167,6 @@ def compose_policy(options: PolicyOptions) -> PolicyDocument:
         omit_managed_fields=bool(options.omit_managed_fields),
     )
     text, digest = render_policy_text(options, items, policy)
-
-    from kaudit.policy.loader import load_policy
-
     loaded = load_policy(text, options.kubernetes_version)
     if not loaded.ok:  # a bug in kaudit, never the user's input: refuse rather than write it
         raise InvalidInput(FieldError("", f"kaudit composed a policy that would not load: {e}") for e in loaded.errors)

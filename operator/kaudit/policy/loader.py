@@ -19,6 +19,7 @@ from kaudit.documents import DocumentError, parse, wrong_kind
 from kaudit.errors import FieldError
 from kaudit.policy.model import (API_VERSION, GROUP_RESOURCES_FIELDS, KIND, RULE_FIELDS, GroupResources, Policy,
                                  PolicyRule)
+from kaudit.policy.validation import validate_policy
 
 MAX_REPORTED_UNKNOWN = 1000  # unknown fields listed for the lints; hostile input may hold millions
 
@@ -185,8 +186,6 @@ def _check_type_meta(data: dict[str, Any]) -> list[FieldError]:
 
 def decode_policy(data: Any, kubernetes_version: str = "") -> LoadResult:
     """Decode, check apiVersion/kind, validate and count rules: kube-apiserver's load."""
-    from kaudit.policy.validation import validate_policy
-
     if data is None:
         return LoadResult(None, (FieldError("", "the file is empty: a policy needs at least one rule"),))
     unknown: list[str] = []

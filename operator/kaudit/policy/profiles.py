@@ -11,6 +11,7 @@ from typing import Any
 
 from kaudit.policy.catalog import READ_VERBS, SENSITIVE_RESOURCES, WRITE_VERBS
 from kaudit.policy.document import PROFILES, SelfAudit
+from kaudit.policy.loader import decode_rule
 from kaudit.policy.model import PolicyRule
 
 
@@ -240,8 +241,6 @@ def self_audit_rules(scope: SelfAudit) -> tuple[CommentedRule, ...]:
 
 
 def _decode(sources: tuple[tuple[str, dict[str, Any]], ...]) -> tuple[CommentedRule, ...]:
-    from kaudit.policy.loader import decode_rule
-
     return tuple(CommentedRule(comment, decode_rule(data, "", [])) for comment, data in sources)
 
 

@@ -31,6 +31,7 @@ from kaudit.reconcile import watches
 from kaudit.reconcile.plan import COLLECTION_LABEL
 from kaudit.reconcile.runtime import (API_ERROR_DELAY, CollectionIndex, OperatorMemo, all_collections, close, index, metas,
                                       plain, reconcile_latest, reconciler, resync_forever, run)
+from kaudit.reconcile.server import serve_metrics
 from kaudit.reconcile.storage import JSON
 
 logger = logging.getLogger("kaudit.operator")
@@ -97,8 +98,6 @@ async def start_background(memo: OperatorMemo, collections: CollectionIndex | No
     state.background.append(asyncio.create_task(resync_forever(memo, collections)))
     state.background.extend(asyncio.create_task(watch) for watch in watches.operator_namespace_watches(memo))
     if memo.options.metrics_port:
-        from kaudit.reconcile.server import serve_metrics
-
         state.background.append(asyncio.create_task(serve_metrics(state.metrics, memo.options.metrics_port)))
 
 

@@ -18,8 +18,12 @@ import asyncio
 import os
 from typing import Any
 
-from kaudit.k8s import resources as r
+import aiohttp
+import kopf
+import yaml
+
 from kaudit.errors import KauditError
+from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiClient, ApiError, Connection, RetryPolicy
 
 # A few quick tries: the check runs before the operator, so it must not hang a pod's start.
@@ -51,9 +55,6 @@ API_TIMEOUT = 10.0  # seconds for the first request: a black-holed address must 
 
 def credentials(login: Any) -> Any:
     """kopf's ConnectionInfo from ``login`` (kaudit's login handler), or :class:`KauditError` in one line."""
-    import kopf
-    import yaml
-
     where = os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
         info = login(settings=kopf.OperatorSettings(), logger=None)
@@ -82,8 +83,6 @@ def credentials(login: Any) -> Any:
 
 async def api_problem(info: Any) -> str | None:
     """None when the API server answers with these credentials; otherwise why not, in one sentence."""
-    import aiohttp
-
     connection = Connection.from_connection_info(info, force_close=True)
     try:
         async with connection.session.get(connection.server + "/version",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, 
 from kaudit.api.resource import CollectionResource, ObjectMeta
 from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AgentTarget, AuditCollection
 from kaudit.errors import InvalidInput, Refused
+from kaudit.installer.reports import aggregate
 from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiError, TransientApiError
 from kaudit.k8s.events import NORMAL, WARNING, build_event
@@ -29,9 +30,8 @@ from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_
 from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
                                      render_conditions, status_patch, summarise)
 from kaudit.reconcile.storage import JSON, Storage
-
-if TYPE_CHECKING:
-    from kaudit.render.result import Rendered
+from kaudit.render import render_collection
+from kaudit.render.result import Rendered
 
 logger = logging.getLogger("kaudit.reconcile")
 
@@ -111,7 +111,7 @@ class Reconciler:
         storage: Storage,
         config: OperatorConfig,
         *,
-        render: RenderFunction | None = None,
+        render: RenderFunction = render_collection,
         clock: Callable[[], str] = now_text,
     ):
         self.storage = storage
@@ -131,10 +131,6 @@ class Reconciler:
         return self._locks.setdefault(name, asyncio.Lock())
 
     def render(self, spec: AuditCollection, existing: tuple[JSON, ...]) -> Rendered:
-        if self._render is None:
-            from kaudit.render import render_collection  # the renderer's import cost is paid once, on first use
-
-            self._render = render_collection
         return self._render(spec, existing=existing, namespace=self.config.namespace,
                             image=self.config.image or DEFAULT_INSTALLER_IMAGE)
 
@@ -303,8 +299,6 @@ class Reconciler:
         """
         if not rendered.installs_policy:
             return None
-        from kaudit.installer.reports import aggregate
-
         leases, pods, nodes_now = await asyncio.gather(
             self._optional_list(r.LEASES, self.config.namespace, f"{planning.COLLECTION_LABEL}={name}"),
             self._optional_list(r.PODS, APISERVER_NAMESPACE, APISERVER_SELECTOR), control_plane_nodes())

@@ -1,6 +1,24 @@
 """Pure functions that turn an AuditCollection into Kubernetes objects (entry point: :func:`render`)."""
 
-from kaudit.render.core import DEFAULT_NAMESPACE, render, render_collection
-from kaudit.render.result import Rendered
+from __future__ import annotations
 
-__all__ = ["DEFAULT_NAMESPACE", "Rendered", "render", "render_collection"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use: the node installer imports kaudit.render.common (its labels) and never renders.
+_EXPORTS = {"DEFAULT_NAMESPACE": "core", "render": "core", "render_collection": "core", "Rendered": "result"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kaudit.render' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"kaudit.render.{module}"), name)
+
+
+if TYPE_CHECKING:
+    from kaudit.render.core import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
+    from kaudit.render.core import render as render
+    from kaudit.render.core import render_collection as render_collection
+    from kaudit.render.result import Rendered as Rendered

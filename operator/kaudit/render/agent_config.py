@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import jinja2
 
 from kaudit.api.spec import AuditCollection
 from kaudit.render.common import AGENT_CONFIG_KEY, CONFIG_HASH_ANNOTATION, metadata, object_name, sha256_hex
-
-if TYPE_CHECKING:
-    import jinja2
 
 COMPONENT = "agent-config"
 TEMPLATE = "kubernetes_audit.conf.yaml.j2"
@@ -17,9 +16,6 @@ TEMPLATE = "kubernetes_audit.conf.yaml.j2"
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    # jinja2 is imported here so that modules importing the renderer stay cheap to load.
-    import jinja2
-
     return jinja2.Environment(
         loader=jinja2.PackageLoader("kaudit.render", "templates"),
         undefined=jinja2.StrictUndefined,

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, Refused
+from kaudit.render.agent_config import agent_config_text
 from kaudit.render.common import (
     AGENT_CONFIG_KEY,
     COLLECTION_LABEL,
@@ -102,7 +103,5 @@ def _extra_confd(collection: AuditCollection, extra_confd: dict[str, Any], confi
             f"its file there) and render again",
         )
     if extra_confd.get("configDataMap"):
-        from kaudit.render.agent_config import agent_config_text
-
         return {"configDataMap": {CONFD_DATA_KEY: agent_config_text(collection)}}
     return {"configMap": {"name": config_map_name, "items": [{"key": AGENT_CONFIG_KEY, "path": CONFD_ITEM_PATH}]}}

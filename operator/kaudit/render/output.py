@@ -6,12 +6,12 @@ import json
 import textwrap
 from typing import Any, Iterable
 
+import yaml
+
 from kaudit.render.result import Rendered
 
 
 def _yaml() -> tuple[Any, Any]:
-    import yaml
-
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
     class Dumper(dumper):  # type: ignore[misc, valid-type]

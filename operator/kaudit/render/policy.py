@@ -7,6 +7,7 @@ from typing import Any
 
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, InvalidInput
+from kaudit.policy import compose_policy
 from kaudit.policy.document import PolicyDocument, PolicyOptions, SelfAudit
 from kaudit.render.common import POLICY_HASH_ANNOTATION, metadata, object_name
 
@@ -33,8 +34,6 @@ def policy_options(collection: AuditCollection, namespace: str) -> PolicyOptions
 
 def compose(options: PolicyOptions) -> PolicyDocument:
     """The policy engine's composition; its field paths are relative to ``spec.policy``."""
-    from kaudit.policy import compose_policy  # the engine is the only module that knows policies
-
     try:
         return compose_policy(options)
     except InvalidInput as exc:
