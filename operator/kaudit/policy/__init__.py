@@ -16,8 +16,9 @@ Public API (everything else is internal):
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kaudit import lazy_exports
 
 # Imported on first use, so importing kaudit.policy.document (the contract) stays cheap for
 # commands that never touch the engine.
@@ -32,11 +33,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaudit.policy' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"kaudit.policy.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 # ``name as name``: the names are re-exported (mypy --strict checks that they are).

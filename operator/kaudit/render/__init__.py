@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kaudit import lazy_exports
 
 # Loaded on first use: the node installer imports kaudit.render.common (its labels) and never renders.
 _EXPORTS = {"DEFAULT_NAMESPACE": "core", "render": "core", "render_collection": "core", "Rendered": "result"}
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kaudit.render' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"kaudit.render.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
