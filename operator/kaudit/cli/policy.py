@@ -10,13 +10,14 @@ import argparse
 import importlib
 import sys
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, cast
 
 from kaudit.errors import FieldError, InvalidInput
 
 if TYPE_CHECKING:
     from kaudit.cli import Subparsers
     from kaudit.policy.document import PolicyOptions, SelfAudit
+    from kaudit.policy.evaluate import Evaluator
     from kaudit.policy.loader import LoadResult
 
 # Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
@@ -194,7 +195,7 @@ def _register_eval(subparsers: Subparsers) -> None:
 HOLD_LINES = 100_000
 
 
-def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int = 4096, name: str = "-") -> int:
+def evaluate_lines(evaluator: Evaluator, lines: Iterable[bytes], out: IO[str], batch: int = 4096, name: str = "-") -> int:
     """Write one result line per input line; returns the number of malformed lines.
 
     Nothing is written until a line has been an audit event: input without one (an empty file,
@@ -204,7 +205,7 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
     import itertools
     import json
 
-    from kaudit.auditlog import decode_lines, envelope, unwrap
+    from kaudit.auditlog import MalformedEvent, decode_lines, envelope, unwrap
 
     results = evaluator.decision_lines
     bad = seen = 0
@@ -220,12 +221,14 @@ def evaluate_lines(evaluator, lines: Iterable[bytes], out: IO[str], batch: int =
         if enveloped:
             chunk = list(map(unwrap, chunk))
         events, malformed = decode_lines(chunk)
-        written = results(events)
+        decided = results(events)
         for i in malformed:
             event = events[i]
+            assert isinstance(event, MalformedEvent)  # decode_lines lists the malformed ones
             message = f"not a JSON line: {event}" if event.kind == "json" else str(event)
-            written[i] = json.dumps({"error": message})
+            decided[i] = json.dumps({"error": message})
             first_problem = first_problem or f"line {seen + i + 1}: {message}"
+        written = cast("list[str]", decided)  # None only where a line was malformed, replaced above
         bad += len(malformed)
         seen += len(chunk)
         if bad == seen:  # no event yet: hold the lines back

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaudit.errors import FieldError, InvalidInput
+
+if TYPE_CHECKING:
+    from kaudit.cli import Subparsers
+    from kaudit.errors import FieldError
+    from kaudit.policy.document import PolicyOptions
+    from kaudit.simulate import LoadedPolicy
 
 # Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 EXIT_THRESHOLD_EXCEEDED = 3
 FORMATS = ("table", "json", "markdown")
 
 
-def register(policy_subparsers) -> argparse.ArgumentParser:
+def register(policy_subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = policy_subparsers.add_parser(
         "simulate",
         help="estimate the volume and exposure of a policy from recorded audit events",
@@ -62,10 +68,11 @@ def register(policy_subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top", metavar="N", type=int, default=20, help="rows in the top-N tables (default 20)")
     parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
     parser.set_defaults(func=run)
-    return parser
+    simulate: argparse.ArgumentParser = parser
+    return simulate
 
 
-def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool = False):
+def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool = False) -> PolicyOptions:
     """The candidate profile's options from the command line; a baseline profile as shipped."""
     from kaudit.cli.policy import profile_options
     from kaudit.policy import PolicyOptions
@@ -75,7 +82,7 @@ def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool
     return profile_options(args, profile)
 
 
-def _load_file(path: str, kubernetes_version: str):
+def _load_file(path: str, kubernetes_version: str) -> tuple[LoadedPolicy, list[FieldError]]:
     """(LoadedPolicy, lint warnings) for a policy file, read as ``kaudit policy validate`` reads it."""
     from kaudit.cli.policy import check_file
     from kaudit.documents import display_name
@@ -86,11 +93,13 @@ def _load_file(path: str, kubernetes_version: str):
     if checked.errors:
         raise InvalidInput(error.in_file(display_name(path)) for error in checked.errors)
     result, text, warnings = checked.result, checked.data.decode("utf-8"), checked.warnings
+    assert result is not None and result.policy is not None  # no errors: the file loaded
     return LoadedPolicy(result.policy, PolicySource(path, content_hash(text))), \
         [warning.in_file(display_name(path)) for warning in warnings]
 
 
-def _load_profile(args: argparse.Namespace, profile: str, *, as_shipped: bool = False):
+def _load_profile(args: argparse.Namespace, profile: str, *,
+                  as_shipped: bool = False) -> tuple[LoadedPolicy, list[FieldError]]:
     """(LoadedPolicy, warnings) for a built-in profile with the command line's options."""
     from kaudit.cli.policy import rules_file_findings
     from kaudit.policy import compose_policy, load_policy
@@ -104,6 +113,7 @@ def _load_profile(args: argparse.Namespace, profile: str, *, as_shipped: bool = 
     result = load_policy(document.text, args.kubernetes_version)
     if not result.ok:  # a profile always loads; kept as a guard, not a code path users see
         raise InvalidInput(list(result.errors))
+    assert result.policy is not None  # result.ok
     warnings = rules_file_findings(document.warnings, None if as_shipped else args.rules, len(options.rules))
     return LoadedPolicy(result.policy, PolicySource(f"profile {profile}", document.hash)), warnings
 
@@ -184,4 +194,4 @@ def exceeds(doc: dict[str, Any], percent: float) -> bool:
     Any volume where the baseline writes nothing counts as exceeding.
     """
     change = doc["comparison"]["bytes"]
-    return change["candidate"] > change["baseline"] * (1 + percent / 100.0)
+    return bool(change["candidate"] > change["baseline"] * (1 + percent / 100.0))
