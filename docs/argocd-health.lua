@@ -12,13 +12,22 @@
 local hs = { status = "Progressing", message = "Waiting for the kaudit operator to report status" }
 
 -- Ready=False reasons that mean the operator is still working and will get there on its own
--- (kaudit.reconcile.status.PROGRESSING_REASONS: waiting for the policy installers' node reports).
+-- (kaudit.reconcile.status.PROGRESSING_REASONS: waiting for the policy installers' node reports;
+-- on EKS, for AWS to apply an update or create the log group, or for a throttled AWS API).
 -- Every other Ready=False reason is a refusal or failure that needs a person. Ready=True with
 -- reason RestartRequired is Healthy: the policy is in place and restarting kube-apiserver is the
 -- user's own step, which a sync should not wait for.
 local converging = {
+  AwsUnavailable = true,
+  AwsUnreachable = true,
+  ClusterNotActive = true,
+  Enabling = true,
   Installing = true,
+  LogGroupPending = true,
+  NoAuditLog = true,
   NoReports = true,
+  Throttled = true,
+  UpdateInProgress = true,
 }
 
 local function find_condition(conditions, wanted)

@@ -29,7 +29,8 @@ GITOPS_DOC = REPO / "docs" / "gitops.md"
 
 # Where a reason is a literal argument: Condition(type, status, REASON, message) in the operator,
 # Refused(REASON, message) in the renderer, condition(status, REASON, message) in reports.py.
-REASON_ARGUMENT = {"Condition": 2, "Refused": 0, "condition": 1}
+# Platform EKS: AwsError(REASON, message) of kaudit.platforms.eks.aws, replace_reason(error, REASON, message).
+REASON_ARGUMENT = {"Condition": 2, "Refused": 0, "condition": 1, "AwsError": 0, "replace_reason": 1}
 
 
 def written_reasons() -> set[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kaudit.api.spec import AGENT_MODES, API_VERSION, KIND, AgentSpec, AuditCollection, parse_collection
+from kaudit.api.spec import AGENT_MODES, API_VERSION, PLATFORMS, KIND, AgentSpec, AuditCollection, parse_collection
 from kaudit.errors import InvalidInput
 
 JSON = dict[str, Any]
@@ -49,11 +49,14 @@ class CollectionResource:
     # spec.agent.mode even when another field is invalid: deleting such a collection must still
     # hand the user's object back
     agent_mode: str = AgentSpec().mode
+    # spec.platform as declared (EKS: deleting removes the subscription filter kaudit made on AWS)
+    platform: str = "SelfManaged"
 
     @property
     def patches_user_object(self) -> bool:
-        """DaemonSet and DatadogAgent modes change a user's object: deleting needs a finalizer."""
-        return AgentSpec(mode=self.agent_mode).target is not None
+        """DaemonSet and DatadogAgent modes change a user's object, and on EKS kaudit makes objects on
+        AWS that no garbage collector removes: deleting needs a finalizer."""
+        return AgentSpec(mode=self.agent_mode).target is not None or self.platform == "EKS"
 
 
 def object_meta(body: Mapping[str, Any]) -> ObjectMeta:
@@ -76,8 +79,15 @@ def parse_resource(body: Mapping[str, Any]) -> CollectionResource:
     try:
         spec = parse_collection(resource)
     except InvalidInput as exc:
-        return CollectionResource(object_meta(resource), None, exc, status, _declared_mode(resource))
-    return CollectionResource(object_meta(resource), spec, None, status, spec.agent.mode)
+        return CollectionResource(object_meta(resource), None, exc, status, _declared_mode(resource),
+                                  _declared_platform(resource))
+    return CollectionResource(object_meta(resource), spec, None, status, spec.agent.mode, spec.platform)
+
+
+def _declared_platform(resource: Mapping[str, Any]) -> str:
+    spec = resource.get("spec")
+    platform = spec.get("platform") if isinstance(spec, Mapping) else None
+    return platform if isinstance(platform, str) and platform in PLATFORMS else "SelfManaged"
 
 
 def _declared_mode(resource: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from kaudit import __version__
 from kaudit.documents import wrong_kind
 from kaudit.errors import FieldError, InvalidInput, did_you_mean
 from kaudit.k8s.quantity import parse_quantity
+from kaudit.platforms.eks.spec import EksSpec
 from kaudit.policy.document import FIXED_PROFILES, PolicyOptions, SelfAudit
 from kaudit.policy.document import PROFILES as POLICY_PROFILES
 from kaudit.policy.model import GROUP_RESOURCES_FIELDS, RULE_FIELDS, STAGES
@@ -25,6 +26,7 @@ API_GROUP = "kaudit.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "AuditCollection"
 
+PLATFORMS = ("SelfManaged", "EKS", "GKE", "AKS")
 AGENT_MODES = ("Managed", "DaemonSet", "DatadogAgent", "None")
 # The profiles spec.policy.profile may name: a platform's own fixed policy (EKS) is that platform's
 # to apply, not one kaudit composes and installs.
@@ -155,6 +157,14 @@ class AuditCollection:
     api_server: ApiServerSpec = ApiServerSpec()
     agent: AgentSpec = AgentSpec()
     logs: LogsSpec = LogsSpec()
+    # Where kube-apiserver runs (spec.platform): SelfManaged (kaudit delivers the policy and the
+    # agent), or a managed control plane whose provider keeps the audit log (kaudit.platforms).
+    platform: str = "SelfManaged"
+    eks: EksSpec | None = None  # spec.eks, exactly when platform is EKS
+
+    @property
+    def managed_platform(self) -> bool:
+        return self.platform != "SelfManaged"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,19 +405,64 @@ def parse_collection(resource: Any) -> AuditCollection:
     # Any metadata key is fine (it is ObjectMeta's), but metadata itself must be an object.
     metadata = r.mapping(resource, "metadata", "metadata", tuple(raw_metadata) if isinstance(raw_metadata, dict) else ())
     name = _parse_name(r, metadata)
-    spec = r.mapping(resource, "spec", "spec", ("policy", "apiServer", "agent", "logs"))
+    spec = r.mapping(resource, "spec", "spec", ("platform", "eks", "policy", "apiServer", "agent", "logs"))
+    platform = r.enum(spec, "platform", "spec", "SelfManaged", PLATFORMS)
+    eks = _parse_eks(r, spec, platform)
     policy = _parse_policy(r, spec)  # problems are reported in the order of the spec's fields
     api_server = _parse_api_server(r, spec)
+    agent, logs = _parse_agent(r, spec), _parse_logs(r, spec)
+    if platform != "SelfManaged":
+        _refuse_node_side(r, platform, {"policy": (policy, (PolicySpec(),)), "apiServer": (api_server, (ApiServerSpec(),)),
+                                        "agent": (agent, (AgentSpec(), AgentSpec(mode="None"))),
+                                        "logs": (logs, (LogsSpec(),))})
+        agent = AgentSpec(mode="None")  # no agent reads the audit log there
     collection = AuditCollection(
         name=name,
         policy=dataclasses.replace(policy, kubernetes_version=api_server.kubernetes_version),
         api_server=api_server,
-        agent=_parse_agent(r, spec),
-        logs=_parse_logs(r, spec),
+        agent=agent,
+        logs=logs,
+        platform=platform,
+        eks=eks,
     )
     if r.errors:
         raise InvalidInput(r.errors)
     return collection
+
+
+def _parse_eks(r: _Reader, spec: dict[str, Any], platform: str) -> EksSpec | None:
+    from kaudit.platforms.eks.spec import parse_eks  # its regexes are compiled only where EKS is used
+
+    if platform != "EKS":
+        if spec.get("eks") is not None:
+            r.fail("spec.eks", f"Forbidden: spec.eks applies to platform EKS, not {platform}")
+        return None
+    try:
+        return parse_eks(spec.get("eks"), "spec.eks")
+    except InvalidInput as exc:
+        r.errors += exc.errors
+        return None
+
+
+# What a managed control plane keeps out of kaudit's hands, and why each node-side part of the
+# spec would do nothing there. A part left at its defaults (the CRD fills them in) is fine; one
+# that asks for something is refused rather than ignored (docs/eks.md).
+_MANAGED_PLATFORM_LIMITS = {
+    "policy": "the provider applies its own audit policy, which cannot be changed",
+    "apiServer": "kube-apiserver runs on no node of the cluster: there are no flags or files to set",
+    "agent": "the audit log is on no node, so no agent reads it: it reaches Datadog through the provider's "
+             "logging (omit spec.agent, or set mode: None)",
+    "logs": "the audit log reaches Datadog through the provider's logging, not through the Datadog Agent",
+}
+
+
+def _refuse_node_side(r: _Reader, platform: str, parts: dict[str, tuple[Any, tuple[Any, ...]]]) -> None:
+    """``parts``: each node-side spec field's parsed value and the values that ask for nothing."""
+    for key, (value, harmless) in parts.items():
+        if value not in harmless:
+            hint = " (what EKS records: 'kaudit policy simulate --profile EKS')" if key == "policy" and \
+                platform == "EKS" else ""
+            r.fail(f"spec.{key}", f"Forbidden: on platform {platform} {_MANAGED_PLATFORM_LIMITS[key]}{hint}")
 
 
 def _parse_name(r: _Reader, metadata: dict[str, Any]) -> str:

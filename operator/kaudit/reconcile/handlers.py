@@ -24,6 +24,7 @@ from typing import Any
 
 import kopf
 
+from kaudit.platforms.eks.aws import AwsError
 from kaudit.api.resource import parse_resource
 from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiError, TransientApiError
@@ -130,6 +131,9 @@ async def deleted(body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
                                   delay=memo.options.transient_delay)
     except ApiError as exc:  # e.g. 403: a one-line retry notice instead of kopf's traceback
         raise kopf.TemporaryError(f"cannot hand back the patched objects yet: {exc}", delay=API_ERROR_DELAY)
+    except AwsError as exc:  # platform EKS: the filter or permission stays until AWS lets kaudit remove it
+        raise kopf.TemporaryError(f"cannot remove kaudit's AWS objects yet: {exc.reason}: {exc.message}",
+                                  delay=API_ERROR_DELAY)
     logger.info("released %d object(s) of %s", released, resource.meta.name)
 
 

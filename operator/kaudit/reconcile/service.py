@@ -29,6 +29,7 @@ from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
 from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
                                      render_conditions, status_patch, summarise)
+from kaudit.reconcile.platform import Clouds, reconcile_managed, release_managed
 from kaudit.reconcile.storage import JSON, Storage
 from kaudit.render import render_collection
 from kaudit.render.result import Rendered
@@ -47,7 +48,7 @@ RECHECK_AFTER = {"NoReports": 60.0, "Installing": 60.0, "InstallFailed": 30.0, "
 # The API resource of each kind of user object a collection may patch (AgentTarget.kind).
 TARGET_RESOURCES = {"DaemonSet": r.DAEMON_SETS, "DatadogAgent": r.DATADOG_AGENTS}
 # The status fields a successful render fills; a refusal keeps their last good values.
-RENDERED_STATUS_KEYS = ("policy", "apiServerFlags", "nextSteps", "agent", "nodes")
+RENDERED_STATUS_KEYS = ("policy", "apiServerFlags", "nextSteps", "agent", "nodes", "eks")
 
 
 class ApplyRefused(Exception):
@@ -113,9 +114,11 @@ class Reconciler:
         *,
         render: RenderFunction = render_collection,
         clock: Callable[[], str] = now_text,
+        clouds: Clouds | None = None,
     ):
         self.storage = storage
         self.config = config
+        self.clouds = clouds or Clouds()  # spec.platform EKS: the AWS calls, per region
         self._render = render
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
@@ -192,6 +195,8 @@ class Reconciler:
             assert resource.invalid is not None
             return await self._report(resource, outcome, _invalid_conditions(resource.invalid), None)
         spec = resource.spec
+        if spec.managed_platform:  # no node holds the audit log: the provider's logging carries it
+            return await self._reconcile_managed(resource, spec, outcome)
 
         # A platform whose agent side differs (another kind of user object, or none) branches
         # here and in render; the steps below work from what render named.
@@ -244,6 +249,14 @@ class Reconciler:
             outcome.requeue_after = RECHECK_AFTER.get(installed_condition.reason)
         conditions.append(_agent_condition(spec.agent.mode, figures))
         return await self._report(resource, outcome, conditions, parts)
+
+    async def _reconcile_managed(self, resource: CollectionResource, spec: AuditCollection,
+                                 outcome: Outcome) -> Outcome:
+        managed = await reconcile_managed(spec, self._live_status(resource), self.clouds)
+        for reason, message in managed.events:
+            await self._event(resource.meta, NORMAL, reason, message)
+        outcome.requeue_after = managed.requeue_after
+        return await self._report(resource, outcome, managed.conditions, managed.parts, ready=managed.ready)
 
     async def _active(self, meta: ObjectMeta, others: list[ObjectMeta]) -> str | None:
         """The collection in charge among this one and ``others``, confirmed by a read when it is another."""
@@ -407,6 +420,12 @@ class Reconciler:
         go with their owner through the garbage collector. Returns the number of objects released."""
         meta = resource.meta
         async with self.lock(meta.name):
+            if resource.spec is not None and resource.spec.managed_platform:
+                # AwsError propagates: the handler retries the delete later
+                changes = await release_managed(resource.spec, dict(resource.status), self.clouds)
+                for reason, message in changes:
+                    await self._event(meta, NORMAL, reason, message)
+                return len(changes)
             patched = [c for c in await self._live_children(meta.name) if not planning.is_owned_by(c, meta.uid)]
             for live in patched:
                 await self._release_one(meta, live)
@@ -438,10 +457,11 @@ class Reconciler:
     # --- reporting -------------------------------------------------------------------------------
 
     async def _report(self, resource: CollectionResource, outcome: Outcome, conditions: list[Condition],
-                      parts: JSON | None) -> Outcome:
+                      parts: JSON | None, *, ready: Condition | None = None) -> Outcome:
         """Write the status ``conditions`` and ``parts`` (the status fields of a successful render)
         ask for. ``parts`` None is a refusal: the last good policy, flags and node reports stay,
-        and so do the conditions this reconcile did not decide."""
+        and so do the conditions this reconcile did not decide. ``ready`` replaces the summary of
+        ``conditions`` where a platform decides it (EKS: LogsFlowing does not hold Ready back)."""
         meta = resource.meta
         live_status = self._live_status(resource)
         if parts is None:
@@ -450,7 +470,7 @@ class Reconciler:
                 Condition(c["type"], c["status"], c["reason"], c.get("message", ""))
                 for c in live_status.get("conditions") or []
                 if c.get("type") not in given and c.get("type") != "Ready")]
-        full = [summarise(conditions), *conditions]
+        full = [ready or summarise(conditions), *conditions]
         rendered_conditions = render_conditions(full, previous=live_status.get("conditions") or [],
                                                 generation=meta.generation, now=self._clock())
         desired: JSON = {"observedGeneration": meta.generation, "conditions": rendered_conditions}

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured")
+CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured",
+                   # platform EKS (kaudit.platforms.eks.plan), and GKE/AKS (kaudit.platforms.steps)
+                   "AuditLogEnabled", "Forwarding", "LogsFlowing", "AuditLogConfigured")
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 # --- the reason vocabulary ------------------------------------------------------------------------
@@ -27,12 +29,20 @@ READY_REASON = "Reconciled"
 # True, but with a step left to the user: the policy file is on every node and kube-apiserver must
 # be restarted to load it. Ready stays True (Healthy, with this message): kaudit never restarts
 # kube-apiserver, so a GitOps sync that waited for it would wait on a person, possibly forever.
-NOTICE_REASONS = frozenset({"RestartRequired"})
+NOTICE_REASONS = frozenset({"RestartRequired",
+                            # GKE and AKS: kaudit cannot reach their audit logging; status.nextSteps lists the steps
+                            "ManualSetup"})
 # Reasons of the other conditions when they are True.
-TRUE_REASONS = frozenset({"Valid", "Applied", "NoAgent", "Installed"}) | NOTICE_REASONS
+TRUE_REASONS = frozenset({"Valid", "Applied", "NoAgent", "Installed",
+                          # platform EKS (kaudit.platforms.eks.plan)
+                          "Enabled", "InPlace", "AuditEventsArriving"}) | NOTICE_REASONS
 # Ready=False while the operator is still on its way and gets there without anyone acting:
 # waiting for the policy installers' node reports (watched: each one reconciles at once).
-PROGRESSING_REASONS = frozenset({"NoReports", "Installing"})
+PROGRESSING_REASONS = frozenset({"NoReports", "Installing",
+                                 # platform EKS: AWS applying an update or creating the log group, a
+                                 # throttled or unreachable AWS API (retried with backoff), no audit log yet
+                                 "Enabling", "ClusterNotActive", "UpdateInProgress", "LogGroupPending",
+                                 "Throttled", "AwsUnreachable", "AwsUnavailable", "NoAuditLog"})
 # Ready=False because something needs a person: a refused spec or target, a conflict, an apply
 # the API server refused, a failed install, an agent that cannot run on control-plane nodes.
 FAILURE_REASONS = frozenset({
@@ -42,6 +52,9 @@ FAILURE_REASONS = frozenset({
     # kaudit.render refusals (kaudit.errors.Refused reasons)
     "ManagedByDatadogOperator", "TargetNotFound", "TargetClaimed", "LogCollectionDisabled", "MountConflict",
     "ExtraConfdConflict",
+    # platform EKS: kaudit.platforms.eks (AWS errors and what only a person can settle)
+    "ClusterNotFound", "AccessDenied", "NoCredentials", "FilterLimitReached", "LambdaPermissionMissing",
+    "DestinationNotFound", "DestinationRefused", "AwsError", "NoAuditEvents", "AuditEventsStale",
 })
 
 
@@ -105,7 +118,7 @@ def status_patch(live: dict[str, Any] | None, desired: dict[str, Any]) -> dict[s
 
 
 MANAGED_STATUS_KEYS = ("observedGeneration", "conditions", "policy", "apiServerFlags", "warnings",
-                       "nextSteps", "agent", "nodes")
+                       "nextSteps", "agent", "nodes", "eks")
 
 
 def condition_changes(previous: Iterable[dict[str, Any]], current: list[dict[str, Any]], *,

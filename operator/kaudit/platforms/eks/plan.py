@@ -73,7 +73,7 @@ Action = EnableAuditLog | AddLambdaPermission | PutFilter
 
 
 @dataclass(frozen=True)
-class Cond:
+class Condition:
     type: str
     status: str
     reason: str
@@ -83,7 +83,7 @@ class Cond:
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
-    conditions: tuple[Cond, ...]  # without Ready; as they stand once the actions are done
+    conditions: tuple[Condition, ...]  # without Ready; as they stand once the actions are done
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -107,30 +107,30 @@ def plan(spec: EksSpec, collection: str, observed: Observed, now_ms: int) -> Pla
                 warnings=warnings)
 
 
-def plan_audit_log(spec: EksSpec, cluster: Cluster, update: Update | None) -> tuple[tuple[Action, ...], Cond]:
+def plan_audit_log(spec: EksSpec, cluster: Cluster, update: Update | None) -> tuple[tuple[Action, ...], Condition]:
     name = spec.cluster_name
     if cluster.audit_enabled:
-        return (), Cond(AUDIT_LOG_ENABLED, TRUE, "Enabled",
+        return (), Condition(AUDIT_LOG_ENABLED, TRUE, "Enabled",
                         f"EKS cluster {name} writes its audit log to CloudWatch Logs group {spec.log_group}.")
     if update is not None and update.status == "InProgress":
-        return (), Cond(AUDIT_LOG_ENABLED, FALSE, "Enabling",
+        return (), Condition(AUDIT_LOG_ENABLED, FALSE, "Enabling",
                         f"EKS is switching on the audit log of cluster {name} (update {update.id}).")
     if cluster.status not in ("ACTIVE", ""):
-        return (), Cond(AUDIT_LOG_ENABLED, FALSE, "ClusterNotActive",
+        return (), Condition(AUDIT_LOG_ENABLED, FALSE, "ClusterNotActive",
                         f"EKS cluster {name} is {cluster.status}; kaudit switches its audit log on "
                         "once it is ACTIVE.")
     failed = f" (the last update, {update.id}, ended {update.status}: {'; '.join(update.errors) or 'no detail'})" \
         if update is not None and update.status in ("Failed", "Cancelled") else ""
-    return (EnableAuditLog(),), Cond(AUDIT_LOG_ENABLED, FALSE, "Enabling",
+    return (EnableAuditLog(),), Condition(AUDIT_LOG_ENABLED, FALSE, "Enabling",
                                      f"kaudit asked EKS to switch on the audit log of cluster {name}{failed}.")
 
 
-def plan_forwarding(spec: EksSpec, collection: str, observed: Observed) -> tuple[tuple[Action, ...], Cond]:
+def plan_forwarding(spec: EksSpec, collection: str, observed: Observed) -> tuple[tuple[Action, ...], Condition]:
     actions: list[Action] = []
     where = describe_destination(spec.destination)
     if isinstance(spec.destination, Forwarder) and observed.lambda_permitted is False:
         if not spec.add_lambda_permission:
-            return (), Cond(FORWARDING, FALSE, "LambdaPermissionMissing",
+            return (), Condition(FORWARDING, FALSE, "LambdaPermissionMissing",
                             f"{where} does not let CloudWatch Logs (logs.amazonaws.com) invoke it for "
                             f"{spec.log_group}, and spec.eks.addLambdaPermission is false: add the permission "
                             "('kaudit render' prints the command).")
@@ -138,7 +138,7 @@ def plan_forwarding(spec: EksSpec, collection: str, observed: Observed) -> tuple
                                            observed.cluster.account))
     filters = observed.filters
     if filters is None:
-        return tuple(actions), Cond(FORWARDING, FALSE, "LogGroupPending",
+        return tuple(actions), Condition(FORWARDING, FALSE, "LogGroupPending",
                                     f"CloudWatch Logs group {spec.log_group} does not exist yet: EKS creates it "
                                     "when it first writes a control-plane log; kaudit subscribes it then.")
     wanted = wanted_filter(spec, collection)
@@ -147,13 +147,13 @@ def plan_forwarding(spec: EksSpec, collection: str, observed: Observed) -> tuple
         others = [f for f in filters if f.name != wanted.name]
         if len(others) >= MAX_FILTERS:
             named = ", ".join(f"{f.name} (to {f.destination_arn})" for f in others)
-            return (), Cond(FORWARDING, FALSE, "FilterLimitReached",
+            return (), Condition(FORWARDING, FALSE, "FilterLimitReached",
                                         f"CloudWatch Logs allows {MAX_FILTERS} subscription filters per log group "
                                         f"and {spec.log_group} has {named}; kaudit touches no filter it did not "
                                         "create: remove one, or send one of them to Datadog.")
     if ours != wanted:
         actions.append(PutFilter(wanted, replaces=ours is not None))
-    return tuple(actions), Cond(FORWARDING, TRUE, "InPlace",
+    return tuple(actions), Condition(FORWARDING, TRUE, "InPlace",
                                 f"Subscription filter {wanted.name} sends the audit events of {spec.log_group} "
                                 f"(pattern {wanted.pattern}) to {where}.")
 
@@ -161,21 +161,21 @@ def plan_forwarding(spec: EksSpec, collection: str, observed: Observed) -> tuple
 MAX_FILTERS = 2  # subscription filters per log group (facts 21)
 
 
-def plan_flowing(spec: EksSpec, observed: Observed, now_ms: int) -> tuple[Cond, tuple[str, ...]]:
+def plan_flowing(spec: EksSpec, observed: Observed, now_ms: int) -> tuple[Condition, tuple[str, ...]]:
     last = observed.last_ingestion_ms
     if last is None and not observed.cluster.audit_enabled:
-        return Cond(LOGS_FLOWING, UNKNOWN, "NoAuditLog", "No audit log is written to CloudWatch Logs yet."), ()
+        return Condition(LOGS_FLOWING, UNKNOWN, "NoAuditLog", "No audit log is written to CloudWatch Logs yet."), ()
     if last is None:
         message = f"No kube-apiserver-audit stream in {spec.log_group} yet."
-        return Cond(LOGS_FLOWING, FALSE, "NoAuditEvents", message), (message,)
+        return Condition(LOGS_FLOWING, FALSE, "NoAuditEvents", message), (message,)
     # No timestamp in the messages: a status that changed with every event would be written on every
     # resync of an idle operator.
     window = FRESH_MS // 60000
     if now_ms - last > FRESH_MS:
         message = (f"No audit event has reached {spec.log_group} for more than {window} minutes: is the "
                    "cluster's audit log still on?")
-        return Cond(LOGS_FLOWING, FALSE, "AuditEventsStale", message), (message,)
-    return Cond(LOGS_FLOWING, TRUE, "AuditEventsArriving",
+        return Condition(LOGS_FLOWING, FALSE, "AuditEventsStale", message), (message,)
+    return Condition(LOGS_FLOWING, TRUE, "AuditEventsArriving",
                 f"Audit events reach {spec.log_group} (the newest within the last {window} minutes)."), ()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from kaudit.platforms.eks.aws import AwsError, Cluster, EksCloud, Update, permits_logs
 from kaudit.platforms.eks.plan import (AUDIT_LOG_ENABLED, FALSE, FORWARDING, LOGS_FLOWING, POLL_SECONDS,
-                                       PROGRESSING_REASONS, READY_NEEDS, TRUE, UNKNOWN, AddLambdaPermission, Cond,
+                                       PROGRESSING_REASONS, READY_NEEDS, TRUE, UNKNOWN, AddLambdaPermission, Condition,
                                        Memory, Observed, PutFilter, plan_audit_log, plan_flowing, plan_forwarding,
                                        retry_delay, source_arn)
 from kaudit.platforms.eks.spec import EksSpec, Forwarder, describe_destination, filter_name, statement_id
@@ -33,7 +33,7 @@ class Change:
 
 @dataclass(frozen=True)
 class Result:
-    conditions: tuple[Cond, ...]  # Ready first
+    conditions: tuple[Condition, ...]  # Ready first
     memory: Memory
     status: dict[str, Any]  # status.eks
     changes: tuple[Change, ...] = ()
@@ -52,18 +52,18 @@ class _Run:
     def __init__(self, memory: Memory, attempt: int):
         self.memory = memory
         self.attempt = attempt
-        self.conditions: dict[str, Cond] = {}
+        self.conditions: dict[str, Condition] = {}
         self.changes: list[Change] = []
         self.warnings: list[str] = []
         self.retryable = False
 
     def failed(self, type_: str, exc: AwsError, message: str = "") -> None:
-        self.conditions[type_] = Cond(type_, FALSE, exc.reason, message or exc.message)
+        self.conditions[type_] = Condition(type_, FALSE, exc.reason, message or exc.message)
         self.retryable = self.retryable or exc.retryable
 
-    def blocked(self, types: tuple[str, ...], why: Cond) -> None:
+    def blocked(self, types: tuple[str, ...], why: Condition) -> None:
         for type_ in types:
-            self.conditions.setdefault(type_, Cond(type_, UNKNOWN, why.reason, why.message))
+            self.conditions.setdefault(type_, Condition(type_, UNKNOWN, why.reason, why.message))
 
 
 def reconcile(cloud: EksCloud, spec: EksSpec, collection: str, memory: Memory, *, now_ms: int,
@@ -197,13 +197,13 @@ def _result(spec: EksSpec, collection: str, cluster: Cluster | None, run: _Run) 
                   warnings=tuple(run.warnings), retry_after=retry_after)
 
 
-def ready_condition(spec: EksSpec, conditions: tuple[Cond, ...]) -> Cond:
+def ready_condition(spec: EksSpec, conditions: tuple[Condition, ...]) -> Condition:
     """Ready: True when what kaudit makes true is; otherwise the first condition that needs a person,
     or else the first one still on its way."""
     pending = [c for c in conditions if c.type in READY_NEEDS and c.status != TRUE]
     for condition in sorted(pending, key=lambda c: c.reason in PROGRESSING_REASONS):
-        return Cond("Ready", FALSE, condition.reason, condition.message)
-    return Cond("Ready", TRUE, READY_REASON, f"The audit log of EKS cluster {spec.cluster_name} goes to "
+        return Condition("Ready", FALSE, condition.reason, condition.message)
+    return Condition("Ready", TRUE, READY_REASON, f"The audit log of EKS cluster {spec.cluster_name} goes to "
                                              f"{describe_destination(spec.destination)}.")
 
 

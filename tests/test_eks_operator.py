@@ -1,0 +1,148 @@
+"""The operator's Reconciler on an EKS collection: Kubernetes in memory, AWS in moto's server.
+
+What AWS holds is read back from moto with a client of the test's own; what Kubernetes holds
+(status, Events) from the in-memory storage. GKE and AKS collections report their steps.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from aws_support import CLUSTER, GROUP, REGION, Faults, MotoServer, Requests, clean_environment, make_world, session
+from kaudit.platforms.eks.aws import Boto3Cloud
+from kaudit.reconcile.platform import Clouds
+from kaudit.reconcile.service import OperatorConfig, Reconciler
+from test_reconciler import MemoryStorage, conditions, live
+
+KEY = ("auditcollections", None, "cluster")
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    clean_environment(monkeypatch, moto_server)
+    moto_server.reset()
+    return session(moto_server)
+
+
+def eks_collection(world, platform: str = "EKS", **eks) -> dict:
+    spec: dict = {"platform": platform}
+    if platform == "EKS":
+        spec["eks"] = {"clusterName": CLUSTER, "region": REGION, "forwarderArn": world.forwarder_arn,
+                       "disableAuditLogOnDelete": True, **eks}
+    return {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection",
+            "metadata": {"name": "cluster", "uid": "uid-cluster", "generation": 1,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": spec}
+
+
+def reconciler(storage, sess=None) -> Reconciler:
+    clouds = Clouds(lambda region: Boto3Cloud(region, sess)) if sess is not None else Clouds()
+    return Reconciler(storage, OperatorConfig(namespace="ops"), clouds=clouds, clock=lambda: "2026-01-01T00:00:00Z")
+
+
+def reasons(storage) -> dict[str, tuple[str, str]]:
+    return {t: (c["status"], c["reason"]) for t, c in conditions(storage).items()}
+
+
+def audit_on(aws) -> bool:
+    logging = aws.client("eks").describe_cluster(name=CLUSTER)["cluster"]["logging"]["clusterLogging"]
+    return any(e["enabled"] and "audit" in e["types"] for e in logging)
+
+
+def filter_names(aws) -> list[str]:
+    return [f["filterName"] for f in aws.client("logs").describe_subscription_filters(logGroupName=GROUP)
+            ["subscriptionFilters"]]
+
+
+async def test_create_is_ready_drift_is_repaired_delete_cleans_up(aws):
+    world = make_world(aws)
+    storage = MemoryStorage(eks_collection(world))
+    operator = reconciler(storage)
+    first = await operator.reconcile(live(storage))
+    assert audit_on(aws) and filter_names(aws) == ["kaudit-cluster"]
+    assert first.requeue_after == 15.0 and reasons(storage)["Ready"] == ("False", "Enabling")
+    assert [w for w, _ in storage.writes] == ["patch status"]  # nothing else written to Kubernetes
+    assert {e["reason"] for e in storage.events} >= {"AuditLogEnabling", "LambdaPermissionAdded",
+                                                    "SubscriptionFilterApplied"}
+    second = await operator.reconcile(live(storage))
+    assert second.ready and reasons(storage)["AuditLogEnabled"] == ("True", "Enabled")
+    status = storage.objects[KEY]["status"]
+    assert status["eks"]["auditLogEnabledByKaudit"] is True and status["eks"]["logGroup"] == GROUP
+    assert "policy" not in status and "apiServerFlags" not in status  # nothing node-side on EKS
+
+    writes = len(storage.writes)
+    assert (await operator.reconcile(live(storage))).writes == 0 and len(storage.writes) == writes  # idle: no write
+
+    aws.client("logs").delete_subscription_filter(logGroupName=GROUP, filterName="kaudit-cluster")
+    aws.client("eks").update_cluster_config(name=CLUSTER, logging={"clusterLogging": [{"types": ["audit"],
+                                                                                        "enabled": False}]})
+    await operator.reconcile(live(storage))
+    assert audit_on(aws) and filter_names(aws) == ["kaudit-cluster"]
+
+    released = await operator.release(live(storage))
+    assert released == 3 and filter_names(aws) == [] and not audit_on(aws)
+
+
+async def test_converged_resync_sends_one_describe_cluster_and_three_other_reads(aws):
+    world = make_world(aws)
+    counted = session(None)
+    requests = Requests(counted)
+    storage = MemoryStorage(eks_collection(world))
+    operator = reconciler(storage, counted)
+    await operator.reconcile(live(storage))
+    await operator.reconcile(live(storage))
+    requests.take()
+    for _ in range(3):  # three resyncs
+        await operator.reconcile(live(storage))
+    assert requests.take() == {"eks:DescribeCluster": 3, "logs:DescribeSubscriptionFilters": 3,
+                               "lambda:GetPolicy": 3, "logs:DescribeLogStreams": 3}
+
+
+async def test_access_denied_and_throttling_are_status_reasons_not_crashes(aws):
+    world = make_world(aws)
+    faulty = session(None)
+    faults = Faults(faulty)
+    faults.add("eks.DescribeCluster", "AccessDeniedException",
+               "User: arn:aws:sts::123456789012:assumed-role/kaudit/x is not authorized to perform: eks:DescribeCluster")
+    storage = MemoryStorage(eks_collection(world))
+    operator = reconciler(storage, faulty)
+    outcome = await operator.reconcile(live(storage))
+    assert reasons(storage)["Ready"] == ("False", "AccessDenied") and outcome.requeue_after is None
+    assert "eks:DescribeCluster" in conditions(storage)["Ready"]["message"]
+    assert [e["type"] for e in storage.events if e["reason"] == "AccessDenied"] == ["Warning"]
+
+    faults.add("eks.DescribeCluster", "ThrottlingException", "Rate exceeded")
+    delays = [(await operator.reconcile(live(storage))).requeue_after for _ in range(2)]
+    assert reasons(storage)["Ready"] == ("False", "Throttled")
+    assert delays == [15.0, 30.0]  # backing off, reconcile after reconcile
+    faults.planned.clear()
+    await operator.reconcile(live(storage))
+    assert reasons(storage)["AuditLogEnabled"] == ("False", "Enabling")
+
+
+async def test_an_eks_collection_asking_for_node_side_things_is_refused_with_the_reason(aws):
+    world = make_world(aws)
+    body = eks_collection(world)
+    body["spec"]["agent"] = {"mode": "DaemonSet"}
+    storage = MemoryStorage(body)
+    await reconciler(storage).reconcile(live(storage))
+    assert reasons(storage)["Ready"] == ("False", "InvalidSpec")
+    assert "spec.agent: Forbidden: on platform EKS" in conditions(storage)["AgentConfigured"]["message"]
+    assert not audit_on(aws)  # nothing done on AWS either
+
+
+@pytest.mark.parametrize("platform, category", [("GKE", "container.googleapis.com"), ("AKS", "kube-audit-admin")])
+async def test_gke_and_aks_report_their_steps(platform, category):
+    storage = MemoryStorage(eks_collection(None, platform))
+    outcome = await reconciler(storage).reconcile(live(storage))
+    assert outcome.ready and reasons(storage)["Ready"] == ("True", "ManualSetup")
+    assert reasons(storage)["AuditLogConfigured"] == ("Unknown", "ManualSetup")
+    assert any(category in step for step in storage.objects[KEY]["status"]["nextSteps"])
+    assert [w for w, _ in storage.writes] == ["patch status"]
