@@ -21,6 +21,8 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 
+import pytest
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 CLUSTER = "prod"
@@ -202,3 +204,18 @@ def clean_environment(monkeypatch, server: MotoServer) -> None:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """A session on a fresh moto (state reset), the environment pointing every SDK client there."""
+    clean_environment(monkeypatch, moto_server)
+    moto_server.reset()
+    return session(moto_server)

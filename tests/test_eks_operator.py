@@ -8,27 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from aws_support import CLUSTER, GROUP, REGION, Faults, MotoServer, Requests, clean_environment, make_world, session
+from aws_support import CLUSTER, GROUP, REGION, Faults, Requests, make_world, session
+from aws_support import aws, moto_server  # noqa: F401 (fixtures)
 from kaudit.platforms.eks.aws import Boto3Cloud
 from kaudit.reconcile.platform import Clouds
 from kaudit.reconcile.service import OperatorConfig, Reconciler
 from test_reconciler import MemoryStorage, conditions, live
 
 KEY = ("auditcollections", None, "cluster")
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    server = MotoServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    clean_environment(monkeypatch, moto_server)
-    moto_server.reset()
-    return session(moto_server)
 
 
 def eks_collection(world, platform: str = "EKS", **eks) -> dict:

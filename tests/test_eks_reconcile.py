@@ -11,28 +11,14 @@ import time
 
 import pytest
 
-from aws_support import (ACCOUNT, CLUSTER, GROUP, REGION, Faults, MotoServer, Requests, clean_environment,
-                         make_world, session, write_audit_event)
+from aws_support import ACCOUNT, CLUSTER, GROUP, REGION, Faults, Requests, make_world, session, write_audit_event
+from aws_support import aws, moto_server  # noqa: F401 (fixtures)
 from kaudit.platforms.eks.aws import Boto3Cloud
 from kaudit.platforms.eks.plan import Memory
 from kaudit.platforms.eks.reconcile import reconcile, release
 from kaudit.platforms.eks.spec import parse_eks
 
 COLLECTION = "cluster"
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    server = MotoServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch):
-    clean_environment(monkeypatch, moto_server)
-    moto_server.reset()
-    yield session(moto_server)
 
 
 def now_ms() -> int:
