@@ -128,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     if errors:
         raise InvalidInput(errors)
     spec = _collection(args.filename)
+    if spec.managed_platform:
+        sys.stdout.write(_platform_output(spec, args.output))
+        return 0
     sources = [(path, _documents(path)) for path in args.existing]
     rendered = render_collection(spec, existing=_existing(spec, sources), namespace=args.namespace,
                                  image=args.image or DEFAULT_INSTALLER_IMAGE, preview=not args.existing)
@@ -140,3 +143,30 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(to_yaml(rendered, title, static_pod))
     return 0
+
+
+def _platform_output(spec: AuditCollection, output: str) -> str:
+    """A managed platform has no Kubernetes object to render: EKS's AWS commands, Terraform and IAM
+    policy, or GKE's and AKS's steps (json: the same as one object)."""
+    import json
+
+    if spec.eks is not None:
+        from kaudit.platforms.eks.render import render_eks, render_text
+
+        if output == "yaml":
+            return render_text(spec.name, spec.eks)
+        rendered = render_eks(spec.name, spec.eks)
+        data: dict[str, Any] = {"platform": spec.platform,
+                                "commands": [{"why": c.why, "argv": list(c.argv)} for c in rendered.commands],
+                                "terraform": rendered.terraform,
+                                "iamPolicy": rendered.iam_policy(),
+                                "permissions": [{"action": p.action, "resource": p.resource, "why": p.why}
+                                                for p in rendered.permissions]}
+        return json.dumps(data, indent=2) + "\n"
+    from kaudit.platforms.steps import manual_steps
+
+    steps = manual_steps(spec)
+    if output == "json":
+        return json.dumps({"platform": spec.platform, "steps": list(steps)}, indent=2) + "\n"
+    return "".join(f"{line}\n" for line in (f"# Platform {spec.platform}: kaudit renders no Kubernetes object; "
+                                            "the steps to take:", *steps))
