@@ -86,6 +86,14 @@ def _(objects):
     assert one(objects, "ServiceAccount")["metadata"]["annotations"] == {"example.com/role": "kaudit"}
 
 
+@option("serviceAccount.awsRoleArn", {"serviceAccount": {"awsRoleArn": "arn:aws:iam::123456789012:role/kaudit",
+                                                         "annotations": {"example.com/role": "kaudit"}}})
+def _(objects):
+    # IRSA: EKS's webhook reads this annotation; the user's own annotations stay beside it
+    assert one(objects, "ServiceAccount")["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/kaudit", "example.com/role": "kaudit"}
+
+
 @option("rbac.agentNamespaces", {"rbac": {"agentNamespaces": ["datadog", "monitoring"]}})
 def _(objects):
     agent_roles = {r["metadata"]["namespace"] for r in objects_of_kind(objects, "Role")

@@ -168,5 +168,6 @@ def _platform_output(spec: AuditCollection, output: str) -> str:
     steps = manual_steps(spec)
     if output == "json":
         return json.dumps({"platform": spec.platform, "steps": list(steps)}, indent=2) + "\n"
-    return "".join(f"{line}\n" for line in (f"# Platform {spec.platform}: kaudit renders no Kubernetes object; "
-                                            "the steps to take:", *steps))
+    # a shell script: the commands (indented in status.nextSteps) as they are, the prose as comments
+    lines = [f"Platform {spec.platform}: kaudit renders no Kubernetes object; the steps to take:", *steps]
+    return "".join(f"{line.strip()}\n" if line.startswith("  ") else f"# {line}\n" for line in lines)
