@@ -256,7 +256,7 @@ class Reconciler:
         for reason, message in managed.events:
             await self._event(resource.meta, NORMAL, reason, message)
         outcome.requeue_after = managed.requeue_after
-        return await self._report(resource, outcome, managed.conditions, managed.parts, ready=managed.ready)
+        return await self._report(resource, outcome, managed.conditions, managed.parts, summary=managed.ready)
 
     async def _active(self, meta: ObjectMeta, others: list[ObjectMeta]) -> str | None:
         """The collection in charge among this one and ``others``, confirmed by a read when it is another."""
@@ -457,10 +457,10 @@ class Reconciler:
     # --- reporting -------------------------------------------------------------------------------
 
     async def _report(self, resource: CollectionResource, outcome: Outcome, conditions: list[Condition],
-                      parts: JSON | None, *, ready: Condition | None = None) -> Outcome:
+                      parts: JSON | None, *, summary: Condition | None = None) -> Outcome:
         """Write the status ``conditions`` and ``parts`` (the status fields of a successful render)
         ask for. ``parts`` None is a refusal: the last good policy, flags and node reports stay,
-        and so do the conditions this reconcile did not decide. ``ready`` replaces the summary of
+        and so do the conditions this reconcile did not decide. ``summary`` replaces the Ready of
         ``conditions`` where a platform decides it (EKS: LogsFlowing does not hold Ready back)."""
         meta = resource.meta
         live_status = self._live_status(resource)
@@ -470,7 +470,7 @@ class Reconciler:
                 Condition(c["type"], c["status"], c["reason"], c.get("message", ""))
                 for c in live_status.get("conditions") or []
                 if c.get("type") not in given and c.get("type") != "Ready")]
-        full = [ready or summarise(conditions), *conditions]
+        full = [summary or summarise(conditions), *conditions]
         rendered_conditions = render_conditions(full, previous=live_status.get("conditions") or [],
                                                 generation=meta.generation, now=self._clock())
         desired: JSON = {"observedGeneration": meta.generation, "conditions": rendered_conditions}
