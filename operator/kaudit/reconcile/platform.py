@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from kaudit.api.spec import AuditCollection
-from kaudit.platforms.eks.aws import AwsError, EksCloud
+from kaudit.platforms.eks.aws import EksCloud
 from kaudit.platforms.eks.plan import Memory
 from kaudit.reconcile.status import TRUE, UNKNOWN, Condition
 
@@ -94,5 +94,3 @@ async def release_managed(spec: AuditCollection, status: Any, clouds: Clouds) ->
                                       Memory.from_status(status))
     return [(c.reason, c.message) for c in changes]
 
-
-__all__ = ["AwsError", "Clouds", "ManagedOutcome", "reconcile_managed", "release_managed"]

@@ -1,13 +1,14 @@
 """What kaudit must change on AWS, from what it observed: pure functions, no AWS call.
 
-:func:`plan` takes the observed state (:class:`Observed`) and what kaudit remembers in the
-collection's status (:class:`Memory`) and returns the actions to take and the conditions that
-hold once they are taken. :mod:`kaudit.platforms.eks.reconcile` observes, executes and reports.
+Three stages, each a function of what was observed (:class:`Observed`): ``plan_audit_log``,
+``plan_forwarding`` and ``plan_flowing`` return the actions to take and the condition that holds
+once they are taken. :mod:`kaudit.platforms.eks.reconcile` observes, executes and reports, and
+keeps :class:`Memory` in the collection's status.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kaudit.platforms.eks.aws import Cluster, SubscriptionFilter, Update, group_arn
@@ -45,7 +46,6 @@ class Memory:
 @dataclass(frozen=True)
 class Observed:
     cluster: Cluster
-    update: Update | None  # the update Memory.update_id names, read while audit is still off
     filters: tuple[SubscriptionFilter, ...] | None  # None: the log group does not exist (yet)
     lambda_permitted: bool | None  # None: not a Lambda destination
     last_ingestion_ms: int | None
@@ -80,13 +80,6 @@ class Condition:
     message: str
 
 
-@dataclass(frozen=True)
-class Plan:
-    actions: tuple[Action, ...]
-    conditions: tuple[Condition, ...]  # without Ready; as they stand once the actions are done
-    warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
 def wanted_filter(spec: EksSpec, collection: str) -> SubscriptionFilter:
     role = spec.destination.role_arn if isinstance(spec.destination, Firehose) else ""
     return SubscriptionFilter(name=filter_name(collection), pattern=spec.filter_pattern,
@@ -95,16 +88,6 @@ def wanted_filter(spec: EksSpec, collection: str) -> SubscriptionFilter:
 
 def source_arn(spec: EksSpec, cluster: Cluster) -> str:
     return group_arn(cluster.partition, spec.region, cluster.account, spec.log_group)
-
-
-def plan(spec: EksSpec, collection: str, observed: Observed, now_ms: int) -> Plan:
-    """The whole plan at once (the reconciler runs the three stages one after the other, so that an
-    AWS error in one leaves the others their say)."""
-    audit_actions, audit = plan_audit_log(spec, observed.cluster, observed.update)
-    forward_actions, forwarding = plan_forwarding(spec, collection, observed)
-    flowing, warnings = plan_flowing(spec, observed, now_ms)
-    return Plan(actions=audit_actions + forward_actions, conditions=(audit, forwarding, flowing),
-                warnings=warnings)
 
 
 def plan_audit_log(spec: EksSpec, cluster: Cluster, update: Update | None) -> tuple[tuple[Action, ...], Condition]:

@@ -114,7 +114,7 @@ def _forwarding(cloud: EksCloud, spec: EksSpec, collection: str, cluster: Cluste
         if isinstance(spec.destination, Forwarder):
             permitted = permits_logs(cloud.lambda_policy(spec.destination.arn), source_arn(spec, cluster),
                                      cluster.account)
-        observed = Observed(cluster=cluster, update=None, filters=filters, lambda_permitted=permitted,
+        observed = Observed(cluster=cluster, filters=filters, lambda_permitted=permitted,
                             last_ingestion_ms=None)
         actions, condition = plan_forwarding(spec, collection, observed)
         run.conditions[FORWARDING] = condition
@@ -176,7 +176,7 @@ def _flowing(cloud: EksCloud, spec: EksSpec, cluster: Cluster, group_exists: boo
     except AwsError as exc:
         run.failed(LOGS_FLOWING, exc)
         return
-    observed = Observed(cluster=cluster, update=None, filters=None, lambda_permitted=None, last_ingestion_ms=last)
+    observed = Observed(cluster=cluster, filters=None, lambda_permitted=None, last_ingestion_ms=last)
     condition, warnings = plan_flowing(spec, observed, now_ms)
     run.conditions[LOGS_FLOWING] = condition
     run.warnings += warnings
