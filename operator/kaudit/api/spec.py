@@ -11,16 +11,18 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kaudit import __version__
 from kaudit.documents import wrong_kind
 from kaudit.errors import FieldError, InvalidInput, did_you_mean
 from kaudit.k8s.quantity import parse_quantity
-from kaudit.platforms.eks.spec import EksSpec
 from kaudit.policy.document import FIXED_PROFILES, PolicyOptions, SelfAudit
 from kaudit.policy.document import PROFILES as POLICY_PROFILES
 from kaudit.policy.model import GROUP_RESOURCES_FIELDS, RULE_FIELDS, STAGES
+
+if TYPE_CHECKING:  # imported where a spec names platform EKS: kaudit render's cold start does not pay for it
+    from kaudit.platforms.eks.spec import EksSpec
 
 API_GROUP = "kaudit.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
