@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,13 +100,30 @@ def kaudits_fields_in_place(ds: dict) -> bool:
 
 # --- DaemonSet mode on Helm-installed agents --------------------------------------------------------
 
-# Matrix entries, each installed as its own release (namespace) so that all install at once.
-CASES = {"default": "datadog", "control-plane-tolerations": "datadog-tolerations", "other-release": None}
+# Matrix entries, each installed as its own release, in its own namespace and under its own release
+# name (None: the entry's own), so that all install at once: the chart's cluster-scoped objects
+# (ClusterRoles, the Datadog Operator subchart's, ...) are named after the release, and two releases of
+# one name in two namespaces each claim the other's. Server-side apply let that pass when both
+# installs raced past Helm's ownership check, and failed when one finished first.
+CASES: dict[str, tuple[str | None, str | None]] = {
+    "default": ("datadog", None),
+    "control-plane-tolerations": ("datadog-tolerations", "datadog-tolerations"),
+    "other-release": (None, None),
+}
+
+
+def release_of(case_name: str) -> str:
+    return CASES[case_name][1] or BY_NAME[case_name].release
+
+
+def daemon_set_of(case_name: str) -> str:
+    # The chart's datadog.fullname: the release name when it contains "datadog" (tests/datadog_chart.py).
+    return replace(BY_NAME[case_name], release=release_of(case_name)).daemon_set
 
 
 def install_args(case_name: str) -> tuple[str, list[str]]:
     case = BY_NAME[case_name]
-    namespace = CASES[case_name] or case.namespace
+    namespace = CASES[case_name][0] or case.namespace
     return namespace, ["--namespace", namespace, "--create-namespace", *case.args]
 
 
@@ -118,11 +136,11 @@ def releases(control_plane):
 
     def install(case_name: str) -> None:
         namespace, args = install_args(case_name)
-        control_plane.helm("install", BY_NAME[case_name].release, str(chart), *args)
+        control_plane.helm("install", release_of(case_name), str(chart), *args)
 
     def uninstall(case_name: str) -> None:
         namespace, _ = install_args(case_name)
-        control_plane.helm("uninstall", BY_NAME[case_name].release, "--namespace", namespace, check=False)
+        control_plane.helm("uninstall", release_of(case_name), "--namespace", namespace, check=False)
 
     with ThreadPoolExecutor(len(CASES)) as pool:
         list(pool.map(install, CASES))
@@ -133,14 +151,14 @@ def releases(control_plane):
 
 @pytest.mark.parametrize("case_name", list(CASES))
 def test_daemonset_mode_on_a_helm_installed_agent(control_plane, operator, releases, case_name):
-    plane, case, chart = control_plane, BY_NAME[case_name], releases
+    plane, chart = control_plane, releases
     namespace, install = install_args(case_name)
     name = f"agents-{case_name}"
-    ds_args = ("daemonset", case.daemon_set, "-n", namespace)
+    ds_args = ("daemonset", daemon_set_of(case_name), "-n", namespace)
     helms = stable(plane.get(*ds_args))
     try:
         plane.apply(collection(name, {"mode": "DaemonSet", "namespace": namespace,
-                                      "daemonSet": {"name": case.daemon_set}}))
+                                      "daemonSet": {"name": daemon_set_of(case_name)}}))
         status = wait_configured(plane, operator, name)["status"]
         live = plane.get(*ds_args)
         assert kaudits_fields_in_place(live)  # accepted by the real API server: a valid pod template
@@ -162,7 +180,7 @@ def test_daemonset_mode_on_a_helm_installed_agent(control_plane, operator, relea
         wait_for(lambda: kaudits_fields_in_place(plane.get(*ds_args)), RESTORE_SECONDS, "drift repaired")
 
         # A helm upgrade of the release puts the chart's values back, and must not fail.
-        upgraded = plane.helm("upgrade", case.release, str(chart), *install, check=False)
+        upgraded = plane.helm("upgrade", release_of(case_name), str(chart), *install, check=False)
         assert upgraded.returncode == 0, upgraded.stderr
         started = time.monotonic()
         wait_for(lambda: kaudits_fields_in_place(plane.get(*ds_args)), RESTORE_SECONDS, "restored after helm upgrade")
