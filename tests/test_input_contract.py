@@ -77,6 +77,7 @@ READERS = [
     Reader("install-policy --from", ("install-policy", "--from", "IN", "--to", "TARGET", "--once"), "policy"),
     Reader("rules check --policy", ("rules", "check", "--policy", "IN", "--fail-on", "never"), "policy"),
     Reader("rules check --rules", ("rules", "check", "--profile", "Default", "--rules", "IN"), "rule-json"),
+    Reader("rules sync --rules", ("rules", "sync", "--owner", "fleet", "--dry-run", "--rules", "IN"), "rule-json"),
 ]
 
 YAML_READERS = ("collection", "existing", "policy", "rules")

@@ -26,8 +26,10 @@ examples:
   kaudit rules check --profile Default
   kaudit rules check --policy policy.yaml --rules my-rules.json --fail-on partly-blind
   kaudit rules render -o terraform --cluster prod-eu > kaudit-rules.tf.json
+  DD_API_KEY=... DD_APP_KEY=... kaudit rules sync --cluster prod-eu --site datadoghq.eu --dry-run
 
 exit codes (check): 0 covered; 1 a required rule is at or past --fail-on, or bad input; 2 usage
+exit codes (sync): 0 in sync (or planned, with --dry-run); 1 a conflict, Datadog refused, or bad input; 2 usage
 """
 
 
@@ -38,12 +40,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: _usage(parser))
     _register_check(sub)
     _register_render(sub)
+    _register_sync(sub)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     from kaudit.cli import missing_command
 
-    return missing_command(parser, "check, render")
+    return missing_command(parser, "check, render, sync")
 
 
 def _register_check(subparsers) -> None:
@@ -77,6 +80,30 @@ def _register_render(subparsers) -> None:
     parser.add_argument("--cluster", metavar="NAME", default="",
                         help="scope every query to kube_cluster_name:NAME and name the rules after it")
     parser.set_defaults(func=run_render)
+
+
+def _register_sync(subparsers) -> None:
+    from kaudit.detect.sync import SITES
+
+    parser = subparsers.add_parser(
+        "sync", help="keep detection rules in Datadog (create, repair drift, delete), or show the plan",
+        description="Make the rules of one owner in the Datadog organisation exactly the given rules (kaudit's "
+                    "pack by default): missing ones are created, drifted ones put back, ones no longer given "
+                    "deleted. Only rules tagged managed-by:kaudit and kaudit-owner:OWNER are ever changed. "
+                    "Keys: DD_API_KEY and DD_APP_KEY (the Datadog client's variables).")
+    parser.add_argument("--rules", metavar="FILE", nargs="+", action="extend",
+                        help="Datadog API JSON or Terraform JSON (.tf.json) rule files (default: kaudit's pack)")
+    parser.add_argument("--cluster", metavar="NAME", default="",
+                        help="scope every query to kube_cluster_name:NAME and name the rules after it")
+    parser.add_argument("--owner", metavar="NAME", default="",
+                        help="the owner tag of this set of rules (default: the --cluster name); one syncer per owner")
+    parser.add_argument("--site", choices=SITES, default=None,
+                        help="Datadog site (default: DD_SITE, else datadoghq.com)")
+    parser.add_argument("--api-url", metavar="URL", default="",
+                        help="the API's base URL instead of the site's (a proxy, or a test server)")
+    parser.add_argument("--dry-run", action="store_true", help="read the rules in Datadog and print the plan; write nothing")
+    parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
+    parser.set_defaults(func=run_sync)
 
 
 def _load_policy(args: argparse.Namespace):
@@ -144,4 +171,54 @@ def run_render(args: argparse.Namespace) -> int:
         raise InvalidInput([FieldError("--cluster", "letters, digits, '-', '_' and '.' only (a tag value)")])
     rules = [for_cluster(rule, args.cluster) for rule in pack_rules()]
     sys.stdout.write(render_terraform(rules) if args.output == "terraform" else render_api(rules))
+    return 0
+
+
+def _sync_settings(args: argparse.Namespace):
+    """(owner, site, credentials) from the arguments and the environment; one line per problem."""
+    import os
+
+    from kaudit.detect.sync import SITES, Credentials, check_tag_value
+
+    errors = []
+    owner = args.owner or args.cluster
+    if not owner:
+        errors.append(FieldError("--owner", "is required without --cluster (the owner tag of the synced rules)"))
+    for flag, value in (("--owner", owner), ("--cluster", args.cluster)):
+        problem = value and check_tag_value(value)
+        if problem:
+            errors.append(FieldError(flag, problem))
+    site = args.site or os.environ.get("DD_SITE") or SITES[0]
+    if site not in SITES:
+        errors.append(FieldError("DD_SITE", f"unsupported value {site!r}: supported values: {', '.join(SITES)}"))
+    keys = {name: os.environ.get(name, "").strip() for name in ("DD_API_KEY", "DD_APP_KEY")}
+    missing = [name for name, value in keys.items() if not value]
+    if missing:
+        errors.append(FieldError(" and ".join(missing), "not set (the Datadog API and application keys)"))
+    if errors:
+        raise InvalidInput(errors)
+    return owner, site, Credentials(keys["DD_API_KEY"], keys["DD_APP_KEY"])
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    from kaudit.detect.sync import CONFLICT, DatadogRulesApi, plan_document, plan_lines, sync
+
+    rules = _load_rules(args.rules)  # bad files are named before missing keys
+    owner, site, credentials = _sync_settings(args)
+    api = DatadogRulesApi(credentials, site=site, url=args.api_url)
+    try:
+        result = sync(api, rules, owner, args.cluster, dry_run=args.dry_run)
+    except ValueError as exc:
+        raise InvalidInput([FieldError("--rules", str(exc))]) from None
+    finally:
+        api.close()
+    if args.output == "json":
+        sys.stdout.write(json.dumps(plan_document(result), indent=2) + "\n")
+    else:
+        sys.stdout.write("".join(line + "\n" for line in plan_lines(result)))
+    conflicts = result.plan.of(CONFLICT)
+    if conflicts:
+        print(f"error: {len(conflicts)} rule(s) not synced, their name is taken: "
+              f"{', '.join(a.name for a in conflicts)}", file=sys.stderr)
+        return 1
     return 0

@@ -24,6 +24,8 @@ LEARNING_THRESHOLDS = (0, 1)
 RULE_TYPES = ("log_detection",)
 # A rule with this tag never fails `kaudit rules check` (it is still reported).
 OPTIONAL_TAG = "kaudit:optional"
+# Every rule kaudit writes carries it; a sync touches only rules with it (and its owner's tag).
+MANAGED_TAG = "managed-by:kaudit"
 
 
 @dataclass(frozen=True)

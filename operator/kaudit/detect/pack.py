@@ -15,7 +15,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-TAGS = ["managed-by:kaudit", "kaudit:pack", "source:kubernetes.audit"]
+from kaudit.detect.model import MANAGED_TAG
+
+TAGS = [MANAGED_TAG, "kaudit:pack", "source:kubernetes.audit"]
 _CONNECT_OK = "@http.status_code:[101 TO 299]"
 _NOT_CONTROL_PLANE = ("-@usr.name:system\\:serviceaccount\\:kube-system\\:* -@usr.name:system\\:node\\:* "
                       "-@usr.name:(system\\:kube-controller-manager OR system\\:kube-scheduler)")
