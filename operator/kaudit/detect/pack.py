@@ -15,7 +15,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from kaudit.detect.model import MANAGED_TAG
+from kaudit.detect.model import MANAGED_TAG, Rule
 
 TAGS = [MANAGED_TAG, "kaudit:pack", "source:kubernetes.audit"]
 _CONNECT_OK = "@http.status_code:[101 TO 299]"
@@ -223,7 +223,7 @@ def _pack() -> tuple[PackRule, ...]:
 PACK: tuple[PackRule, ...] = _pack()
 
 
-def pack_rules():
+def pack_rules() -> list[Rule]:
     """The pack as :class:`kaudit.detect.model.Rule` objects (through the same loader as user files)."""
     from kaudit.detect.loaders import rules_from_api
 

@@ -1,0 +1,98 @@
+"""spec.detection (kaudit.detect.required): parsing, the user's rules from a ConfigMap, and the
+DetectionCoverage assessment with its refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kaudit.detect.pack import PACK
+from kaudit.detect.required import (
+    BLINDING_REFUSED, COVERED, PARTLY_BLIND, RULES_BLIND, ConfigMapRef, DetectionSpec, assess, pack_required,
+    parse_detection, rules_from_config_map,
+)
+from kaudit.errors import InvalidInput
+from kaudit.policy import load_policy
+
+EVERYTHING = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: RequestResponse\n"
+PODS_METADATA = ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+                 "- level: Metadata\n  resources: [{group: '', resources: [pods]}]\n"
+                 "- level: RequestResponse\n")
+EXEC_DROPPED_FOR_CI = ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+                       "- level: None\n  users: [ci-bot]\n  resources: [{group: '', resources: [pods/exec]}]\n"
+                       "- level: RequestResponse\n")
+BODY_POD_RULES = [e for e in PACK if e.needs == "Request" and e.fires[0]["objectRef"]["resource"] == "pods"]
+
+
+def policy(text):
+    return load_policy(text).policy
+
+
+def test_defaults_and_absence():
+    assert parse_detection(None) is None
+    assert parse_detection({}) == DetectionSpec("Report", ("*",), None)
+    spec = parse_detection({"mode": "Refuse", "packRules": ["kaudit-pod-exec"], "configMapRef": {"name": "mine"}})
+    assert spec == DetectionSpec("Refuse", ("kaudit-pod-exec",), ConfigMapRef("mine", "rules.json"))
+    assert [r.name for r in pack_required(spec)] == [PACK[0].rule["name"]]
+    assert len(pack_required(DetectionSpec())) == len(PACK)
+
+
+def test_every_problem_names_its_field():
+    with pytest.raises(InvalidInput) as caught:
+        parse_detection({"mode": "refuse", "packRules": ["kaudit-pod-exek"], "configMapRef": {"key": ""},
+                         "rule": []})
+    messages = sorted(str(e) for e in caught.value.errors)
+    assert messages[:4] == [
+        "spec.detection.configMapRef.key: must be a non-empty string",
+        "spec.detection.configMapRef.name: is required",
+        "spec.detection.mode: unsupported value 'refuse': supported values: Report, Refuse",
+        "spec.detection.packRules[0]: not a rule of kaudit's pack: 'kaudit-pod-exek'; did you mean "
+        "\"kaudit-pod-exec\"?",
+    ]
+    assert messages[4].startswith("spec.detection.rule: unknown field") and len(messages) == 5
+
+
+def test_user_rules_from_a_config_map():
+    rule = dict(PACK[0].rule, name="mine: exec")
+    rules = rules_from_config_map({"data": {"rules.json": json.dumps([rule])}}, ConfigMapRef("mine"), "kaudit-system")
+    assert [r.name for r in rules] == ["mine: exec"]
+    with pytest.raises(InvalidInput) as caught:
+        rules_from_config_map({"data": {"rules.json": "[{]"}}, ConfigMapRef("mine"), "kaudit-system")
+    assert str(caught.value.errors[0]).startswith("ConfigMap kaudit-system/mine: rules.json:1:")
+    with pytest.raises(InvalidInput) as caught:
+        rules_from_config_map({"data": {}}, ConfigMapRef("mine", "x.json"), "ns")
+    assert str(caught.value.errors[0]) == "ConfigMap ns/mine: data.x.json: missing (spec.detection.configMapRef.key)"
+    with pytest.raises(InvalidInput):
+        rules_from_config_map(None, ConfigMapRef("mine"), "ns")
+
+
+def test_everything_recorded_covers_every_pack_rule():
+    result = assess(policy(EVERYTHING), pack_required(DetectionSpec()), DetectionSpec("Refuse"))
+    assert (result.status, result.reason, result.refuse) == ("True", COVERED, False)
+    assert result.message == f"all {len(PACK)} required rule(s) fire under the policy"
+
+
+@pytest.mark.parametrize("mode, reason, refuse", [("Report", RULES_BLIND, False), ("Refuse", BLINDING_REFUSED, True)])
+def test_pods_at_metadata_blind_the_pod_body_rules(mode, reason, refuse):
+    # Every pod create is logged at Metadata by rule 0: no request body, so the body rules on pods
+    # can never match; every other rule keeps what it reads at RequestResponse.
+    spec = DetectionSpec(mode)
+    result = assess(policy(PODS_METADATA), pack_required(spec), spec, "policy abc123")
+    assert (result.status, result.reason, result.refuse) == ("False", reason, refuse)
+    blind = sorted(r.rule.name for r in result.results if r.verdict == "blind")
+    assert blind == sorted(e.rule["name"] for e in BODY_POD_RULES)
+    for entry in BODY_POD_RULES:
+        assert f"{entry.rule['name']}: rule 0 (resources=[pods]) logs these requests at Metadata; this detection " \
+               f"reads @requestObject" in result.message
+    if refuse:
+        assert result.message.startswith("policy abc123 refused, the last good policy is kept: it would blind 2")
+    else:
+        assert result.message.startswith(f"2 of {len(PACK)} required rule(s) blind under policy abc123: ")
+
+
+def test_a_partial_drop_is_reported_and_never_refused():
+    spec = DetectionSpec("Refuse", ("kaudit-pod-exec",))
+    result = assess(policy(EXEC_DROPPED_FOR_CI), pack_required(spec), spec)
+    assert (result.status, result.reason, result.refuse) == ("True", PARTLY_BLIND, False)
+    assert "rule 0 (users=[ci-bot]" in result.message and "drops these requests (level None)" in result.message
