@@ -40,7 +40,7 @@ from plane import wait_for
 NS = "detect-test"
 SA = "kaudit-detect"
 SA_USER = f"system:serviceaccount:{NS}:{SA}"
-PROFILES = ("Default", "WriteRequestBodies", "Datadog")  # EKS's policy is not a kaudit profile yet
+PROFILES = ("Default", "WriteRequestBodies", "Datadog", "EKS")
 RULES = dict(zip((e.id for e in PACK), pack_rules()))
 ENTRIES = {e.id: e for e in PACK}
 
