@@ -92,3 +92,38 @@ def test_events_recorded_below_the_candidates_level_are_counted():
         e.pop("requestObject")
     document = replay_events(low, pack_rules(), policy(EVERYTHING))
     assert document["underRecorded"] == len(low)
+
+
+def test_policy_simulate_detections_reads_the_one_pass_of_standard_input(capsys, monkeypatch):
+    """`kaudit policy simulate --detections`: the pack's examples on stdin, the Datadog profile as the
+    candidate. A rule keeps its signal exactly when the profile's level for its example is enough
+    for what it reads (derived here from the evaluator's levels, not from the replay)."""
+    import io
+    import sys
+    from importlib import resources
+
+    import jsonschema
+
+    from kaudit.cli import main
+    from kaudit.policy import PolicyOptions, compose_policy
+    from kaudit.policy.evaluate import Evaluator
+    from kaudit.policy.model import LEVEL_RANK
+
+    events = sorted((e for entry in PACK for e in entry.fires), key=lambda e: e["requestReceivedTimestamp"])
+    data = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code = main(["policy", "simulate", "--profile", "Datadog", "--events", "-", "--detections", "-o", "json"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    document = json.loads(out)
+    schema = json.loads(resources.files("kaudit.simulate").joinpath("report.schema.json").read_text())
+    jsonschema.validate(document, schema)
+    evaluator = Evaluator(policy(compose_policy(PolicyOptions(profile="Datadog")).text))
+    rules = by_name(document["detection"])
+    for entry in PACK:
+        decisions = [evaluator.evaluate_event(e) for e in entry.fires]
+        enough = all(d.level != "None" and LEVEL_RANK[d.level] >= LEVEL_RANK[entry.needs]
+                     and "ResponseComplete" not in d.omit_stages for d in decisions)
+        signals = rules[entry.rule["name"]]["signals"]
+        assert signals["before"] >= 1 and (signals["after"] >= 1) == enough, entry.id
+    assert not all(rule["signals"]["after"] for rule in rules.values())  # the profile blinds one at least

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kaudit.cli import Subparsers
     from kaudit.errors import FieldError
     from kaudit.policy.document import PolicyOptions
+    from kaudit.detect.replay import DetectionReplay
     from kaudit.simulate import LoadedPolicy
 
 # Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
@@ -64,6 +65,11 @@ def register(policy_subparsers: Subparsers) -> argparse.ArgumentParser:
         "--fail-if-increase", metavar="PCT", type=float, default=None,
         help=f"exit {EXIT_THRESHOLD_EXCEEDED} when the candidate's estimated bytes exceed the baseline's by more "
         "than PCT percent (needs --baseline or --baseline-profile)",
+    )
+    parser.add_argument(
+        "--detections", metavar="FILE", nargs="*", default=None,
+        help="also replay Cloud SIEM detection rules (kaudit's pack without FILE; Datadog API JSON or .tf.json "
+        "files): signals per rule before (baseline, else as recorded) and after, noise hot spots, bytes per rule",
     )
     parser.add_argument("--top", metavar="N", type=int, default=20, help="rows in the top-N tables (default 20)")
     parser.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default table)")
@@ -146,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     check_kubernetes_version(args)
     _check_args(args)
     check_stdin_once([("--policy", args.policy), ("--rules", args.rules), ("--baseline", args.baseline)]
+                     + [("--detections", path) for path in args.detections or ()]
                      + [("--events", path) for path in args.events])
     version = args.kubernetes_version
     candidate, lints = _load_file(args.policy, version) if args.policy else _load_profile(args, args.profile)
@@ -154,11 +161,19 @@ def run(args: argparse.Namespace) -> int:
         baseline, _ = _load_file(args.baseline, version)
     elif args.baseline_profile:
         baseline, _ = _load_profile(args, args.baseline_profile, as_shipped=True)
-    doc = simulate(candidate, args.events, baseline, top=args.top)
+    replay = _detection_replay(args, candidate, baseline)
+    doc = simulate(candidate, args.events, baseline, top=args.top,
+                   on_batch=None if replay is None else replay.feed_lines)
     _refuse_without_events(doc, args.events)
+    if replay is not None:
+        doc["detection"] = replay.document()
     # The candidate's lints, as `kaudit policy lint` gives them: one verdict whatever reads the policy.
     doc["warnings"][:0] = [f"candidate: {warning}" for warning in lints]
     sys.stdout.write(render(doc, args.output))
+    if replay is not None and args.output != "json":
+        from kaudit.detect.replay import detection_table
+
+        sys.stdout.write("\n" + "".join(line + "\n" for line in detection_table(doc["detection"])))
     sys.stdout.flush()
     if args.fail_if_increase is not None and exceeds(doc, args.fail_if_increase):
         change = doc["comparison"]["bytes"]
@@ -169,6 +184,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_THRESHOLD_EXCEEDED
     return 0
+
+
+def _detection_replay(args: argparse.Namespace, candidate: LoadedPolicy,
+                      baseline: LoadedPolicy | None) -> DetectionReplay | None:
+    """The rule-aware replay for --detections, or None."""
+    if args.detections is None:
+        return None
+    from kaudit.cli.rules import load_detection_rules
+    from kaudit.detect.replay import DetectionReplay
+
+    rules = load_detection_rules(args.detections)
+    return DetectionReplay(rules, candidate.policy, None if baseline is None else baseline.policy)
 
 
 def _refuse_without_events(doc: dict[str, Any], events: list[str]) -> None:

@@ -124,7 +124,7 @@ def _load_policy(args: argparse.Namespace):
     return checked.result.policy, args.policy
 
 
-def _load_rules(paths: list[str] | None):
+def load_detection_rules(paths: list[str] | None):
     from kaudit.detect.loaders import load_rules_text
     from kaudit.detect.pack import pack_rules
     from kaudit.documents import MAX_RULE_FILE_BYTES, display_name, read_bytes
@@ -147,7 +147,7 @@ def run_check(args: argparse.Namespace) -> int:
     from kaudit.detect.report import coverage_document, coverage_table, failing
 
     policy, description = _load_policy(args)
-    rules = _load_rules(args.rules)
+    rules = load_detection_rules(args.rules)
     results = check(policy, rules)
     document = coverage_document(results, description)
     if args.output == "json":
@@ -203,7 +203,7 @@ def _sync_settings(args: argparse.Namespace):
 def run_sync(args: argparse.Namespace) -> int:
     from kaudit.detect.sync import CONFLICT, DatadogRulesApi, plan_document, plan_lines, sync
 
-    rules = _load_rules(args.rules)  # bad files are named before missing keys
+    rules = load_detection_rules(args.rules)  # bad files are named before missing keys
     owner, site, credentials = _sync_settings(args)
     api = DatadogRulesApi(credentials, site=site, url=args.api_url)
     try:

@@ -140,6 +140,20 @@ class DetectionReplay:
             replay.request_signals[what] += len(signals)
             replay.bytes_after += self.size(after)
 
+    def feed_lines(self, lines: Iterable[bytes]) -> None:
+        """Raw log lines: each audit Event is fed; anything else is skipped here (the simulation
+        that reads the same lines reports malformed ones)."""
+        import json
+
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if type(event) is dict and event.get("kind") == "Event" and \
+                    type(event.get("requestReceivedTimestamp") or event.get("stageTimestamp")) is str:
+                self.feed(event)
+
     def document(self) -> dict[str, Any]:
         """The ``detection`` section of a simulation report (keys only ever added)."""
         return {
@@ -185,10 +199,10 @@ def detection_table(section: dict[str, Any]) -> list[str]:
         bodies = human_bytes(cost["bodyBytes"]) if cost["reads"] else "-"
         lines.append(f"  {s['before']:>6} → {s['after']:<6}  {m['before']:>6} → {m['after']:<6}  "
                      f"{human_bytes(cost['bytesAfter']):>9}  {bodies:>9}  {rule['name']}")
-        for spot in rule["hotIdentities"][:3]:
+        for spot in rule["hotIdentities"][:2]:
             if spot["signals"]:
                 lines.append(f"      {spot['signals']} signal(s) from {spot['user']} ({spot['matches']} matches)")
-        for spot in rule["hotRequests"][:3]:
+        for spot in rule["hotRequests"][:2]:
             if spot["signals"]:
                 lines.append(f"      {spot['signals']} signal(s) on {spot['request']} ({spot['matches']} matches)")
     if section["underRecorded"]:

@@ -36,11 +36,13 @@ def simulate(
     progress_stream: TextIO | None = None,
     observer: Callable[[int], None] | None = None,
     request_cache_size: int | None = None,
+    on_batch: Callable[[list[bytes]], None] | None = None,
 ) -> dict[str, Any]:
     """Replay ``events`` (paths, directories or ``-``) and return the report document.
 
     ``observer``, if given, is called with the number of input bytes read so far, every batch of
-    lines (256 KiB).
+    lines (256 KiB). ``on_batch``, if given, sees every batch of raw lines before the simulation
+    does (the detection replay reads the same single pass, so standard input works too).
     """
     from kaudit.policy.catalog import SENSITIVE_RESOURCES
     from kaudit.policy.evaluate import Evaluator
@@ -65,7 +67,7 @@ def simulate(
     def tracked() -> Iterator[tuple[InputFile, Iterator[list[bytes]]]]:
         for info, lines in iter_files(paths, progress):
             files.append(info)
-            yield info, lines
+            yield info, lines if on_batch is None else _observed(lines, on_batch)
 
     try:
         sim.run(tracked())
@@ -74,6 +76,12 @@ def simulate(
     return build_report(
         sim, files, candidate.source, None if baseline is None else baseline.source, top=top,
     )
+
+
+def _observed(batches: Iterator[list[bytes]], on_batch: Callable[[list[bytes]], None]) -> Iterator[list[bytes]]:
+    for batch in batches:
+        on_batch(batch)
+        yield batch
 
 
 __all__ = ["LoadedPolicy", "PolicySource", "simulate"]
