@@ -127,3 +127,16 @@ def test_policy_simulate_detections_reads_the_one_pass_of_standard_input(capsys,
         signals = rules[entry.rule["name"]]["signals"]
         assert signals["before"] >= 1 and (signals["after"] >= 1) == enough, entry.id
     assert not all(rule["signals"]["after"] for rule in rules.values())  # the profile blinds one at least
+
+
+def test_an_eviction_in_a_kube_namespace_is_no_new_workload():
+    # The replay of the generated benchmark log showed pods/eviction creates in kube-system raising
+    # the kube-namespace rule: an eviction is a create of a subresource, not of a pod.
+    entry = pack_entry("kaudit: pod or service account created in a kube- namespace")
+    rule = [r for r in pack_rules() if r.name == entry.rule["name"]]
+    eviction = event("create", "pods", namespace="kube-system", name="coredns-1", subresource="eviction", code=201)
+    pod = event("create", "pods", namespace="kube-system", name="helper", code=201, seq=1)
+    document = replay_events([eviction, pod], rule, policy(EVERYTHING))
+    assert document["rules"][0]["signals"]["after"] == 1
+    assert document["rules"][0]["hotRequests"] == [{"request": "create pods in kube-system", "matches": 1,
+                                                    "signals": 1}]

@@ -197,8 +197,8 @@ def _pack() -> tuple[PackRule, ...]:
             "kaudit: pod or service account created in a kube- namespace",
             "{{@usr.name}} created {{@objectRef.resource}} {{@objectRef.name}} in {{@objectRef.namespace}}. "
             "The kube- namespaces belong to the control plane; objects there blend in with its own.",
-            f"@objectRef.resource:(pods OR serviceaccounts) @objectRef.namespace:kube-* @http.method:create "
-            f"{_NOT_CONTROL_PLANE}",
+            f"@objectRef.resource:(pods OR serviceaccounts) -@objectRef.subresource:* @objectRef.namespace:kube-* "
+            f"@http.method:create {_NOT_CONTROL_PLANE}",
             "medium"), "Metadata",
             (event("create", "serviceaccounts", namespace="kube-system", name="helper", code=201),),
             (event("create", "serviceaccounts", namespace="shop", name="helper", code=201),)),
