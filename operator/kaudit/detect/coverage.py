@@ -23,6 +23,7 @@ event per stage, so a request is covered when any of its stages is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from itertools import product
 from typing import Callable, Iterable, Iterator
 
@@ -65,6 +66,8 @@ DIMENSIONS = {
     "stage": "stage", "level": "level",
 }
 _UNKNOWN = object()  # what only the live request decides (a body's content, the status code)
+# One matcher per predicate: the enumeration evaluates the same few terms on every cell.
+_matcher = lru_cache(maxsize=4096)(value_matcher)
 
 
 # --- cells ----------------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ def _truth(node: Node, cell: dict, recorded: str | None):
         values = _values(node.field, node.tag, cell, recorded)
         if values is _UNKNOWN:
             return None
-        return value_matcher(node.predicate)([] if values is _ABSENT else values)
+        return _matcher(node.predicate)([] if values is _ABSENT else values)
     if isinstance(node, MatchAll):
         return True
     if isinstance(node, Not):

@@ -12,6 +12,7 @@ every element (``@requestObject.spec.containers.securityContext.privileged``).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 # Datadog attribute -> where kube-apiserver writes it (facts: the kubernetes.audit pipeline).
@@ -27,6 +28,7 @@ _MOVED = {".".join(source): target for target, source in REMAPPED.items()}
 BODY_LEVELS = {"requestObject": "Request", "responseObject": "RequestResponse"}
 
 
+@lru_cache(maxsize=4096)  # coverage asks it about the same few attributes a million times
 def moved_source(attribute: str) -> str | None:
     """The Datadog attribute that replaced ``attribute`` when the pipeline moved it, else None."""
     for source, target in _MOVED.items():
@@ -35,6 +37,7 @@ def moved_source(attribute: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def needed_level(attribute: str) -> str:
     """The least audit level at which an event can carry ``attribute``."""
     return BODY_LEVELS.get(attribute.split(".", 1)[0], "Metadata")
