@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from kaudit.api.spec import parse_collection
 from kaudit.detect.pack import PACK
 from kaudit.policy import content_hash
 from kaudit.reconcile.detection import DetectionGate
@@ -26,15 +27,16 @@ class Lister:
 
 
 def collection(detection):
-    return {"metadata": {"name": "cluster"}, "spec": {"detection": detection}}
+    return parse_collection({"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection",
+                             "metadata": {"name": "cluster"}, "spec": {"detection": detection}}).detection
 
 
-def run(gate, body, text=PODS_METADATA):
-    return asyncio.run(gate.assess(body, text, content_hash(text), content_hash(text)[:12]))
+def run(gate, spec, text=PODS_METADATA):
+    return asyncio.run(gate.assess(spec, text, content_hash(text), content_hash(text)[:12]))
 
 
 def test_no_detection_no_assessment():
-    assert run(DetectionGate(Lister([]), "kaudit-system"), {"metadata": {"name": "c"}, "spec": {}}) is None
+    assert run(DetectionGate(Lister([]), "kaudit-system"), None) is None
 
 
 def test_user_rules_from_the_config_map_and_a_cached_verdict(monkeypatch):

@@ -8,9 +8,10 @@ import json
 import pytest
 
 from kaudit.detect.pack import PACK
+from kaudit.api.spec import DetectionRulesRef as ConfigMapRef
+from kaudit.api.spec import DetectionSpec, parse_collection
 from kaudit.detect.required import (
-    BLINDING_REFUSED, COVERED, PARTLY_BLIND, RULES_BLIND, ConfigMapRef, DetectionSpec, assess, pack_required,
-    parse_detection, rules_from_config_map,
+    BLINDING_REFUSED, COVERED, PARTLY_BLIND, RULES_BLIND, assess, pack_required, rules_from_config_map,
 )
 from kaudit.errors import InvalidInput
 from kaudit.policy import load_policy
@@ -29,6 +30,13 @@ def policy(text):
     return load_policy(text).policy
 
 
+def parse_detection(detection):
+    body = {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": "c"}, "spec": {}}
+    if detection is not None:
+        body["spec"]["detection"] = detection
+    return parse_collection(body).detection
+
+
 def test_defaults_and_absence():
     assert parse_detection(None) is None
     assert parse_detection({}) == DetectionSpec("Report", ("*",), None)
@@ -40,17 +48,19 @@ def test_defaults_and_absence():
 
 def test_every_problem_names_its_field():
     with pytest.raises(InvalidInput) as caught:
-        parse_detection({"mode": "refuse", "packRules": ["kaudit-pod-exek"], "configMapRef": {"key": ""},
-                         "rule": []})
-    messages = sorted(str(e) for e in caught.value.errors)
-    assert messages[:4] == [
-        "spec.detection.configMapRef.key: must be a non-empty string",
-        "spec.detection.configMapRef.name: is required",
-        "spec.detection.mode: unsupported value 'refuse': supported values: Report, Refuse",
-        "spec.detection.packRules[0]: not a rule of kaudit's pack: 'kaudit-pod-exek'; did you mean "
-        "\"kaudit-pod-exec\"?",
+        parse_detection({"mode": "refuse", "packRules": [""], "configMapRef": {"key": "a b"}, "rule": []})
+    assert sorted(str(e) for e in caught.value.errors) == [
+        'spec.detection.configMapRef.key: Invalid value: "a b": must consist of alphanumeric characters, '
+        "'-', '_' or '.'",
+        "spec.detection.configMapRef.name: Required value: the ConfigMap holding your detection rules",
+        'spec.detection.mode: Unsupported value: "refuse": supported values: "Report", "Refuse"',
+        'spec.detection.packRules[0]: Invalid value: "": must not be empty',
+        'spec.detection.rule: unknown field "rule"',
     ]
-    assert messages[4].startswith("spec.detection.rule: unknown field") and len(messages) == 5
+    with pytest.raises(InvalidInput) as caught:
+        pack_required(DetectionSpec(pack_rules=("kaudit-pod-exek",)))
+    assert [str(e) for e in caught.value.errors] == [
+        "spec.detection.packRules[0]: not a rule of kaudit's pack: 'kaudit-pod-exek'; did you mean \"kaudit-pod-exec\"?"]
 
 
 def test_user_rules_from_a_config_map():

@@ -218,23 +218,3 @@ def test_differences_reads_only_what_kaudit_sets():
     assert differences(want, dict(want, queries=[{"query": "q"}, {"query": "r"}])) == ["queries"]
     assert differences(want, dict(want, tags=["x"])) == ["tags"]
 
-
-def test_the_operators_sync_condition(datadog):
-    from kaudit.detect.required import SecretRef, SyncSpec, parse_detection, sync_condition
-
-    def factory(credentials, site):
-        assert site == "datadoghq.eu"
-        return DatadogRulesApi(credentials, site=site, url=datadog.url)
-
-    keys = Credentials(datadog.api_key, datadog.app_key)
-    spec = parse_detection({"sync": {"site": "datadoghq.eu", "cluster": "prod-eu", "dryRun": True,
-                                     "credentialsSecretRef": {"name": "datadog-keys"}}}).sync
-    assert spec == SyncSpec(SecretRef("datadog-keys", "api-key", "app-key"), "datadoghq.eu", "", "prod-eu", True)
-    planned = sync_condition(spec, pack_rules(), factory, keys, "cluster")
-    assert (planned.status, planned.reason) == ("True", "SyncPlanned") and datadog.writes() == []
-    assert planned.message == f"dry run, owner prod-eu: {len(PACK)} create (nothing written)"
-    done = sync_condition(SyncSpec(spec.credentials, "datadoghq.eu"), pack_rules(), factory, keys, "cluster")
-    assert (done.status, done.reason, done.message) == ("True", "RulesSynced", f"owner cluster: {len(PACK)} create")
-    assert all("kaudit-owner:cluster" in r["tags"] for r in datadog.rules.values())
-    refused = sync_condition(spec, pack_rules(), factory, Credentials("x", "y"), "cluster")
-    assert (refused.status, refused.reason) == ("False", "SyncFailed") and "403" in refused.message

@@ -152,6 +152,33 @@ class LogsSpec:
     tags: tuple[str, ...] = ()
 
 
+DETECTION_MODES = ("Report", "Refuse")
+ALL_PACK_RULES = "*"
+DEFAULT_DETECTION_RULES_KEY = "rules.json"
+
+
+@dataclass(frozen=True)
+class DetectionRulesRef:
+    """A ConfigMap in the operator's namespace holding the user's own detection rules."""
+
+    name: str
+    key: str = DEFAULT_DETECTION_RULES_KEY
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    """``spec.detection``: the Cloud SIEM rules the policy must keep feeding (kaudit.detect.required).
+    Pack rule ids are checked against the pack there: the pack is not this package's."""
+
+    mode: str = "Report"  # Report | Refuse
+    pack_rules: tuple[str, ...] = (ALL_PACK_RULES,)
+    config_map: DetectionRulesRef | None = None
+
+    @property
+    def refuses(self) -> bool:
+        return self.mode == "Refuse"
+
+
 @dataclass(frozen=True)
 class AuditCollection:
     name: str
@@ -167,6 +194,7 @@ class AuditCollection:
     @property
     def managed_platform(self) -> bool:
         return self.platform != "SelfManaged"
+    detection: DetectionSpec | None = None  # absent: no coverage is checked
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +435,7 @@ def parse_collection(resource: Any) -> AuditCollection:
     # Any metadata key is fine (it is ObjectMeta's), but metadata itself must be an object.
     metadata = r.mapping(resource, "metadata", "metadata", tuple(raw_metadata) if isinstance(raw_metadata, dict) else ())
     name = _parse_name(r, metadata)
-    spec = r.mapping(resource, "spec", "spec", ("platform", "eks", "policy", "apiServer", "agent", "logs"))
+    spec = r.mapping(resource, "spec", "spec", ("platform", "eks", "policy", "apiServer", "agent", "logs", "detection"))
     platform = r.enum(spec, "platform", "spec", "SelfManaged", PLATFORMS)
     eks = _parse_eks(r, spec, platform)
     policy = _parse_policy(r, spec)  # problems are reported in the order of the spec's fields
@@ -426,6 +454,7 @@ def parse_collection(resource: Any) -> AuditCollection:
         logs=logs,
         platform=platform,
         eks=eks,
+        detection=_parse_detection(r, spec),
     )
     if r.errors:
         raise InvalidInput(r.errors)
@@ -670,3 +699,22 @@ def _parse_logs(r: _Reader, spec: dict[str, Any]) -> LogsSpec:
         service=r.string(obj, "service", path, d.service, _non_empty_line),
         tags=tuple(dict.fromkeys(r.string_list(obj, "tags", path, d.tags, _tag))),
     )
+
+
+def _parse_detection(r: _Reader, spec: dict[str, Any]) -> DetectionSpec | None:
+    path = "spec.detection"
+    if spec.get("detection") is None:
+        return None
+    obj = r.mapping(spec, "detection", path, ("mode", "packRules", "configMapRef"))
+    d = DetectionSpec()
+    pack = r.string_list(obj, "packRules", path, d.pack_rules, lambda v: None if v else "must not be empty")
+    ref = None
+    if obj.get("configMapRef") is not None:
+        where = f"{path}.configMapRef"
+        raw = r.mapping(obj, "configMapRef", where, ("name", "key"))
+        name = r.string(raw, "name", where, "", _dns_subdomain) if raw.get("name") is not None else ""
+        if raw.get("name") is None:
+            r.fail(f"{where}.name", "Required value: the ConfigMap holding your detection rules")
+        ref = DetectionRulesRef(name, r.string(raw, "key", where, DEFAULT_DETECTION_RULES_KEY, _config_key))
+    return DetectionSpec(mode=r.enum(obj, "mode", path, d.mode, DETECTION_MODES),
+                         pack_rules=tuple(dict.fromkeys(pack)), config_map=ref)

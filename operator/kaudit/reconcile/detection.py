@@ -22,12 +22,13 @@ import json
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from kaudit.api.spec import DetectionSpec
 from kaudit.detect.required import (
-    CONDITION, Assessment, DetectionSpec, assess, invalid_rules, pack_required, parse_detection,
-    rules_from_config_map,
+    CONDITION, Assessment, assess, invalid_rules, pack_required, rules_from_config_map,
 )
 from kaudit.errors import InvalidInput
 from kaudit.k8s import resources as r
+from kaudit.reconcile.status import Condition
 
 CACHE_SIZE = 32
 
@@ -35,11 +36,6 @@ CACHE_SIZE = 32
 class Lister(Protocol):
     async def list(self, resource: r.Resource, *, namespace: str | None = None,
                    label_selector: str | None = None) -> list[dict[str, Any]]: ...
-
-
-def detection_spec(collection: dict[str, Any]) -> DetectionSpec | None:
-    """``spec.detection`` of a collection (validated again: the spec parser has checked it)."""
-    return parse_detection((collection.get("spec") or {}).get("detection"))
 
 
 def _fingerprint(rules: list[Any]) -> str:
@@ -64,11 +60,10 @@ class DetectionGate:
             rules += rules_from_config_map(found[0] if found else None, ref, self.namespace)
         return rules
 
-    async def assess(self, collection: dict[str, Any], policy_text: str, policy_hash: str,
+    async def assess(self, spec: DetectionSpec | None, policy_text: str, policy_hash: str,
                      short_hash: str) -> Assessment | None:
         """The assessment of the collection's required rules under the rendered policy; None
         without ``spec.detection``."""
-        spec = detection_spec(collection)
         if spec is None:
             return None
         try:
@@ -96,4 +91,8 @@ def _assess_text(policy_text: str, rules: list[Any], spec: DetectionSpec, name: 
     return assess(loaded, rules, spec, name)
 
 
-__all__ = ["CONDITION", "DetectionGate", "detection_spec"]
+def detection_condition(assessment: Assessment) -> Condition:
+    return Condition(CONDITION, assessment.status, assessment.reason, assessment.message)
+
+
+__all__ = ["CONDITION", "DetectionGate", "detection_condition"]

@@ -27,6 +27,7 @@ from kaudit.k8s.events import NORMAL, WARNING, build_event
 from kaudit.k8s.permissions import APISERVER_NAMESPACE
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
+from kaudit.reconcile.detection import DetectionGate, detection_condition
 from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
                                      render_conditions, status_patch, summarise)
 from kaudit.reconcile.platform import Clouds, reconcile_managed, release_managed
@@ -129,6 +130,7 @@ class Reconciler:
         # What kaudit last applied per object, to recognise the watch events of its own writes.
         self._applied: dict[planning.Key, JSON] = {}
         self._seen_status: dict[planning.Key, Any] = {}
+        self._detection = DetectionGate(storage, config.namespace)
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -212,6 +214,15 @@ class Reconciler:
                           Condition("AgentConfigured", FALSE, exc.reason, exc.message)]
             return await self._report(resource, outcome, conditions, None)
 
+        # spec.detection: in Refuse mode a policy that blinds a required rule is refused like an
+        # invalid one (nothing written, the last good policy and status kept).
+        detection = await self._detection.assess(spec.detection, rendered.policy.text, rendered.policy.hash,
+                                                 rendered.policy.short_hash)
+        if detection is not None and detection.refuse:
+            conditions = [Condition("PolicyValid", FALSE, "BlindingPolicyRefused", detection.message),
+                          detection_condition(detection)]
+            return await self._report(resource, outcome, conditions, None)
+
         children = await self._live_children(meta.name)
         targets: dict[planning.Key, JSON | None] = {planning.key_of(live_target): live_target} if live_target else {}
         writes = planning.plan_writes(owner=meta.reference(), objects=rendered.objects, patches=rendered.patches,
@@ -248,6 +259,8 @@ class Reconciler:
             conditions.append(installed_condition)
             outcome.requeue_after = RECHECK_AFTER.get(installed_condition.reason)
         conditions.append(_agent_condition(spec.agent.mode, figures))
+        if detection is not None:
+            conditions.append(detection_condition(detection))
         return await self._report(resource, outcome, conditions, parts)
 
     async def _reconcile_managed(self, resource: CollectionResource, spec: AuditCollection,

@@ -13,7 +13,12 @@ from typing import Any, Iterable
 
 CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured",
                    # platform EKS (kaudit.platforms.eks.plan), and GKE/AKS (kaudit.platforms.steps)
-                   "AuditLogEnabled", "Forwarding", "LogsFlowing", "AuditLogConfigured")
+                   "AuditLogEnabled", "Forwarding", "LogsFlowing", "AuditLogConfigured",
+                   # spec.detection (kaudit.reconcile.detection)
+                   "DetectionCoverage")
+# Conditions that inform and never decide Ready: DetectionCoverage reports what the policy does to
+# the required detection rules; in Refuse mode the refusal itself is PolicyValid's (BlindingPolicyRefused).
+INFORMATIONAL_TYPES = frozenset({"DetectionCoverage"})
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 # --- the reason vocabulary ------------------------------------------------------------------------
@@ -49,6 +54,8 @@ FAILURE_REASONS = frozenset({
     "InvalidPolicy", "InvalidSpec", "Conflict", "ApplyFailed", "NotSchedulable", "InstallFailed", "NoPolicy",
     # a policy installer refused a candidate the AuditCollection does not approve (docs/security.md)
     "PolicyRefused",
+    # spec.detection.mode Refuse: the policy would blind a required detection rule (docs/detection.md)
+    "BlindingPolicyRefused",
     # kaudit.render refusals (kaudit.errors.Refused reasons)
     "ManagedByDatadogOperator", "TargetNotFound", "TargetClaimed", "LogCollectionDisabled", "MountConflict",
     "ExtraConfdConflict",
@@ -72,7 +79,7 @@ def summarise(conditions: Iterable[Condition]) -> Condition:
     A True condition with a notice (a kube-apiserver restart left to the user) lends Ready its
     reason and message, so ``kubectl get`` and GitOps tools show it while Ready stays True.
     """
-    conditions = list(conditions)
+    conditions = [c for c in conditions if c.type not in INFORMATIONAL_TYPES]
     for condition in conditions:
         if condition.status != TRUE:
             return Condition("Ready", FALSE, condition.reason, condition.message)

@@ -1,0 +1,92 @@
+"""spec.detection in the Reconciler (in-memory storage): the DetectionCoverage condition, the
+refusal of a policy that blinds a required rule (nothing written, the last good policy kept), and
+Report mode, in which the condition never decides Ready."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from kaudit.detect.pack import pack_entry
+from kaudit.reconcile.service import OperatorConfig, Reconciler
+from test_reconciler import MemoryStorage, collection, conditions, live
+
+HOST_NETWORK = pack_entry("kaudit: pod created on the node's network").rule["name"]
+# Everything at Metadata, nothing else: a pod create has no body, the host-network rule reads one.
+ALL_METADATA = {"profile": "None", "auditKaudit": False, "rules": [{"level": "Metadata"}]}
+TEAM_RULE = {"name": "team: secrets deleted", "queries": [{"query": "@objectRef.resource:secrets @http.method:delete"}],
+             "cases": [{"status": "high", "condition": "a > 0"}]}
+
+
+def with_detection(policy, mode, generation=1):
+    body = collection(agent={"mode": "None"})
+    body["metadata"]["generation"] = generation
+    body["spec"]["policy"] = policy
+    body["spec"]["detection"] = {"mode": mode, "packRules": ["kaudit-host-network-pod"],
+                                 "configMapRef": {"name": "team-rules"}}
+    return body
+
+
+def team_rules():
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "team-rules", "namespace": "ops"},
+            "data": {"rules.json": json.dumps([TEAM_RULE])}}
+
+
+def update(storage, body):
+    stored = storage.objects[("auditcollections", None, "cluster")]
+    stored["metadata"]["generation"] = body["metadata"]["generation"]
+    stored["spec"] = copy.deepcopy(body["spec"])
+
+
+@pytest.mark.parametrize("mode", ["Refuse", "Report"])
+async def test_coverage_then_a_blinding_change(mode):
+    storage = MemoryStorage(with_detection({"profile": "WriteRequestBodies"}, mode), team_rules())
+    reconciler = Reconciler(storage, OperatorConfig(namespace="ops"), clock=lambda: "2026-01-01T00:00:00Z")
+    first = await reconciler.reconcile(live(storage))
+    coverage = conditions(storage)["DetectionCoverage"]
+    assert first.ready and (coverage["status"], coverage["reason"], coverage["observedGeneration"]) == \
+        ("True", "RulesCovered", 1)
+    assert coverage["message"].startswith("all 2 required rule(s) fire under policy ")
+    policy_cm = ("configmaps", "ops", "kaudit-cluster-policy")
+    good, good_status = copy.deepcopy(storage.objects[policy_cm]), \
+        copy.deepcopy(storage.objects[("auditcollections", None, "cluster")]["status"]["policy"])
+
+    update(storage, with_detection(ALL_METADATA, mode, generation=2))
+    before = len(storage.writes)
+    outcome = await reconciler.reconcile(live(storage))
+    coverage = conditions(storage)["DetectionCoverage"]
+    assert coverage["observedGeneration"] == 2 and coverage["status"] == "False"
+    assert f"{HOST_NETWORK}: rule 0 (everything) logs these requests at Metadata; this detection reads " \
+           f"@requestObject.spec.hostNetwork (needs Request)" in coverage["message"]
+    assert "team: secrets deleted" not in coverage["message"]  # it reads no body: it fires at Metadata
+    status_policy = storage.objects[("auditcollections", None, "cluster")]["status"]["policy"]
+    if mode == "Refuse":
+        assert coverage["reason"] == "BlindingPolicyRefused" and not outcome.ready
+        assert outcome.reason == "BlindingPolicyRefused"
+        assert conditions(storage)["PolicyValid"]["reason"] == "BlindingPolicyRefused"
+        assert [kind for kind, _ in storage.writes[before:]] == ["patch status"]
+        assert storage.objects[policy_cm] == good and status_policy == good_status
+    else:
+        assert coverage["reason"] == "RulesBlind" and outcome.ready  # reported, not enforced
+        assert coverage["message"].startswith("1 of 2 required rule(s) blind under policy ")
+        assert storage.objects[policy_cm] != good and status_policy != good_status
+
+
+async def test_without_detection_there_is_no_condition():
+    body = collection(agent={"mode": "None"})
+    storage = MemoryStorage(body)
+    await Reconciler(storage, OperatorConfig(namespace="ops")).reconcile(live(storage))
+    assert "DetectionCoverage" not in conditions(storage)
+
+
+async def test_unreadable_rules_are_reported_and_refuse_nothing():
+    body = with_detection(ALL_METADATA, "Refuse")
+    body["spec"]["detection"]["packRules"] = ["kaudit-host-network"]
+    storage = MemoryStorage(body)  # and no ConfigMap
+    outcome = await Reconciler(storage, OperatorConfig(namespace="ops")).reconcile(live(storage))
+    coverage = conditions(storage)["DetectionCoverage"]
+    assert outcome.ready and (coverage["status"], coverage["reason"]) == ("False", "RulesInvalid")
+    assert coverage["message"].startswith("spec.detection.packRules[0]: not a rule of kaudit's pack: "
+                                          "'kaudit-host-network'; did you mean \"kaudit-host-network-pod\"?")
