@@ -106,3 +106,31 @@ def test_a_partial_drop_is_reported_and_never_refused():
     result = assess(policy(EXEC_DROPPED_FOR_CI), pack_required(spec), spec)
     assert (result.status, result.reason, result.refuse) == ("True", PARTLY_BLIND, False)
     assert "rule 0 (users=[ci-bot]" in result.message and "drops these requests (level None)" in result.message
+
+
+def test_rules_check_on_a_collection_file(tmp_path, capsys):
+    """`kaudit rules check -f`: the collection's policy as the operator composes it, its required pack
+    rules. Expected verdicts from the levels the Datadog profile's evaluator gives the rules' requests."""
+    from kaudit.cli import main
+    from kaudit.detect.pack import pack_entry
+    from kaudit.policy import PolicyOptions, compose_policy
+    from kaudit.policy.evaluate import Evaluator
+
+    path = tmp_path / "ac.yaml"
+    path.write_text("apiVersion: kaudit.dev/v1alpha1\nkind: AuditCollection\nmetadata: {name: cluster}\n"
+                    "spec:\n  policy: {profile: Datadog}\n  agent: {mode: None}\n"
+                    "  detection: {packRules: [kaudit-nodeport-service, kaudit-pod-exec]}\n")
+    code = main(["rules", "check", "-f", str(path), "-o", "json"])
+    document = json.loads(capsys.readouterr().out)
+    verdicts = {r["name"]: r["verdict"] for r in document["rules"]}
+    evaluator = Evaluator(policy(compose_policy(PolicyOptions(profile="Datadog")).text))
+    nodeport = pack_entry("kaudit: service exposed on every node (NodePort)")
+    # Every service create of the example is logged below Request: no body, the rule cannot match.
+    assert evaluator.evaluate_event(nodeport.fires[0]).level == "Metadata"
+    assert sorted(verdicts) == sorted([nodeport.rule["name"], PACK[0].rule["name"]])  # the required ones only
+    assert verdicts[nodeport.rule["name"]] == "blind" and code == 1
+    path.write_text(path.read_text().replace("packRules: [kaudit-nodeport-service, kaudit-pod-exec]",
+                                             "configMapRef: {name: team}"))
+    assert main(["rules", "check", "-f", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: spec.detection.configMapRef: ConfigMap team is in the cluster: give its rules with --rules"]

@@ -78,6 +78,7 @@ READERS = [
     Reader("rules check --policy", ("rules", "check", "--policy", "IN", "--fail-on", "never"), "policy"),
     Reader("rules check --rules", ("rules", "check", "--profile", "Default", "--rules", "IN"), "rule-json"),
     Reader("rules sync --rules", ("rules", "sync", "--owner", "fleet", "--dry-run", "--rules", "IN"), "rule-json"),
+    Reader("rules check -f", ("rules", "check", "-f", "IN"), "collection"),
 ]
 
 YAML_READERS = ("collection", "existing", "policy", "rules")

@@ -69,7 +69,7 @@ def _documents(path: str) -> list[Any]:
     return [document.data for document in load(path)]
 
 
-def _collection(path: str) -> AuditCollection:
+def read_collection(path: str) -> AuditCollection:
     """The one AuditCollection in ``path``, parsed; its problems are errors naming the file, line and field."""
     from kaudit.api.spec import parse_collection
     from kaudit.documents import display_name, load
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     errors = _option_errors(args)
     if errors:
         raise InvalidInput(errors)
-    spec = _collection(args.filename)
+    spec = read_collection(args.filename)
     if spec.managed_platform:
         sys.stdout.write(_platform_output(spec, args.output))
         return 0

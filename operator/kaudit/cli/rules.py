@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from kaudit.errors import FieldError, InvalidInput
@@ -25,6 +26,7 @@ EPILOG = """\
 examples:
   kaudit rules check --profile Default
   kaudit rules check --policy policy.yaml --rules my-rules.json --fail-on partly-blind
+  kaudit rules check -f examples/managed.yaml
   kaudit rules render -o terraform --cluster prod-eu > kaudit-rules.tf.json
   DD_API_KEY=... DD_APP_KEY=... kaudit rules sync --cluster prod-eu --site datadoghq.eu --dry-run
 
@@ -61,6 +63,11 @@ def _register_check(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--policy", metavar="FILE", help="audit policy file (audit.k8s.io/v1 Policy)")
     source.add_argument("--profile", choices=PROFILES, help="a built-in profile, with its default options")
+    source.add_argument("-f", "--collection", metavar="FILE",
+                        help="an AuditCollection: its policy as the operator composes it, and its spec.detection "
+                             "pack rules (without --rules)")
+    parser.add_argument("--namespace", metavar="NS", default=os.environ.get("POD_NAMESPACE") or "kaudit-system",
+                        help="with -f: the operator's namespace, which the self-audit rules name (default kaudit-system)")
     parser.add_argument("--rules", metavar="FILE", nargs="+", action="extend",
                         help="Datadog API JSON or Terraform JSON (.tf.json) rule files (default: kaudit's pack)")
     parser.add_argument("--fail-on", choices=FAIL_ON, default="blind",
@@ -113,7 +120,10 @@ def _load_policy(args: argparse.Namespace):
     from kaudit.policy import PolicyOptions, compose_policy, load_policy
 
     check_kubernetes_version(args)
-    check_stdin_once([("--policy", args.policy)] + [("--rules", path) for path in args.rules or ()])
+    check_stdin_once([("--policy", args.policy), ("-f", getattr(args, "collection", None))]
+                     + [("--rules", path) for path in args.rules or ()])
+    if getattr(args, "collection", None):
+        return _collection_policy(args)
     if args.profile:
         document = compose_policy(PolicyOptions(profile=args.profile, kubernetes_version=args.kubernetes_version))
         return load_policy(document.text, args.kubernetes_version).policy, f"profile {args.profile}"
@@ -122,6 +132,34 @@ def _load_policy(args: argparse.Namespace):
         raise InvalidInput(error.in_file(display_name(args.policy)) for error in checked.errors)
     print_findings(display_name(args.policy), [], checked.warnings)  # the lint verdict every command gives
     return checked.result.policy, args.policy
+
+
+def _collection_policy(args: argparse.Namespace):
+    """(Policy, description) of an AuditCollection's policy, composed as the operator composes it."""
+    from kaudit.cli.render import read_collection
+    from kaudit.documents import display_name
+    from kaudit.policy import load_policy
+    from kaudit.render.policy import compose, policy_options
+
+    collection = read_collection(args.collection)
+    document = compose(policy_options(collection, args.namespace))
+    args.collection_detection = collection.detection
+    return load_policy(document.text).policy, f"AuditCollection {collection.name} ({display_name(args.collection)}), " \
+        f"policy {document.short_hash}"
+
+
+def _collection_rules(args: argparse.Namespace):
+    """The rules of ``-f``'s spec.detection: its pack rules; its ConfigMap is in the cluster."""
+    from kaudit.detect.pack import pack_rules
+    from kaudit.detect.required import pack_required
+
+    detection = getattr(args, "collection_detection", None)
+    if detection is None:
+        return pack_rules()
+    if detection.config_map is not None:
+        raise InvalidInput([FieldError("spec.detection.configMapRef", f"ConfigMap {detection.config_map.name} is in "
+                                       "the cluster: give its rules with --rules")])
+    return pack_required(detection)
 
 
 def load_detection_rules(paths: list[str] | None):
@@ -147,7 +185,7 @@ def run_check(args: argparse.Namespace) -> int:
     from kaudit.detect.report import coverage_document, coverage_table, failing
 
     policy, description = _load_policy(args)
-    rules = load_detection_rules(args.rules)
+    rules = load_detection_rules(args.rules) if args.rules or not args.collection else _collection_rules(args)
     results = check(policy, rules)
     document = coverage_document(results, description)
     if args.output == "json":
