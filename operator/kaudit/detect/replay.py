@@ -140,18 +140,14 @@ class DetectionReplay:
             replay.request_signals[what] += len(signals)
             replay.bytes_after += self.size(after)
 
-    def feed_lines(self, lines: Iterable[bytes]) -> None:
-        """Raw log lines: each audit Event is fed; anything else is skipped here (the simulation
-        that reads the same lines reports malformed ones)."""
-        import json
+    def feed_lines(self, lines: list[bytes]) -> None:
+        """Raw log lines, read by the one audit-log reader (every member as a dict, the checks of
+        ``policy eval`` and ``simulate``); malformed lines are skipped here, the simulation that
+        reads the same lines reports them."""
+        from kaudit.auditlog import event_mappings
 
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if type(event) is dict and event.get("kind") == "Event" and \
-                    type(event.get("requestReceivedTimestamp") or event.get("stageTimestamp")) is str:
+        for event in event_mappings(lines):
+            if type(event) is dict and type(event.get("requestReceivedTimestamp") or event.get("stageTimestamp")) is str:
                 self.feed(event)
 
     def document(self) -> dict[str, Any]:
