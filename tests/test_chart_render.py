@@ -226,6 +226,67 @@ def _(objects):
     assert one(objects, "AuditCollection")["spec"] == {"agent": {"namespace": "datadog"}}
 
 
+SYNC = {"enabled": True, "keysSecret": {"name": "datadog-keys"}}
+
+
+def sync_env(objects: list[dict]) -> dict[str, dict]:
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in operator_container(objects)["env"]
+            if e["name"] in ("DD_API_KEY", "DD_APP_KEY")}
+
+
+@option("detectionSync.enabled", {"detectionSync": SYNC})
+def _(objects):
+    args = operator_container(objects)["args"]
+    assert "--detection-sync" in args and "--detection-sync-site=datadoghq.com" in args
+    assert sync_env(objects) == {"DD_API_KEY": {"name": "datadog-keys", "key": "api-key"},
+                                 "DD_APP_KEY": {"name": "datadog-keys", "key": "app-key"}}
+
+
+@option("detectionSync.site", {"detectionSync": dict(SYNC, site="datadoghq.eu")})
+def _(objects):
+    assert "--detection-sync-site=datadoghq.eu" in operator_container(objects)["args"]
+
+
+@option("detectionSync.cluster", {"detectionSync": dict(SYNC, cluster="prod-eu")})
+def _(objects):
+    assert "--detection-sync-cluster=prod-eu" in operator_container(objects)["args"]
+
+
+@option("detectionSync.owner", {"detectionSync": dict(SYNC, owner="fleet")})
+def _(objects):
+    assert "--detection-sync-owner=fleet" in operator_container(objects)["args"]
+
+
+@option("detectionSync.dryRun", {"detectionSync": dict(SYNC, dryRun=True)})
+def _(objects):
+    assert "--detection-sync-dry-run" in operator_container(objects)["args"]
+
+
+@option("detectionSync.keysSecret.name", {"detectionSync": {"enabled": True, "keysSecret": {"name": "dd"}}})
+def _(objects):
+    assert {ref["name"] for ref in sync_env(objects).values()} == {"dd"}
+
+
+@option("detectionSync.keysSecret.apiKeyKey", {"detectionSync": {"enabled": True, "keysSecret": {
+    "name": "dd", "apiKeyKey": "api"}}})
+def _(objects):
+    assert sync_env(objects)["DD_API_KEY"]["key"] == "api"
+
+
+@option("detectionSync.keysSecret.appKeyKey", {"detectionSync": {"enabled": True, "keysSecret": {
+    "name": "dd", "appKeyKey": "app"}}})
+def _(objects):
+    assert sync_env(objects)["DD_APP_KEY"]["key"] == "app"
+
+
+def test_detection_sync_is_off_by_default_and_needs_its_secret(default_objects, helm, tmp_path):
+    assert sync_env(default_objects) == {}
+    assert not any(a.startswith("--detection-sync") for a in operator_container(default_objects)["args"])
+    with pytest.raises(Exception) as caught:
+        helm_template(helm, "-f", str(write_values(tmp_path, {"detectionSync": {"enabled": True}})))
+    assert "detectionSync.keysSecret.name is required with detectionSync.enabled" in str(caught.value)
+
+
 def documented_keys() -> set[str]:
     """Dotted paths of the options in values.yaml, stopping at Kubernetes objects given whole."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())

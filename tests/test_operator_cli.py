@@ -52,6 +52,24 @@ def test_replicas_peer_with_a_random_priority_by_default(operator_calls):
     assert (operator_calls[2]["peering_name"], operator_calls[2]["priority"]) == ("other", 7)
 
 
+def test_detection_sync_settings_reach_the_reconciler_and_missing_keys_stop_the_start(operator_calls, monkeypatch,
+                                                                                     capsys):
+    monkeypatch.delenv("DD_API_KEY", raising=False)
+    monkeypatch.delenv("DD_APP_KEY", raising=False)
+    assert main(["run", "--standalone", "--detection-sync"]) == 1 and operator_calls == []
+    assert capsys.readouterr().err.splitlines() == [
+        "error: DD_API_KEY and DD_APP_KEY: not set (the Datadog API and application keys, for --detection-sync)"]
+    monkeypatch.setenv("DD_API_KEY", "api")
+    monkeypatch.setenv("DD_APP_KEY", "app")
+    assert main(["run", "--standalone", "--metrics-port", "0", "--detection-sync", "--detection-sync-site",
+                 "datadoghq.eu", "--detection-sync-cluster", "prod-eu", "--detection-sync-dry-run"]) == 0
+    [call] = operator_calls
+    sync = call["memo"].options.config.detection_sync
+    assert (sync.site, sync.cluster, sync.owner, sync.dry_run) == ("datadoghq.eu", "prod-eu", "", True)
+    assert (sync.credentials.api_key, sync.credentials.app_key) == ("api", "app")
+    assert "app" not in repr(sync)  # the keys never reach a log line
+
+
 def test_run_help_is_there_and_the_command_module_stays_light():
     out = subprocess.run([sys.executable, "-m", "kaudit", "run", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--standalone" in out.stdout and "/metrics" in out.stdout

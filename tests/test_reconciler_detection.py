@@ -90,3 +90,52 @@ async def test_unreadable_rules_are_reported_and_refuse_nothing():
     assert outcome.ready and (coverage["status"], coverage["reason"]) == ("False", "RulesInvalid")
     assert coverage["message"].startswith("spec.detection.packRules[0]: not a rule of kaudit's pack: "
                                           "'kaudit-host-network'; did you mean \"kaudit-host-network-pod\"?")
+
+
+async def test_the_operator_keeps_the_required_rules_in_datadog():
+    """kaudit run --detection-sync: the Reconciler syncs the required rules (through the official client,
+    to the loopback server that checks every body with the client's models), at most every interval
+    while they are unchanged, and again at once when they change."""
+    from datadog_rules_server import FakeDatadog, Server
+
+    from kaudit.detect.sync import Credentials
+    from kaudit.reconcile.detection import SyncSettings
+
+    with Server(FakeDatadog()) as datadog:
+        now = [1000.0]
+        settings = SyncSettings(Credentials(datadog.api_key, datadog.app_key), cluster="prod-eu", url=datadog.url)
+        storage = MemoryStorage(with_detection({"profile": "WriteRequestBodies"}, "Report"), team_rules())
+        reconciler = Reconciler(storage, OperatorConfig(namespace="ops", detection_sync=settings),
+                                clock=lambda: "2026-01-01T00:00:00Z")
+        reconciler._rule_sync.clock = lambda: now[0]
+        outcome = await reconciler.reconcile(live(storage))
+        synced = conditions(storage)["DetectionRulesSynced"]
+        assert outcome.ready and (synced["status"], synced["reason"], synced["message"]) == \
+            ("True", "RulesSynced", "owner prod-eu: 2 created")
+        assert sorted(r["name"] for r in datadog.rules.values()) == \
+            sorted([f"{HOST_NETWORK} [prod-eu]", "team: secrets deleted [prod-eu]"])
+        assert datadog.violations == []
+
+        datadog.requests.clear()
+        now[0] += 60
+        await reconciler.reconcile(live(storage))
+        assert datadog.requests == []  # unchanged rules, within the interval: Datadog is not asked
+        now[0] += 300
+        rule = next(r for r in datadog.rules.values() if r["name"].startswith("team"))
+        rule["isEnabled"] = False  # drift in Datadog, put back on the next sync
+        await reconciler.reconcile(live(storage))
+        assert conditions(storage)["DetectionRulesSynced"]["message"] == "owner prod-eu: 1 repaired, 1 unchanged"
+        assert rule["isEnabled"] is True
+
+        update(storage, with_detection({"profile": "WriteRequestBodies"}, "Report", generation=2))
+        storage.objects[("auditcollections", None, "cluster")]["spec"]["detection"]["packRules"] = ["kaudit-pod-exec"]
+        await reconciler.reconcile(live(storage))  # other rules: synced at once
+        assert conditions(storage)["DetectionRulesSynced"]["message"] == \
+            "owner prod-eu: 1 created, 1 deleted, 1 unchanged"
+
+        reconciler._rule_sync.settings = SyncSettings(Credentials("wrong", "keys"), cluster="prod-eu", url=datadog.url)
+        reconciler._rule_sync._last = None
+        outcome = await reconciler.reconcile(live(storage))
+        failed = conditions(storage)["DetectionRulesSynced"]
+        assert (failed["status"], failed["reason"]) == ("False", "SyncFailed") and outcome.ready
+        assert failed["message"] == "Datadog answered 403 Forbidden to list_security_monitoring_rules"

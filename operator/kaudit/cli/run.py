@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kaudit.cli import Subparsers
+    from kaudit.reconcile.detection import SyncSettings
 
 # Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 HELP = "run the operator: reconcile AuditCollections in the cluster (needs in-cluster config or KUBECONFIG)"
@@ -58,7 +59,53 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--log-format", choices=("json", "text"), default="json",
                         help="json: one JSON object per line (default); text: for a terminal")
     parser.add_argument("--verbose", action="store_true", help="debug logs")
+    _register_detection_sync(parser)
     parser.set_defaults(func=run)
+
+
+def _register_detection_sync(parser: argparse.ArgumentParser) -> None:
+    from kaudit.detect.sync import SITES
+
+    group = parser.add_argument_group(
+        "keeping spec.detection's rules in Datadog (off by default; keys from DD_API_KEY and DD_APP_KEY, "
+        "which the chart takes from a Secret)")
+    group.add_argument("--detection-sync", action="store_true",
+                       help="sync the active collection's required detection rules to Datadog (docs/detection.md)")
+    group.add_argument("--detection-sync-site", choices=SITES, default=os.environ.get("DD_SITE") or SITES[0],
+                       help="Datadog site (default: $DD_SITE, else datadoghq.com)")
+    group.add_argument("--detection-sync-cluster", metavar="NAME", default="",
+                       help="scope the rules to kube_cluster_name:NAME (and own them as NAME)")
+    group.add_argument("--detection-sync-owner", metavar="NAME", default="",
+                       help="owner tag of the synced rules (default: the cluster, else the collection's name)")
+    group.add_argument("--detection-sync-dry-run", action="store_true", help="plan only: read Datadog, write nothing")
+    group.add_argument("--detection-sync-url", metavar="URL", default="", help=argparse.SUPPRESS)  # tests, proxies
+
+
+def detection_sync_settings(args: argparse.Namespace) -> SyncSettings | None:
+    """The operator's SyncSettings from the command line and the environment, or None when off;
+    one error line per problem (checked before kopf starts)."""
+    from kaudit.detect.sync import Credentials, check_tag_value
+    from kaudit.errors import FieldError, InvalidInput
+    from kaudit.reconcile.detection import SyncSettings
+
+    if not args.detection_sync:
+        return None
+    errors = []
+    for flag, value in (("--detection-sync-cluster", args.detection_sync_cluster),
+                        ("--detection-sync-owner", args.detection_sync_owner)):
+        problem = value and check_tag_value(value)
+        if problem:
+            errors.append(FieldError(flag, problem))
+    keys = {name: os.environ.get(name, "").strip() for name in ("DD_API_KEY", "DD_APP_KEY")}
+    missing = [name for name, value in keys.items() if not value]
+    if missing:
+        errors.append(FieldError(" and ".join(missing), "not set (the Datadog API and application keys, for "
+                                                        "--detection-sync)"))
+    if errors:
+        raise InvalidInput(errors)
+    return SyncSettings(Credentials(keys["DD_API_KEY"], keys["DD_APP_KEY"]), site=args.detection_sync_site,
+                        owner=args.detection_sync_owner, cluster=args.detection_sync_cluster,
+                        dry_run=args.detection_sync_dry_run, url=args.detection_sync_url)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     # tell whether kopf lets this replica work (kaudit.reconcile.peering).
     identity = f"{socket.gethostname()}/{os.getpid()}/{random.randrange(16**6):06x}"
     me = None if args.standalone else PeeringIdentity(args.peering, priority, identity)
-    memo = operator_memo(Options(config=OperatorConfig(namespace=args.namespace, image=args.image),
+    sync = detection_sync_settings(args)
+    memo = operator_memo(Options(config=OperatorConfig(namespace=args.namespace, image=args.image,
+                                                       detection_sync=sync),
                                  resync_interval=args.resync_seconds, peering=me, metrics_port=args.metrics_port))
     problem = asyncio.run(_preflight(None if args.standalone else args.peering))
     if problem:

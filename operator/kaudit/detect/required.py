@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from kaudit.api.spec import ALL_PACK_RULES, DetectionRulesRef, DetectionSpec
 from kaudit.detect.coverage import BLIND, FIRES, PARTLY, UNRELATED, RuleCoverage, check
 from kaudit.detect.model import Rule
+from kaudit.detect.sync import condition_message
 from kaudit.errors import FieldError, InvalidInput, did_you_mean
 from kaudit.policy.model import Policy
 
@@ -30,7 +31,6 @@ CONDITION = "DetectionCoverage"
 # Reasons of the DetectionCoverage condition (it never decides Ready: see kaudit.reconcile.detection).
 COVERED, PARTLY_BLIND, RULES_BLIND, BLINDING_REFUSED, RULES_INVALID = (
     "RulesCovered", "RulesPartlyBlind", "RulesBlind", "BlindingPolicyRefused", "RulesInvalid")
-MAX_MESSAGE = 1024  # condition messages stay readable in kubectl describe
 
 
 def pack_required(spec: DetectionSpec, path: str = "spec.detection.packRules") -> list[Rule]:
@@ -85,10 +85,6 @@ def _describe(results: list[RuleCoverage]) -> str:
     return "; ".join(f"{r.rule.name}: {_first_reason(r)}" for r in results)
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
-
-
 def assess(policy: Policy, rules: list[Rule], spec: DetectionSpec, policy_name: str = "the policy") -> Assessment:
     """The DetectionCoverage condition of ``rules`` (every one required) under ``policy``."""
     results = check(policy, rules)
@@ -103,11 +99,11 @@ def assess(policy: Policy, rules: list[Rule], spec: DetectionSpec, policy_name: 
         message = f"{lead}: {_describe(blind)}"
         if partly:
             message += f". Partly blind: {_describe(partly)}"
-        return Assessment("False", reason, _cut(message), refuse, tuple(results))
+        return Assessment("False", reason, condition_message(message), refuse, tuple(results))
     if partly:
         message = (f"{len(partly)} of {len(counted)} required rule(s) partly blind under {policy_name}: "
                    f"{_describe(partly)}")
-        return Assessment("True", PARTLY_BLIND, _cut(message), False, tuple(results))
+        return Assessment("True", PARTLY_BLIND, condition_message(message), False, tuple(results))
     fires = sum(r.verdict == FIRES for r in results)
     return Assessment("True", COVERED, f"all {fires} required rule(s) fire under {policy_name}", False,
                       tuple(results))
@@ -115,5 +111,5 @@ def assess(policy: Policy, rules: list[Rule], spec: DetectionSpec, policy_name: 
 
 def invalid_rules(exc: InvalidInput) -> Assessment:
     """The condition when the required rules cannot be read (the policy itself is not judged)."""
-    return Assessment("False", RULES_INVALID, _cut("; ".join(str(e) for e in exc.errors)), False)
+    return Assessment("False", RULES_INVALID, condition_message("; ".join(str(e) for e in exc.errors)), False)
 

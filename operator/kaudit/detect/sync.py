@@ -332,3 +332,31 @@ def plan_document(result: SyncResult) -> dict[str, Any]:
         "actions": [{"action": a.kind, "name": a.name, "id": a.rule_id, "changed": list(a.changed),
                      "reason": a.reason} for a in result.plan.actions],
     }
+
+
+# Reasons of the operator's DetectionRulesSynced condition (informational: it never decides Ready).
+SYNCED, SYNC_PLANNED, SYNC_CONFLICT, SYNC_FAILED = "RulesSynced", "SyncPlanned", "RuleNameTaken", "SyncFailed"
+MAX_MESSAGE = 1024  # condition messages stay readable in kubectl describe
+
+
+def condition_message(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
+
+
+def summary(result: SyncResult) -> tuple[str, str, str]:
+    """(status, reason, message) of a sync run, for the operator's condition."""
+    counts: dict[str, int] = {}
+    for action in result.plan.actions:
+        counts[action.kind] = counts.get(action.kind, 0) + 1
+    verbs = {CREATE: "created", UPDATE: "repaired", DELETE: "deleted", UNCHANGED: "unchanged", CONFLICT: "conflicting"}
+    if not result.applied:
+        verbs.update({CREATE: "to create", UPDATE: "to repair", DELETE: "to delete"})
+    done = ", ".join(f"{counts[kind]} {verbs[kind]}" for kind in (CREATE, UPDATE, DELETE, UNCHANGED, CONFLICT)
+                     if counts.get(kind))
+    head = f"owner {result.plan.owner}: {done or 'no rules'}"
+    conflicts = result.plan.of(CONFLICT)
+    if conflicts:
+        return "False", SYNC_CONFLICT, condition_message(f"{head}; " + "; ".join(f"{a.name}: {a.reason}" for a in conflicts))
+    if not result.applied:
+        return "True", SYNC_PLANNED, condition_message(f"dry run, nothing written: {head}")
+    return "True", SYNCED, condition_message(head)

@@ -19,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 from kaudit.api.spec import DetectionSpec
 from kaudit.detect.required import (
     CONDITION, Assessment, assess, invalid_rules, pack_required, rules_from_config_map,
 )
+from kaudit.detect.sync import Credentials
 from kaudit.errors import InvalidInput
 from kaudit.k8s import resources as r
 from kaudit.reconcile.status import Condition
@@ -95,4 +98,55 @@ def detection_condition(assessment: Assessment) -> Condition:
     return Condition(CONDITION, assessment.status, assessment.reason, assessment.message)
 
 
-__all__ = ["CONDITION", "DetectionGate", "detection_condition"]
+SYNC_CONDITION = "DetectionRulesSynced"
+SYNC_INTERVAL = 300.0  # seconds between syncs of unchanged rules: how soon drift in Datadog is put back
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """``kaudit run --detection-sync``: keep the required rules in Datadog (kaudit.detect.sync)."""
+
+    credentials: Credentials
+    site: str = "datadoghq.com"
+    owner: str = ""  # default: the cluster, else the collection's name
+    cluster: str = ""  # kube_cluster_name the queries are scoped to; "" for unscoped rules
+    dry_run: bool = False
+    url: str = ""  # the API's base URL instead of the site's (a proxy, a test server)
+    interval: float = SYNC_INTERVAL
+
+
+class RuleSync:
+    """Syncs a collection's required rules, at most every ``interval`` while they are unchanged
+    (every reconcile would otherwise read the whole organisation's rules)."""
+
+    def __init__(self, settings: SyncSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._last: tuple[str, float, Condition] | None = None
+
+    async def run(self, collection: str, rules: list[Any]) -> Condition:
+        settings = self.settings
+        owner = settings.owner or settings.cluster or collection
+        key = f"{owner}:{_fingerprint(rules)}"
+        now = self.clock()
+        if self._last is not None and self._last[0] == key and now - self._last[1] < settings.interval:
+            return self._last[2]
+        condition = await asyncio.to_thread(_sync, settings, owner, rules)
+        self._last = (key, now, condition)
+        return condition
+
+
+def _sync(settings: SyncSettings, owner: str, rules: list[Any]) -> Condition:
+    from kaudit.detect.sync import SYNC_FAILED, DatadogRulesApi, SyncError, summary, sync
+
+    api = DatadogRulesApi(settings.credentials, site=settings.site, url=settings.url)
+    try:
+        status, reason, message = summary(sync(api, rules, owner, settings.cluster, dry_run=settings.dry_run))
+    except SyncError as exc:
+        status, reason, message = "False", SYNC_FAILED, str(exc)
+    finally:
+        api.close()
+    return Condition(SYNC_CONDITION, status, reason, message)
+
+
+__all__ = ["CONDITION", "SYNC_CONDITION", "DetectionGate", "RuleSync", "SyncSettings", "detection_condition"]

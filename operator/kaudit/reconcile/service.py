@@ -27,7 +27,7 @@ from kaudit.k8s.events import NORMAL, WARNING, build_event
 from kaudit.k8s.permissions import APISERVER_NAMESPACE
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
-from kaudit.reconcile.detection import DetectionGate, detection_condition
+from kaudit.reconcile.detection import DetectionGate, RuleSync, SyncSettings, detection_condition
 from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
                                      render_conditions, status_patch, summarise)
 from kaudit.reconcile.platform import Clouds, reconcile_managed, release_managed
@@ -64,6 +64,7 @@ class ApplyRefused(Exception):
 class OperatorConfig:
     namespace: str = "kaudit-system"  # POD_NAMESPACE: where non-agent objects and Events live
     image: str = ""  # "" = the renderer's default image (DEFAULT_INSTALLER_IMAGE)
+    detection_sync: SyncSettings | None = None  # keep spec.detection's rules in Datadog (off: None)
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Reconciler:
         self._applied: dict[planning.Key, JSON] = {}
         self._seen_status: dict[planning.Key, Any] = {}
         self._detection = DetectionGate(storage, config.namespace)
+        self._rule_sync = RuleSync(config.detection_sync) if config.detection_sync else None
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -261,6 +263,8 @@ class Reconciler:
         conditions.append(_agent_condition(spec.agent.mode, figures))
         if detection is not None:
             conditions.append(detection_condition(detection))
+            if self._rule_sync is not None and detection.results:
+                conditions.append(await self._rule_sync.run(meta.name, [c.rule for c in detection.results]))
         return await self._report(resource, outcome, conditions, parts)
 
     async def _reconcile_managed(self, resource: CollectionResource, spec: AuditCollection,

@@ -15,10 +15,11 @@ CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured",
                    # platform EKS (kaudit.platforms.eks.plan), and GKE/AKS (kaudit.platforms.steps)
                    "AuditLogEnabled", "Forwarding", "LogsFlowing", "AuditLogConfigured",
                    # spec.detection (kaudit.reconcile.detection)
-                   "DetectionCoverage")
+                   "DetectionCoverage", "DetectionRulesSynced")
 # Conditions that inform and never decide Ready: DetectionCoverage reports what the policy does to
 # the required detection rules; in Refuse mode the refusal itself is PolicyValid's (BlindingPolicyRefused).
-INFORMATIONAL_TYPES = frozenset({"DetectionCoverage"})
+# DetectionRulesSynced reports the sync of those rules to Datadog (kaudit run --detection-sync).
+INFORMATIONAL_TYPES = frozenset({"DetectionCoverage", "DetectionRulesSynced"})
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 # --- the reason vocabulary ------------------------------------------------------------------------
