@@ -79,6 +79,8 @@ READERS = [
     Reader("rules check --rules", ("rules", "check", "--profile", "Default", "--rules", "IN"), "rule-json"),
     Reader("rules sync --rules", ("rules", "sync", "--owner", "fleet", "--dry-run", "--rules", "IN"), "rule-json"),
     Reader("rules check -f", ("rules", "check", "-f", "IN"), "collection"),
+    Reader("policy simulate --detections",
+           ("policy", "simulate", "--profile", "Default", "--events", "LOG", "--detections", "IN"), "rule-json"),
 ]
 
 YAML_READERS = ("collection", "existing", "policy", "rules")
