@@ -90,8 +90,6 @@ def _register_render(subparsers) -> None:
 
 
 def _register_sync(subparsers) -> None:
-    from kaudit.detect.sync import SITES
-
     parser = subparsers.add_parser(
         "sync", help="keep detection rules in Datadog (create, repair drift, delete), or show the plan",
         description="Make the rules of one owner in the Datadog organisation exactly the given rules (kaudit's "
@@ -104,8 +102,8 @@ def _register_sync(subparsers) -> None:
                         help="scope every query to kube_cluster_name:NAME and name the rules after it")
     parser.add_argument("--owner", metavar="NAME", default="",
                         help="the owner tag of this set of rules (default: the --cluster name); one syncer per owner")
-    parser.add_argument("--site", choices=SITES, default=None,
-                        help="Datadog site (default: DD_SITE, else datadoghq.com)")
+    parser.add_argument("--site", metavar="SITE", default=None,
+                        help="Datadog site: datadoghq.com (the default, unless DD_SITE), datadoghq.eu, ...")
     parser.add_argument("--api-url", metavar="URL", default="",
                         help="the API's base URL instead of the site's (a proxy, or a test server)")
     parser.add_argument("--dry-run", action="store_true", help="read the rules in Datadog and print the plan; write nothing")
@@ -228,7 +226,8 @@ def _sync_settings(args: argparse.Namespace):
             errors.append(FieldError(flag, problem))
     site = args.site or os.environ.get("DD_SITE") or SITES[0]
     if site not in SITES:
-        errors.append(FieldError("DD_SITE", f"unsupported value {site!r}: supported values: {', '.join(SITES)}"))
+        errors.append(FieldError("--site" if args.site else "DD_SITE",
+                                 f"unsupported value {site!r}: supported values: {', '.join(SITES)}"))
     keys = {name: os.environ.get(name, "").strip() for name in ("DD_API_KEY", "DD_APP_KEY")}
     missing = [name for name, value in keys.items() if not value]
     if missing:

@@ -64,15 +64,13 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _register_detection_sync(parser: argparse.ArgumentParser) -> None:
-    from kaudit.detect.sync import SITES
-
     group = parser.add_argument_group(
         "keeping spec.detection's rules in Datadog (off by default; keys from DD_API_KEY and DD_APP_KEY, "
         "which the chart takes from a Secret)")
     group.add_argument("--detection-sync", action="store_true",
                        help="sync the active collection's required detection rules to Datadog (docs/detection.md)")
-    group.add_argument("--detection-sync-site", choices=SITES, default=os.environ.get("DD_SITE") or SITES[0],
-                       help="Datadog site (default: $DD_SITE, else datadoghq.com)")
+    group.add_argument("--detection-sync-site", metavar="SITE", default=os.environ.get("DD_SITE") or "",
+                       help="Datadog site: datadoghq.com (the default, unless $DD_SITE), datadoghq.eu, ...")
     group.add_argument("--detection-sync-cluster", metavar="NAME", default="",
                        help="scope the rules to kube_cluster_name:NAME (and own them as NAME)")
     group.add_argument("--detection-sync-owner", metavar="NAME", default="",
@@ -84,7 +82,7 @@ def _register_detection_sync(parser: argparse.ArgumentParser) -> None:
 def detection_sync_settings(args: argparse.Namespace) -> SyncSettings | None:
     """The operator's SyncSettings from the command line and the environment, or None when off;
     one error line per problem (checked before kopf starts)."""
-    from kaudit.detect.sync import Credentials, check_tag_value
+    from kaudit.detect.sync import SITES, Credentials, check_tag_value
     from kaudit.errors import FieldError, InvalidInput
     from kaudit.reconcile.detection import SyncSettings
 
@@ -96,6 +94,10 @@ def detection_sync_settings(args: argparse.Namespace) -> SyncSettings | None:
         problem = value and check_tag_value(value)
         if problem:
             errors.append(FieldError(flag, problem))
+    site = args.detection_sync_site or SITES[0]
+    if site not in SITES:
+        errors.append(FieldError("--detection-sync-site", f"unsupported value {site!r}: supported values: "
+                                                          f"{', '.join(SITES)}"))
     keys = {name: os.environ.get(name, "").strip() for name in ("DD_API_KEY", "DD_APP_KEY")}
     missing = [name for name, value in keys.items() if not value]
     if missing:
@@ -103,7 +105,7 @@ def detection_sync_settings(args: argparse.Namespace) -> SyncSettings | None:
                                                         "--detection-sync)"))
     if errors:
         raise InvalidInput(errors)
-    return SyncSettings(Credentials(keys["DD_API_KEY"], keys["DD_APP_KEY"]), site=args.detection_sync_site,
+    return SyncSettings(Credentials(keys["DD_API_KEY"], keys["DD_APP_KEY"]), site=site,
                         owner=args.detection_sync_owner, cluster=args.detection_sync_cluster,
                         dry_run=args.detection_sync_dry_run, url=args.detection_sync_url)
 
