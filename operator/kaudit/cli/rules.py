@@ -14,8 +14,16 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from kaudit.errors import FieldError, InvalidInput
+
+if TYPE_CHECKING:
+    from kaudit.cli import Subparsers
+    from kaudit.detect.model import Rule
+    from kaudit.detect.sync import Credentials
+    from kaudit.policy.loader import LoadResult
+    from kaudit.policy.model import Policy
 
 # Imports are inside the functions: every command module is imported to build the parser (see kaudit.cli).
 HELP = "check detection rules against an audit policy; render kaudit's detection pack (offline)"
@@ -35,7 +43,7 @@ exit codes (sync): 0 in sync (or planned, with --dry-run); 1 a conflict, Datadog
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("rules", help=HELP, description=HELP, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
@@ -51,7 +59,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return missing_command(parser, "check, render, sync")
 
 
-def _register_check(subparsers) -> None:
+def _register_check(subparsers: Subparsers) -> None:
     from kaudit.cli.policy import version_argument
     from kaudit.policy.document import PROFILES
 
@@ -77,7 +85,7 @@ def _register_check(subparsers) -> None:
     parser.set_defaults(func=run_check)
 
 
-def _register_render(subparsers) -> None:
+def _register_render(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "render", help="write kaudit's detection pack as Datadog API JSON or Terraform JSON",
         description="Print the built-in pack as a JSON list of Datadog rule create payloads (datadog) or as "
@@ -89,7 +97,7 @@ def _register_render(subparsers) -> None:
     parser.set_defaults(func=run_render)
 
 
-def _register_sync(subparsers) -> None:
+def _register_sync(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "sync", help="keep detection rules in Datadog (create, repair drift, delete), or show the plan",
         description="Make the rules of one owner in the Datadog organisation exactly the given rules (kaudit's "
@@ -111,7 +119,7 @@ def _register_sync(subparsers) -> None:
     parser.set_defaults(func=run_sync)
 
 
-def _load_policy(args: argparse.Namespace):
+def _load_policy(args: argparse.Namespace) -> tuple[Policy, str]:
     """(Policy, description) from --policy or --profile; a file is read as every policy command reads it."""
     from kaudit.cli.policy import check_file, check_kubernetes_version, print_findings
     from kaudit.documents import check_stdin_once, display_name
@@ -124,7 +132,7 @@ def _load_policy(args: argparse.Namespace):
         return _collection_policy(args)
     if args.profile:
         document = compose_policy(PolicyOptions(profile=args.profile, kubernetes_version=args.kubernetes_version))
-        return load_policy(document.text, args.kubernetes_version).policy, f"profile {args.profile}"
+        return _composed(load_policy(document.text, args.kubernetes_version)), f"profile {args.profile}"
     checked = check_file(args.policy, args.kubernetes_version)
     if checked.errors:
         raise InvalidInput(error.in_file(display_name(args.policy)) for error in checked.errors)
@@ -132,7 +140,7 @@ def _load_policy(args: argparse.Namespace):
     return checked.result.policy, args.policy
 
 
-def _collection_policy(args: argparse.Namespace):
+def _collection_policy(args: argparse.Namespace) -> tuple[Policy, str]:
     """(Policy, description) of an AuditCollection's policy, composed as the operator composes it."""
     from kaudit.cli.render import read_collection
     from kaudit.documents import display_name
@@ -142,11 +150,18 @@ def _collection_policy(args: argparse.Namespace):
     collection = read_collection(args.collection)
     document = compose(policy_options(collection, args.namespace))
     args.collection_detection = collection.detection
-    return load_policy(document.text).policy, f"AuditCollection {collection.name} ({display_name(args.collection)}), " \
-        f"policy {document.short_hash}"
+    return _composed(load_policy(document.text)), \
+        f"AuditCollection {collection.name} ({display_name(args.collection)}), policy {document.short_hash}"
 
 
-def _collection_rules(args: argparse.Namespace):
+def _composed(result: LoadResult) -> Policy:
+    """A policy kaudit composed: it always loads (kept as a guard, not a code path users see)."""
+    if result.policy is None:
+        raise InvalidInput(list(result.errors))
+    return result.policy
+
+
+def _collection_rules(args: argparse.Namespace) -> list[Rule]:
     """The rules of ``-f``'s spec.detection: its pack rules; its ConfigMap is in the cluster."""
     from kaudit.detect.pack import pack_rules
     from kaudit.detect.required import pack_required
@@ -160,7 +175,7 @@ def _collection_rules(args: argparse.Namespace):
     return pack_required(detection)
 
 
-def load_detection_rules(paths: list[str] | None):
+def load_detection_rules(paths: list[str] | None) -> list[Rule]:
     from kaudit.detect.loaders import load_rules_text
     from kaudit.detect.pack import pack_rules
     from kaudit.documents import MAX_RULE_FILE_BYTES, display_name, read_bytes
@@ -210,7 +225,7 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_settings(args: argparse.Namespace):
+def _sync_settings(args: argparse.Namespace) -> tuple[str, str, Credentials]:
     """(owner, site, credentials) from the arguments and the environment; one line per problem."""
     import os
 

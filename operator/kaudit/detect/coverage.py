@@ -25,14 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import product
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from kaudit.detect.fields import ABSENT as _ABSENT
 from kaudit.detect.fields import REMAPPED, moved_source, needed_level
 from kaudit.detect.model import Rule, query_names
 from kaudit.detect.query import And, MatchAll, Node, Not, Or, Predicate, Term, parse_query, terms, value_matcher
 from kaudit.policy.catalog import BUILTIN_RESOURCES, NON_RESOURCE_VERBS, RESOURCE_VERBS
-from kaudit.policy.evaluate import Evaluator, RequestAttributes
+from kaudit.policy.evaluate import Decision, Evaluator, RequestAttributes
 from kaudit.policy.model import LEVEL_RANK, Policy
 
 OTHER = "kaudit-other"
@@ -76,9 +76,9 @@ def _builtin_groups(resource: str) -> list[str]:
     return sorted(g for g, names in BUILTIN_RESOURCES.items() if resource in names)
 
 
-def _api_path(cell: dict) -> str:
+def _api_path(cell: dict[str, Any]) -> str:
     if not cell["resource_request"]:
-        return cell["path"]
+        return str(cell["path"])
     group = cell["api_group"]
     out = "/api/v1" if not group else f"/apis/{group}/v1"
     if cell["namespace"]:
@@ -91,7 +91,7 @@ def _api_path(cell: dict) -> str:
     return out
 
 
-def _body_possible(cell: dict, which: str) -> bool:
+def _body_possible(cell: dict[str, Any], which: str) -> bool:
     """Whether kube-apiserver can put a request (response) body into this request's event."""
     if not cell["resource_request"]:
         return which == "requestObject" and cell["verb"] in ("post", "put", "patch")
@@ -102,7 +102,7 @@ def _body_possible(cell: dict, which: str) -> bool:
     return cell["verb"] != "watch" and cell.get("stage") in (None, "ResponseComplete")
 
 
-def _values(attribute: str, tag: bool, cell: dict, recorded: str | None):
+def _values(attribute: str, tag: bool, cell: dict[str, Any], recorded: str | None) -> Any:
     """The attribute's values on a cell: a list, _UNKNOWN or _ABSENT. ``recorded``: the level the
     event was written at, or None for "everything recorded"."""
     if tag:
@@ -143,7 +143,7 @@ def _values(attribute: str, tag: bool, cell: dict, recorded: str | None):
     return _UNKNOWN
 
 
-def _truth(node: Node, cell: dict, recorded: str | None):
+def _truth(node: Node, cell: dict[str, Any], recorded: str | None) -> bool | None:
     """Kleene three-valued truth of ``node`` on a cell: True, False or None (unknown)."""
     if isinstance(node, Term):
         values = _values(node.field, node.tag, cell, recorded)
@@ -292,7 +292,7 @@ def _coverage_tree(query_text: str, fields: Iterable[str]) -> Node:
     return And((tree, *extra)) if extra else tree
 
 
-def _describe(cell: dict) -> str:
+def _describe(cell: dict[str, Any]) -> str:
     who = cell["user"]
     if not cell["resource_request"]:
         return f"{cell['verb']} {cell['path']} by {who}"
@@ -318,10 +318,10 @@ class _Enumerator:
         self.names = sorted({n for rule in policy.rules for e in rule.resources for n in e.resource_names}
                             | _named(tree, "objectRef.name") | {""})
 
-    def possible(self, cell: dict) -> bool:
+    def possible(self, cell: dict[str, Any]) -> bool:
         return _truth(self.tree, cell, None) is not False
 
-    def cells(self) -> Iterator[dict]:
+    def cells(self) -> Iterator[dict[str, Any]]:
         for resource_request in (True, False):
             cell = {"resource_request": resource_request}
             if not self.possible(cell):
@@ -333,7 +333,7 @@ class _Enumerator:
                     yield from self._who(dict(cell, path=path, verb=verb, api_group="", resource="",
                                               subresource="", namespace="", name=""))
 
-    def _resource_cells(self, base: dict) -> Iterator[dict]:
+    def _resource_cells(self, base: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for group, resource, sub in self.triples:
             cell = dict(base, api_group=group, resource=resource, subresource=sub)
             if not self.possible(cell):
@@ -351,7 +351,7 @@ class _Enumerator:
                     for name in self.names:
                         yield from self._who(dict(with_ns, name=name))
 
-    def _who(self, cell: dict) -> Iterator[dict]:
+    def _who(self, cell: dict[str, Any]) -> Iterator[dict[str, Any]]:
         cell.setdefault("path", "")
         for user, groups in self.identities:
             full = dict(cell, user=user, groups=groups)
@@ -359,12 +359,12 @@ class _Enumerator:
                 yield full
 
 
-def _stages(cell: dict) -> tuple[str, ...]:
+def _stages(cell: dict[str, Any]) -> tuple[str, ...]:
     long_running = cell["verb"] == "watch" or cell["subresource"] in CONNECT_SUBRESOURCES
     return ("RequestReceived",) + (("ResponseStarted",) if long_running else ()) + ("ResponseComplete",)
 
 
-def _attributes(cell: dict) -> RequestAttributes:
+def _attributes(cell: dict[str, Any]) -> RequestAttributes:
     name = "" if cell["verb"] == "create" and not cell["subresource"] else cell["name"]
     return RequestAttributes(user=cell["user"], groups=cell["groups"], verb=cell["verb"],
                              resource_request=cell["resource_request"], namespace=cell["namespace"],
@@ -392,7 +392,7 @@ def _warnings(tree: Node) -> list[str]:
     return sorted(set(out))
 
 
-def _reason(tree: Node, cell_stages: list[dict], decision, needs: str, reads: tuple[str, ...],
+def _reason(tree: Node, cell_stages: list[dict[str, Any]], decision: Decision, needs: str, reads: tuple[str, ...],
             rule_label: Callable[[int | None], str]) -> str:
     who = rule_label(decision.rule)
     if decision.level == "None":
@@ -412,8 +412,8 @@ def query_coverage(policy: Policy, evaluator: Evaluator, query_text: str, fields
     tree = _coverage_tree(query_text, fields)
     rule_label = rule_label or _default_label
     needs, reads = _needs(tree), _reads(tree)
-    blind: dict[tuple, list[str]] = {}
-    covered: dict[tuple, int] = {}
+    blind: dict[tuple[Any, ...], list[str]] = {}
+    covered: dict[tuple[Any, ...], int] = {}
     targets = 0
     for cell in _Enumerator(policy, tree).cells():
         staged = [dict(cell, stage=stage) for stage in _stages(cell)]
@@ -444,7 +444,7 @@ def query_coverage(policy: Policy, evaluator: Evaluator, query_text: str, fields
     return QueryCoverage(query_text, verdict, needs, reads, targets, findings, recorded_by, tuple(warnings))
 
 
-def _finding_order(item) -> tuple:
+def _finding_order(item: tuple[tuple[int | None, str, str], list[str]]) -> tuple[Any, ...]:
     (rule, _, reason), examples = item
     return (-len(examples), -1 if rule is None else rule, reason)
 
@@ -504,7 +504,7 @@ def check(policy: Policy, rules: Iterable[Rule]) -> list[RuleCoverage]:
 
 # --- what a policy makes of a complete event ------------------------------------------------------------
 
-def as_recorded(event: dict, evaluator: Evaluator) -> dict | None:
+def as_recorded(event: dict[str, Any], evaluator: Evaluator) -> dict[str, Any] | None:
     """The event kube-apiserver writes for ``event`` (recorded at RequestResponse) under the
     evaluator's policy: None when the level is None or the event's stage is omitted; bodies above
     the level removed; ``level`` set."""

@@ -70,7 +70,7 @@ def _uri_path(uri: Any) -> Any:
     return uri.partition("?")[0] if type(uri) is str else uri
 
 
-def getter(attribute: str) -> Callable[[dict], list]:
+def getter(attribute: str) -> Callable[[dict[str, Any]], list[Any]]:
     """A function returning the values ``@attribute`` has in an audit event, as Datadog stores it.
 
     Arrays are flattened into the list (a search matches any element); an attribute the pipeline
@@ -84,7 +84,7 @@ def getter(attribute: str) -> Callable[[dict], list]:
     if source and len(source) == 2:
         outer, inner = source
 
-        def remapped(event: dict) -> list:
+        def remapped(event: dict[str, Any]) -> list[Any]:
             container = event.get(outer)
             value = container.get(inner) if type(container) is dict else None
             return [] if value is None else [value]
@@ -97,7 +97,7 @@ def getter(attribute: str) -> Callable[[dict], list]:
     if len(segments) == 1:
         key = segments[0]
 
-        def top(event: dict) -> list:
+        def top(event: dict[str, Any]) -> list[Any]:
             value = event.get(key)
             if value is None:
                 return []
@@ -110,7 +110,7 @@ def getter(attribute: str) -> Callable[[dict], list]:
 ABSENT = object()  # what lookup() returns for an attribute the event does not have
 
 
-def lookup(attribute: str) -> Callable[[dict], Any]:
+def lookup(attribute: str) -> Callable[[dict[str, Any]], Any]:
     """Like :func:`getter`, faster on the common shapes: returns the value itself when the path
     leads through objects to one scalar, ``ABSENT`` when it leads nowhere, and the getter's list
     otherwise (arrays on the way, objects at the end, keys holding dots).
@@ -124,14 +124,14 @@ def lookup(attribute: str) -> Callable[[dict], Any]:
     source = REMAPPED.get(attribute)
     segments = source if source and source != ("requestURI",) else tuple(attribute.split("."))
     if source == ("requestURI",):
-        def uri(event: dict) -> Any:
+        def uri(event: dict[str, Any]) -> Any:
             value = event.get("requestURI")
             return ABSENT if value is None else _uri_path(value)
         return uri
     first, rest = segments[0], segments[1:]
     last = len(rest) - 1
 
-    def fast(event: dict) -> Any:
+    def fast(event: dict[str, Any]) -> Any:
         node = event.get(first)
         if node is None:
             return ABSENT

@@ -27,16 +27,17 @@ _PUBLIC_PATHS = "(/healthz* OR /livez* OR /readyz* OR /version*)"
 @dataclass(frozen=True)
 class PackRule:
     id: str
-    rule: dict  # Datadog API JSON (a create payload)
+    rule: dict[str, Any]  # Datadog API JSON (a create payload)
     needs: str  # least audit level: Metadata, Request or RequestResponse
-    fires: tuple[dict, ...]
-    twin: tuple[dict, ...]
+    fires: tuple[dict[str, Any], ...]
+    twin: tuple[dict[str, Any], ...]
 
 
-def event(verb: str, resource: str = "", *, user: str = "alice@example.com", groups=("system:authenticated",),
+def event(verb: str, resource: str = "", *, user: str = "alice@example.com",
+          groups: tuple[str, ...] = ("system:authenticated",),
           namespace: str = "", name: str = "", subresource: str = "", group: str = "", code: int = 200,
-          body: dict | None = None, uri: str = "", decision: str = "allow", time: str = "2026-01-05T10:00:00Z",
-          seq: int = 0) -> dict:
+          body: dict[str, Any] | None = None, uri: str = "", decision: str = "allow", time: str = "2026-01-05T10:00:00Z",
+          seq: int = 0) -> dict[str, Any]:
     """A complete ResponseComplete audit event at RequestResponse (a builder for the examples)."""
     version = "v1"
     prefix = f"/api/{version}" if not group else f"/apis/{group}/{version}"
@@ -68,7 +69,7 @@ def event(verb: str, resource: str = "", *, user: str = "alice@example.com", gro
     return out
 
 
-def _pod(*, privileged: bool = False, host_network: bool = False) -> dict:
+def _pod(*, privileged: bool = False, host_network: bool = False) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "app", "image": "registry.example/app:1"}
     if privileged:
         container["securityContext"] = {"privileged": True}
@@ -79,7 +80,7 @@ def _pod(*, privileged: bool = False, host_network: bool = False) -> dict:
 
 
 def _rule(name: str, message: str, query: str, status: str, *, condition: str = "a > 0",
-          group_by: tuple[str, ...] = ("@usr.name",), window: int = 300, new_value: str = "") -> dict:
+          group_by: tuple[str, ...] = ("@usr.name",), window: int = 300, new_value: str = "") -> dict[str, Any]:
     rule: dict[str, Any] = {
         "name": name, "type": "log_detection", "isEnabled": True, "message": message, "tags": list(TAGS),
         "queries": [{"query": f"source:kubernetes.audit {query}", "aggregation": "count",
@@ -99,7 +100,7 @@ def _rule(name: str, message: str, query: str, status: str, *, condition: str = 
 
 
 def _pack() -> tuple[PackRule, ...]:
-    pod = {"namespace": "shop", "name": "web"}
+    pod: dict[str, Any] = {"namespace": "shop", "name": "web"}
     deny = [event("list", "secrets", namespace="shop", user="mallory@example.com", code=403, decision="forbid",
                   time=f"2026-01-05T10:00:{i:02d}Z", seq=i) for i in range(11)]
     spread = [dict(e, user={"username": f"user{i}@example.com", "groups": ["system:authenticated"]})
