@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 _TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|([A-Za-z_][A-Za-z0-9_]*)|(>=|<=|==|!=|&&|\|\||[-+*/()<>]))")
 _COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
             "==": operator.eq, "!=": operator.ne}
-Condition = Callable[[dict], object]
+Condition = Callable[[dict[str, Any]], Any]
 
 
 def _tokens(text: str) -> list[tuple[str, str, int]]:
-    out, i = [], 0
+    out: list[tuple[str, str, int]] = []
+    i = 0
     while i < len(text.rstrip()):
         match = _TOKEN.match(text, i)
         if not match:
             raise ValueError(f"column {i + 1}: unexpected {text[i:].strip()[:10]!r}")
         kind = "num" if match.group(1) else "name" if match.group(2) else "op"
-        out.append((kind, match.group(match.lastindex), match.start(match.lastindex)))
+        index = match.lastindex or 0  # one of the three groups always matched
+        out.append((kind, match.group(index), match.start(index)))
         i = match.end()
     return out
 
@@ -45,7 +47,7 @@ def parse_condition(text: str, names: Iterable[str]) -> Condition:
         pos += 1
         return tokens[pos - 1]
 
-    def binary(sub: Callable[[], Condition], ops: dict) -> Callable[[], Condition]:
+    def binary(sub: Callable[[], Condition], ops: dict[str, Any]) -> Callable[[], Condition]:
         def parse() -> Condition:
             left = sub()
             while peek() in ops:

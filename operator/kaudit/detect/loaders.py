@@ -56,18 +56,19 @@ class _Style:
 
 class _Reader:
     def __init__(self, where: str, style: _Style):
-        self.where, self.style, self.errors = where, style, []
+        self.where, self.style = where, style
+        self.errors: list[FieldError] = []
 
     def fail(self, path: str, message: str) -> None:
         self.errors.append(FieldError(f"{self.where}: {path}" if path else self.where, message))
 
-    def check_keys(self, data: dict, path: str, known: set[str], ignored: frozenset = frozenset()) -> None:
+    def check_keys(self, data: dict[str, Any], path: str, known: set[str], ignored: frozenset[str] = frozenset()) -> None:
         for key in data:
             if key not in known and key not in ignored:
                 self.fail(_join(path, key), f"unknown field (known: {', '.join(sorted(known))})")
 
-    def value(self, data: dict, path: str, camel: str, kind: type, default: Any,
-              allowed: tuple | None = None) -> Any:
+    def value(self, data: dict[str, Any], path: str, camel: str, kind: type, default: Any,
+              allowed: tuple[Any, ...] | None = None) -> Any:
         key = self.style.key(camel)
         raw = data.get(key, default)
         field = _join(path, key)
@@ -93,7 +94,7 @@ class _Reader:
             return default
         return raw
 
-    def strings(self, data: dict, path: str, camel: str) -> tuple[str, ...]:
+    def strings(self, data: dict[str, Any], path: str, camel: str) -> tuple[str, ...]:
         key = self.style.key(camel)
         raw = data.get(key)
         if raw is None:
@@ -103,7 +104,7 @@ class _Reader:
             return ()
         return tuple(raw)
 
-    def blocks(self, data: dict, path: str, camel: str, single: bool = False) -> list[tuple[str, dict]]:
+    def blocks(self, data: dict[str, Any], path: str, camel: str, single: bool = False) -> list[tuple[str, dict[str, Any]]]:
         """Nested objects under ``camel`` with their paths; Terraform allows one object for a list of one."""
         key = self.style.key(camel)
         raw = data.get(key)
@@ -130,7 +131,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _query(r: _Reader, data: dict, path: str) -> Query:
+def _query(r: _Reader, data: dict[str, Any], path: str) -> Query:
     s = r.style
     r.check_keys(data, path, {s.key(k) for k in ("query", "name", "aggregation", "groupByFields", "distinctFields",
                                                   "metric", "metrics", "dataSource", "hasOptionalGroupByFields")})
@@ -149,7 +150,7 @@ def _query(r: _Reader, data: dict, path: str) -> Query:
     )
 
 
-def _case(r: _Reader, data: dict, path: str) -> Case:
+def _case(r: _Reader, data: dict[str, Any], path: str) -> Case:
     s = r.style
     r.check_keys(data, path, {s.key(k) for k in ("name", "status", "condition", "notifications", "actions")})
     return Case(status=r.value(data, path, "status", str, "info", model.STATUSES),
@@ -157,7 +158,7 @@ def _case(r: _Reader, data: dict, path: str) -> Case:
                 name=r.value(data, path, "name", str, ""))
 
 
-def _new_value_options(r: _Reader, data: dict, path: str) -> NewValueOptions:
+def _new_value_options(r: _Reader, data: dict[str, Any], path: str) -> NewValueOptions:
     s = r.style
     r.check_keys(data, path, {s.key(k) for k in ("forgetAfter", "learningDuration", "learningMethod",
                                                   "learningThreshold")})
@@ -169,7 +170,7 @@ def _new_value_options(r: _Reader, data: dict, path: str) -> NewValueOptions:
     )
 
 
-def _options(r: _Reader, data: dict, path: str) -> Options:
+def _options(r: _Reader, data: dict[str, Any], path: str) -> Options:
     s = r.style
     r.check_keys(data, path, {s.key(k) for k in ("detectionMethod", "evaluationWindow", "keepAlive",
                                                   "maxSignalDuration", "newValueOptions",
@@ -187,7 +188,7 @@ def _options(r: _Reader, data: dict, path: str) -> Options:
 _RULE_KEYS = ("name", "message", "isEnabled", "type", "tags", "queries", "cases", "options")
 
 
-def _rule(r: _Reader, data: dict, path: str, source: str) -> Rule | None:
+def _rule(r: _Reader, data: dict[str, Any], path: str, source: str) -> Rule | None:
     before = len(r.errors)
     s = r.style
     r.check_keys(data, path, {s.key(k) for k in _RULE_KEYS},
@@ -278,7 +279,7 @@ def rules_from_terraform(data: Any, where: str) -> list[Rule]:
     r = _Reader(where, _Style(terraform=True))
     resources = data.get("resource") if type(data) is dict else None
     if type(resources) is list:  # the JSON syntax allows a list of resource objects
-        merged: dict = {}
+        merged: dict[str, Any] = {}
         for item in resources:
             if type(item) is dict:
                 for kind, body in item.items():

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 from kaudit.detect.fields import ABSENT, lookup, source_path
 
@@ -37,7 +37,7 @@ class Predicate:
 
     kind: str  # "exists" | "text" | "range"
     text: str = ""  # the unescaped value (text)
-    regex: re.Pattern | None = None  # set when the text has unescaped wildcards
+    regex: re.Pattern[str] | None = None  # set when the text has unescaped wildcards
     low: float | None = None  # range bounds (None: open); comparisons are ranges
     high: float | None = None
     low_inclusive: bool = True
@@ -333,7 +333,7 @@ def parse_query(text: str) -> Node:
 
 # --- matching values --------------------------------------------------------------------------------
 
-def _text_form(value) -> str | None:
+def _text_form(value: Any) -> str | None:
     if type(value) is str:
         return value
     if type(value) is bool:
@@ -343,7 +343,7 @@ def _text_form(value) -> str | None:
     return None  # objects never equal a term
 
 
-def value_matcher(predicate: Predicate) -> Callable[[list], bool]:
+def value_matcher(predicate: Predicate) -> Callable[[list[Any]], bool]:
     """A function telling whether any of an attribute's values satisfies ``predicate``."""
     if predicate.kind == "exists":
         return bool
@@ -351,7 +351,7 @@ def value_matcher(predicate: Predicate) -> Callable[[list], bool]:
         low, high = predicate.low, predicate.high
         low_in, high_in = predicate.low_inclusive, predicate.high_inclusive
 
-        def in_range(values: list) -> bool:
+        def in_range(values: list[Any]) -> bool:
             for v in values:
                 if type(v) in (int, float):
                     if low is not None and (v < low or (v == low and not low_in)):
@@ -368,7 +368,7 @@ def value_matcher(predicate: Predicate) -> Callable[[list], bool]:
         return lambda values: any((t := _text_form(v)) is not None and match(t) for v in values)
     number = float(text) if _NUMBER.match(text) else None
 
-    def equals(values: list) -> bool:
+    def equals(values: list[Any]) -> bool:
         for v in values:
             if type(v) is str:
                 if v == text:
@@ -385,7 +385,7 @@ def value_matcher(predicate: Predicate) -> Callable[[list], bool]:
 
 # --- matching events --------------------------------------------------------------------------------
 
-DEFAULT_TAGS = {"source": ("kubernetes.audit",)}
+DEFAULT_TAGS: dict[str, tuple[str, ...]] = {"source": ("kubernetes.audit",)}
 
 
 def scalar_matcher(predicate: Predicate) -> Callable[[object], bool]:
@@ -395,7 +395,7 @@ def scalar_matcher(predicate: Predicate) -> Callable[[object], bool]:
         number = float(text) if _NUMBER.match(text) else None
         truth = text if text in ("true", "false") else None
 
-        def equals(v) -> bool:
+        def equals(v: Any) -> bool:
             if type(v) is str:
                 return v == text
             if type(v) is bool:
@@ -410,12 +410,12 @@ def scalar_matcher(predicate: Predicate) -> Callable[[object], bool]:
 _TRUE, _FALSE = (lambda event: True), (lambda event: False)
 
 
-def _term(node: Term, tags: dict) -> Callable[[dict], bool]:
+def _term(node: Term, tags: dict[str, tuple[str, ...]]) -> Callable[[dict[str, Any]], bool]:
     if node.tag:
         return _TRUE if value_matcher(node.predicate)(list(tags.get(node.field, ()))) else _FALSE
     get, one, many = lookup(node.field), scalar_matcher(node.predicate), value_matcher(node.predicate)
 
-    def term(event: dict) -> bool:
+    def term(event: dict[str, Any]) -> bool:
         value = get(event)
         if value is ABSENT:
             return False
@@ -427,12 +427,12 @@ def _term(node: Term, tags: dict) -> Callable[[dict], bool]:
     # The hot case, inlined: an exact value at one or two levels that holds a string.
     text, first, second = node.predicate.text, path[0], path[-1]
     if len(path) == 1:
-        def shallow(event: dict) -> bool:
+        def shallow(event: dict[str, Any]) -> bool:
             value = event.get(first)
             return value == text if type(value) is str else term(event)
         return shallow
 
-    def nested(event: dict) -> bool:
+    def nested(event: dict[str, Any]) -> bool:
         parent = event.get(first)
         if type(parent) is dict:
             value = parent.get(second)
@@ -443,7 +443,7 @@ def _term(node: Term, tags: dict) -> Callable[[dict], bool]:
     return nested
 
 
-def compile_query(node: Node, tags: dict[str, tuple[str, ...]] | None = None) -> Callable[[dict], bool]:
+def compile_query(node: Node, tags: dict[str, tuple[str, ...]] | None = None) -> Callable[[dict[str, Any]], bool]:
     """A function telling whether an audit event (as kube-apiserver wrote it) matches, after
     Datadog's remapping. Tags are fixed for the whole log (``source`` is kubernetes.audit unless
     ``tags`` says otherwise), so tag terms are decided here, once, and folded away."""
@@ -488,9 +488,9 @@ def terms(node: Node, negated: bool = False) -> Iterator[tuple[Term, bool]]:
 class CompiledQuery:
     text: str
     tree: Node
-    match: Callable[[dict], bool] = field(compare=False)
+    match: Callable[[dict[str, Any]], bool] = field(compare=False)
 
 
-def compile_text(text: str, tags: dict | None = None) -> CompiledQuery:
+def compile_text(text: str, tags: dict[str, Any] | None = None) -> CompiledQuery:
     tree = parse_query(text)
     return CompiledQuery(text, tree, compile_query(tree, tags))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
-from typing import Iterable
+from typing import Any, Iterable
 
 from kaudit.detect.loaders import TERRAFORM_TYPE
 from kaudit.detect.model import Query, Rule
@@ -27,7 +27,7 @@ def for_cluster(rule: Rule, cluster: str) -> Rule:
                    tags=rule.tags + (f"{CLUSTER_TAG}:{cluster}",))
 
 
-def _query_api(query: Query) -> dict:
+def _query_api(query: Query) -> dict[str, Any]:
     out = {"query": query.query, "aggregation": query.aggregation,
            "groupByFields": list(query.group_by_fields), "distinctFields": list(query.distinct_fields)}
     if query.metrics:
@@ -37,9 +37,9 @@ def _query_api(query: Query) -> dict:
     return out
 
 
-def rule_to_api(rule: Rule) -> dict:
+def rule_to_api(rule: Rule) -> dict[str, Any]:
     options = rule.options
-    out_options: dict = {"detectionMethod": options.detection_method, "evaluationWindow": options.evaluation_window,
+    out_options: dict[str, Any] = {"detectionMethod": options.detection_method, "evaluationWindow": options.evaluation_window,
                          "keepAlive": options.keep_alive, "maxSignalDuration": options.max_signal_duration}
     if options.new_value_options:
         nvo = options.new_value_options
@@ -54,7 +54,7 @@ def rule_to_api(rule: Rule) -> dict:
     }
 
 
-def _snake(data):
+def _snake(data: Any) -> Any:
     """Terraform's key names; literal "${" and "%{" escaped, as Terraform JSON reads them as templates."""
     if isinstance(data, str):
         return data.replace("${", "$${").replace("%{", "%%{")
@@ -69,9 +69,9 @@ def terraform_label(rule: Rule) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", rule.name.lower()).strip("_") or "rule"
 
 
-def rule_to_terraform(rule: Rule) -> dict:
+def rule_to_terraform(rule: Rule) -> dict[str, Any]:
     api = rule_to_api(rule)
-    body = _snake({k: v for k, v in api.items() if k not in ("isEnabled", "queries", "cases")})
+    body: dict[str, Any] = _snake({k: v for k, v in api.items() if k not in ("isEnabled", "queries", "cases")})
     body["enabled"] = api["isEnabled"]
     body["query"] = _snake(api["queries"])
     body["case"] = _snake(api["cases"])
@@ -83,7 +83,7 @@ def render_api(rules: Iterable[Rule]) -> str:
 
 
 def render_terraform(rules: Iterable[Rule]) -> str:
-    resources: dict = {}
+    resources: dict[str, Any] = {}
     for rule in rules:
         label = terraform_label(rule)
         while label in resources:

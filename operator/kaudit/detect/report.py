@@ -7,7 +7,7 @@ as in ``kaudit policy eval`` and ``kaudit policy simulate``.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Any, Iterable
 
 from kaudit.detect.coverage import BLIND, FIRES, PARTLY, UNRELATED, VERDICT_ORDER, RuleCoverage
 
@@ -19,7 +19,7 @@ def failing(results: Iterable[RuleCoverage], fail_on: str) -> list[RuleCoverage]
     return [r for r in results if r.required and r.verdict in _FAIL_FROM[fail_on]]
 
 
-def coverage_document(results: list[RuleCoverage], policy: str) -> dict:
+def coverage_document(results: list[RuleCoverage], policy: str) -> dict[str, Any]:
     counts = Counter(r.verdict for r in results)
     return {
         "kind": "DetectionCoverage", "version": SCHEMA_VERSION, "policy": policy,
@@ -38,7 +38,7 @@ def coverage_document(results: list[RuleCoverage], policy: str) -> dict:
     }
 
 
-def coverage_table(document: dict) -> str:
+def coverage_table(document: dict[str, Any]) -> str:
     lines = [f"Detection coverage under {document['policy']}"]
     summary = document["summary"]
     lines.append("  " + ", ".join(f"{n} {v}" for v, n in summary.items() if n or v != UNRELATED))

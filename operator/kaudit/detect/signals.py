@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 from kaudit.detect.conditions import parse_condition
 from kaudit.detect.fields import getter
@@ -41,19 +41,19 @@ class Signal:
     rule: str
     case: str
     status: str
-    group: tuple
+    group: tuple[Any, ...]
     time: float
     value: object = None  # the new value (new_value rules)
 
 
-def event_time(event: dict) -> float:
+def event_time(event: dict[str, Any]) -> float:
     stamp = event.get("requestReceivedTimestamp") or event.get("stageTimestamp")
     if type(stamp) is not str:
         raise ValueError("an event needs requestReceivedTimestamp to be placed in time")
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def _first(values: list):
+def _first(values: list[Any]) -> Any:
     value = values[0] if values else None
     return value if type(value) in (str, int, float, bool) else (None if value is None else repr(value))
 
@@ -61,7 +61,7 @@ def _first(values: list):
 class RuleRunner:
     """A rule compiled for evaluation; feed events in time order with :meth:`feed`."""
 
-    def __init__(self, rule: Rule, tags: dict | None = None):
+    def __init__(self, rule: Rule, tags: dict[str, Any] | None = None):
         method = rule.options.detection_method
         if method not in ("threshold", "new_value"):
             raise Unsupported(f"{rule.name}: detection method {method} is not evaluated by kaudit")
@@ -76,12 +76,12 @@ class RuleRunner:
         self.window = float(rule.options.evaluation_window)
         self.keep_alive = float(rule.options.keep_alive)
         self.max_duration = float(rule.options.max_signal_duration)
-        self.recent: dict[tuple, deque] = {}  # (query, group) -> (time, distinct key, metric value)
-        self.open: dict[tuple, tuple[float, float]] = {}  # (group, case) -> (opened, last match)
-        self.learned: dict[tuple, dict] = {}  # group -> {value: last seen}
-        self.first_seen: dict[tuple, float] = {}
+        self.recent: dict[tuple[Any, ...], deque[tuple[float, tuple[Any, ...], Any]]] = {}  # (query, group) -> (time, distinct key, metric value)
+        self.open: dict[tuple[Any, ...], tuple[float, float]] = {}  # (group, case) -> (opened, last match)
+        self.learned: dict[tuple[Any, ...], dict[str, Any]] = {}  # group -> {value: last seen}
+        self.first_seen: dict[tuple[Any, ...], float] = {}
 
-    def feed(self, event: dict) -> list[Signal]:
+    def feed(self, event: dict[str, Any]) -> list[Signal]:
         if self.single is not None:  # one query (most rules): no list per event that matches nothing
             if not self.single(event):
                 return []
@@ -92,20 +92,21 @@ class RuleRunner:
                 return []
         return self.matched(event, hits)
 
-    def matched(self, event: dict, hits: list[int]) -> list[Signal]:
+    def matched(self, event: dict[str, Any], hits: list[int]) -> list[Signal]:
         """The signals of an event the queries ``hits`` (indexes) matched."""
         when = event_time(event)
         if self.rule.options.detection_method == "new_value":
             return [s for i in hits for s in self._new_value(i, event, when)]
         return self._threshold(hits, event, when)
 
-    def _group(self, i: int, event: dict) -> tuple | None:
+    def _group(self, i: int, event: dict[str, Any]) -> tuple[Any, ...] | None:
         values = tuple(_first(get(event)) for get in self.group_getters[i])
         return None if any(v is None for v in values) else values
 
-    def _new_value(self, i: int, event: dict, when: float) -> list[Signal]:
+    def _new_value(self, i: int, event: dict[str, Any], when: float) -> list[Signal]:
         group = self._group(i, event)
-        value = _first(self.metric[i](event)) if self.metric[i] else None
+        get = self.metric[i]
+        value = _first(get(event)) if get else None
         if group is None or value is None:
             return []
         options = self.rule.options.new_value_options
@@ -120,15 +121,16 @@ class RuleRunner:
         case = self.rule.cases[0]
         return [Signal(self.rule.name, case.name, case.status, group, when, value)]
 
-    def _threshold(self, hits: list[int], event: dict, when: float) -> list[Signal]:
-        signals = []
-        groups = {self._group(i, event) for i in hits} - {None}
+    def _threshold(self, hits: list[int], event: dict[str, Any], when: float) -> list[Signal]:
+        signals: list[Signal] = []
+        groups = {g for g in (self._group(i, event) for i in hits) if g is not None}
         for i in hits:
             group = self._group(i, event)
             if group is None:
                 continue
             key = tuple(_first(get(event)) for get in self.distinct[i])
-            metric = _first(self.metric[i](event)) if self.metric[i] else 1
+            get = self.metric[i]
+            metric = _first(get(event)) if get else 1
             self.recent.setdefault((i, group), deque()).append((when, key, metric))
         for group in groups:
             values = {name: self._aggregate(i, group, when) for i, name in enumerate(self.names)}
@@ -144,7 +146,7 @@ class RuleRunner:
                 break  # the first matching case decides, as in Datadog
         return signals
 
-    def _aggregate(self, i: int, group: tuple, when: float) -> float:
+    def _aggregate(self, i: int, group: tuple[Any, ...], when: float) -> float:
         window = self.recent.get((i, group))
         if not window:
             return 0
@@ -153,7 +155,7 @@ class RuleRunner:
         aggregation = self.rule.queries[i].aggregation
         if aggregation == "cardinality":
             return len({key for _, key, _ in window})
-        numbers = [m for _, _, m in window if type(m) in (int, float)]
+        numbers: list[float] = [m for _, _, m in window if type(m) in (int, float)]
         if aggregation == "sum":
             return sum(numbers)
         if aggregation == "max":
@@ -164,13 +166,13 @@ class RuleRunner:
 class RuleSet:
     """Several rules over one stream of events; the queries run first, the rest only on a match."""
 
-    def __init__(self, rules: Iterable[Rule], tags: dict | None = None):
+    def __init__(self, rules: Iterable[Rule], tags: dict[str, Any] | None = None):
         self.runners = [RuleRunner(rule, tags) for rule in rules]
         self._single = [(r.single, r) for r in self.runners if r.single is not None]
         self._multi = [r for r in self.runners if r.single is None]
         self._hit = [0]
 
-    def feed(self, event: dict) -> list[Signal]:
+    def feed(self, event: dict[str, Any]) -> list[Signal]:
         out: list[Signal] = []
         for match, runner in self._single:
             if match(event):
@@ -180,6 +182,6 @@ class RuleSet:
         return out
 
 
-def run_rule(rule: Rule, events: Iterable[dict], tags: dict | None = None) -> list[Signal]:
+def run_rule(rule: Rule, events: Iterable[dict[str, Any]], tags: dict[str, Any] | None = None) -> list[Signal]:
     runner = RuleRunner(rule, tags)
     return [signal for event in events for signal in runner.feed(event)]
