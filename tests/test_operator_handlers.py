@@ -20,8 +20,8 @@ class RefusingReconciler:
 
 async def test_a_refused_release_is_retried_later_without_a_traceback():
     info = kopf.ConnectionInfo(server="https://kubernetes.invalid")
-    memo = operator_memo(state=State(connection_info=info, reconciler=RefusingReconciler(),  # type: ignore[arg-type]
-                                     reconciler_info=info))
+    memo = operator_memo(state=State(connection_info=info, client=object(), client_info=info,  # type: ignore[arg-type]
+                                     reconciler=RefusingReconciler()))  # type: ignore[arg-type]
     body = {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection",
             "metadata": {"name": "cluster", "uid": "u"}, "spec": {"agent": {"mode": "DaemonSet"}}}
     # kopf logs a TemporaryError as one line and retries after its delay; any other exception is

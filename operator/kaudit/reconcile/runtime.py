@@ -61,8 +61,9 @@ class State:
 
     metrics: Metrics = field(default_factory=Metrics)
     connection_info: kopf.ConnectionInfo | None = None  # kopf's credentials, set at each login
+    client: ApiClient | None = None
+    client_info: kopf.ConnectionInfo | None = None  # the credentials the client was made with
     reconciler: Reconciler | None = None
-    reconciler_info: kopf.ConnectionInfo | None = None  # the credentials its client was made with
     background: list[asyncio.Task[None]] = field(default_factory=list)
     rechecks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     collections: CollectionIndex | None = None  # kopf's index of AuditCollections, once started
@@ -89,32 +90,29 @@ def operator_memo(options: Options | None = None, state: State | None = None) ->
 # --- what the handlers share -------------------------------------------------------------------------
 
 
-def reconciler(memo: OperatorMemo) -> Reconciler:
-    """The reconciler, with a client for kopf's current credentials (made at first use)."""
+def client(memo: OperatorMemo) -> ApiClient:
+    """The API client for kopf's current credentials: made at first use, and again after kopf
+    logged in anew (e.g. a rotated token after a 401); the old session closes in the background."""
     state, options = memo.state, memo.options
     if state.connection_info is None:
         raise kopf.TemporaryError("Not logged in to the Kubernetes API yet.", delay=1)
-    if state.reconciler is not None and state.reconciler_info is state.connection_info:
-        return state.reconciler
-    connection = Connection.from_connection_info(state.connection_info, force_close=options.force_close)
-    client = ApiClient(connection, retry=options.retry, observer=state.metrics.request)
-    if state.reconciler is None:
-        state.reconciler = Reconciler(client, options.config)
-    else:
-        # kopf logged in again (e.g. a rotated token after a 401): use the new credentials,
-        # keeping what the reconciler remembers; the old session closes in the background.
-        old = state.reconciler.storage
-        state.reconciler.storage = client
-        if isinstance(old, ApiClient):
-            state.background.append(asyncio.create_task(old.close()))
-    state.reconciler_info = state.connection_info
-    return state.reconciler
+    if state.client is None or state.client_info is not state.connection_info:
+        if state.client is not None:
+            state.background.append(asyncio.create_task(state.client.close()))
+        connection = Connection.from_connection_info(state.connection_info, force_close=options.force_close)
+        state.client = ApiClient(connection, retry=options.retry, observer=state.metrics.request)
+        state.client_info = state.connection_info
+        if state.reconciler is not None:
+            state.reconciler.storage = state.client  # keeping what the reconciler remembers
+    return state.client
 
 
-def client(memo: OperatorMemo) -> ApiClient:
-    storage = reconciler(memo).storage
-    assert isinstance(storage, ApiClient)
-    return storage
+def reconciler(memo: OperatorMemo) -> Reconciler:
+    """The one reconciler, writing through :func:`client` (made at first use)."""
+    storage = client(memo)
+    if memo.state.reconciler is None:
+        memo.state.reconciler = Reconciler(storage, memo.options.config)
+    return memo.state.reconciler
 
 
 async def is_active(memo: OperatorMemo) -> bool:
@@ -144,9 +142,9 @@ async def close(memo: OperatorMemo) -> None:
     state = memo.state
     for task in [*state.background, *state.rechecks.values()]:
         task.cancel()
-    if state.reconciler is not None and isinstance(state.reconciler.storage, ApiClient):
-        await state.reconciler.storage.close()
-    state.reconciler = None
+    if state.client is not None:
+        await state.client.close()
+    state.client = state.reconciler = None
 
 
 def plain(body: kopf.Body | JSON) -> JSON:
