@@ -160,5 +160,5 @@ def load_incluster_config() -> None:
     from kubernetes.config.incluster_config import InClusterConfigLoader
 
     folder = os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR
-    InClusterConfigLoader(token_filename=os.path.join(folder, "token"),  # type: ignore[no-untyped-call]
+    InClusterConfigLoader(token_filename=os.path.join(folder, "token"),
                           cert_filename=os.path.join(folder, "ca.crt")).load_and_set()
