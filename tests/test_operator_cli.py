@@ -14,9 +14,9 @@ from kaudit.cli import main
 
 @pytest.fixture
 def operator_calls(monkeypatch):
-    # `kaudit run` blocks a not-yet-imported kubernetes package for kopf's sake; in this shared
-    # test process import it first, so the block is a no-op and later tests still have it.
-    import kubernetes  # noqa: F401
+    # `kaudit run` blocks a not-yet-imported kubernetes package for kopf's sake (a None entry in
+    # sys.modules); in this shared test process the entry goes again with the test.
+    monkeypatch.setitem(sys.modules, "kubernetes", sys.modules.get("kubernetes"))
 
     calls = []
 

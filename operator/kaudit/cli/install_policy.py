@@ -13,7 +13,6 @@ from kaudit.errors import KauditError
 
 if TYPE_CHECKING:
     from kaudit.cli import Subparsers
-    from kaudit.installer.approval import Approval
     from kaudit.installer.lease import Identity
     from kaudit.installer.service import Reporter
 
@@ -101,18 +100,17 @@ def _identity(args: argparse.Namespace) -> Identity:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kaudit.installer.follow import install_from, policy_validator, policy_warnings, read_source
-
     from kaudit.cli.policy import check_kubernetes_version
+    from kaudit.installer.follow import Outcome, install_from, policy_validator, policy_warnings, read_source
 
     # Validating for the newest version instead could install a policy the node's older
     # kube-apiserver refuses at start.
     check_kubernetes_version(args)
     source, target = Path(args.source), Path(args.target)
     reporting = args.report if args.report is not None else bool(os.environ.get("NODE_NAME"))
-    reporter = _reporter(args, target) if reporting else None  # before anything is written
-    # Reporting means running in the cluster: there, only the AuditCollection's approved policy goes in.
-    approve = _approval(args).check if reporting else None
+    # Before anything is written. Reporting means running in the cluster: there, only the
+    # AuditCollection's approved policy goes in.
+    reporter, approve = _in_cluster(args, target) if reporting else (None, None)
     validate = policy_validator(source, args.kubernetes_version)
 
     def lint(content: bytes) -> tuple[str, ...]:
@@ -135,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"unchanged: policy {result.hash[:12]} already at {target}")
     if reporter is not None:
-        from kaudit.installer.follow import Outcome
-
         reporter.record(Outcome(result=result, warnings=warnings))
     return 0
 
@@ -149,22 +145,21 @@ def _report_refusal(reporter: Reporter | None, exc: KauditError) -> None:
         reporter.record(Outcome(refused=Refusal(exc.candidate_hash, exc.reason)))
 
 
-def _approval(args: argparse.Namespace) -> Approval:
+def _in_cluster(args: argparse.Namespace, target: Path) -> tuple[Reporter, Callable[[bytes], None]]:
+    """The node report's sender and the approval check, on one API connection with the pod's
+    service account."""
+    from kaudit.installer.api import ApiClient, ConfigError
     from kaudit.installer.approval import Approval, api_fetch
-
-    return Approval(args.collection, api_fetch())  # the client config is the reporter's (in-cluster)
-
-
-def _reporter(args: argparse.Namespace, target: Path) -> Reporter:
     from kaudit.installer.lease import LeaseReporter
     from kaudit.installer.service import Reporter
 
     identity = _identity(args)
     try:
-        sender = LeaseReporter()
-    except Exception as exc:  # not in a pod, or no service account token
+        client = ApiClient.in_cluster()
+    except ConfigError as exc:  # not in a pod, or no service account token
         raise KauditError(f"--report: cannot reach the Kubernetes API from this pod: {exc}") from None
-    return Reporter(sender, identity, target, heartbeat=args.heartbeat)
+    reporter = Reporter(LeaseReporter(client), identity, target, heartbeat=args.heartbeat)
+    return reporter, Approval(args.collection, api_fetch(client)).check
 
 
 def _serve(source: Path, target: Path, validate: Callable[[bytes], str], args: argparse.Namespace,

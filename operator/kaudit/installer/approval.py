@@ -17,12 +17,11 @@ which is what kube-apiserver reads (comments change nothing it does).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Mapping, cast
+from typing import Any, Callable, Mapping
 
 from kaudit.errors import KauditError
-
-API_GROUP, API_VERSION, PLURAL = "kaudit.dev", "v1alpha1", "auditcollections"
-READ_TIMEOUT = 5.0  # seconds: a hung GET must not stop the installer's loop
+from kaudit.installer.api import ApiClient
+from kaudit.k8s.resources import AUDIT_COLLECTIONS
 
 
 class NotApproved(KauditError):
@@ -40,7 +39,7 @@ class ApprovalUnavailable(KauditError):
 
 def candidate_hash(content: bytes) -> str:
     """The content hash the operator publishes, for any bytes (non-UTF-8 can match nothing)."""
-    from kaudit.policy import content_hash
+    from kaudit.policy.compose import content_hash
 
     try:
         return content_hash(content.decode("utf-8"))
@@ -94,19 +93,11 @@ def _one_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def api_fetch(api_client: Any = None) -> Callable[[str], Mapping[str, Any] | None]:
-    """GET an AuditCollection by name with the pod's service account (see lease.load_incluster_config)."""
-    import kubernetes
-
-    api = kubernetes.client.CustomObjectsApi(api_client)
+def api_fetch(client: ApiClient) -> Callable[[str], Mapping[str, Any] | None]:
+    """GET an AuditCollection by name with the pod's service account (kaudit.installer.api)."""
 
     def fetch(name: str) -> Mapping[str, Any] | None:
-        try:
-            found = api.get_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, name, _request_timeout=READ_TIMEOUT)
-            return cast(Mapping[str, Any], found)  # the client's typing says object; the body is a JSON object
-        except kubernetes.client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        found: Mapping[str, Any] | None = client.get(AUDIT_COLLECTIONS.path(name=name))
+        return found
 
     return fetch

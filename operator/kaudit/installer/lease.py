@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from kaudit.api.spec import INSTALLER_COMPONENT as COMPONENT
-from kaudit.k8s.resources import FIELD_MANAGER
+from kaudit.installer.api import ApiClient
+from kaudit.k8s.resources import FIELD_MANAGER, LEASES
 from kaudit.render.common import labels
 
 log = logging.getLogger("kaudit.installer")
@@ -45,10 +45,6 @@ ANNOTATION_REFUSED_AT = "kaudit.dev/refused-at"
 ANNOTATION_WARNINGS = "kaudit.dev/warnings"
 MAX_WARNINGS_CHARS = 16 * 1024  # annotations share 256 KiB per object; a report stays small
 MAX_NAME = 253
-# Where the pod's service account token and CA are mounted; KAUDIT_SERVICE_ACCOUNT_DIR points
-# elsewhere (a test playing the installer outside a pod, a token projected at another path).
-SERVICE_ACCOUNT_DIR_ENV = "KAUDIT_SERVICE_ACCOUNT_DIR"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def report_name(collection: str, node: str) -> str:
@@ -128,37 +124,14 @@ def report_lease(
 class LeaseReporter:
     """Sends reports with the pod's service account; failures are logged and retried later."""
 
-    def __init__(self, api_client: Any = None) -> None:
-        import kubernetes
-
-        if api_client is None:  # in the pod: the service account's token and CA
-            load_incluster_config()
-        self._api = kubernetes.client.CoordinationV1Api(api_client)
+    def __init__(self, client: ApiClient) -> None:
+        self._client = client
 
     def send(self, body: dict[str, Any]) -> bool:
         meta = body["metadata"]
         try:
-            self._api.patch_namespaced_lease(
-                meta["name"],
-                meta["namespace"],
-                body,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type="application/apply-patch+yaml",  # JSON is YAML: server-side apply
-            )
+            self._client.apply(LEASES.path(meta["namespace"], meta["name"]), body, field_manager=FIELD_MANAGER)
         except Exception as exc:  # the API being away must not stop the installer
             log.warning("cannot send the node report %s/%s: %s", meta["namespace"], meta["name"], exc)
             return False
         return True
-
-
-def load_incluster_config() -> None:
-    """The kubernetes client's in-cluster config, with the token and CA from the service account dir.
-
-    KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT give the API server, as in any pod.
-    """
-    from kubernetes.config.incluster_config import InClusterConfigLoader
-
-    folder = os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR
-    InClusterConfigLoader(token_filename=os.path.join(folder, "token"),
-                          cert_filename=os.path.join(folder, "ca.crt")).load_and_set()
