@@ -16,14 +16,18 @@ the node, the next round puts the policy back.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kaudit.errors import InvalidInput, KauditError
 from kaudit.installer.writer import InstallError, InstallResult, file_id, install
+
+if TYPE_CHECKING:
+    from kaudit.policy.loader import LoadResult
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,9 @@ def policy_validator(source: Path, kubernetes_version: str = "") -> Callable[[by
     """
 
     def validate(content: bytes) -> str:
-        from kaudit.policy import content_hash, load_policy
+        from kaudit.policy.compose import content_hash
 
-        loaded = load_policy(content, kubernetes_version, file=str(source))
+        loaded = _loaded(content, kubernetes_version, str(source))
         if not loaded.ok:
             raise InvalidInput(loaded.errors)
         return content_hash(content.decode("utf-8"))
@@ -73,11 +77,20 @@ def policy_validator(source: Path, kubernetes_version: str = "") -> Callable[[by
     return validate
 
 
+@functools.lru_cache(maxsize=2)
+def _loaded(content: bytes, kubernetes_version: str, file: str) -> LoadResult:
+    """The policy loaded once per content: the validation and the lints of a round read the same
+    bytes, and parsing is most of a round's work (its result is immutable)."""
+    from kaudit.policy.loader import load_policy
+
+    return load_policy(content, kubernetes_version, file=file)
+
+
 def policy_warnings(source: Path, content: bytes, kubernetes_version: str = "") -> tuple[str, ...]:
     """The lints of a policy that loads, one line each: the verdict `kaudit policy lint` gives."""
-    from kaudit.policy import lint_loaded, load_policy
+    from kaudit.policy.lint import lint_loaded
 
-    loaded = load_policy(content, kubernetes_version, file=str(source))
+    loaded = _loaded(content, kubernetes_version, str(source))
     if not loaded.ok:
         return ()
     return tuple(str(warning.in_file(str(source))) for warning in lint_loaded(loaded, kubernetes_version))
