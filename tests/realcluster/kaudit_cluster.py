@@ -40,7 +40,7 @@ def ensure_namespace(plane: ControlPlane, name: str) -> None:
 def install_with_kustomize(plane: ControlPlane) -> Installation:
     ensure_namespace(plane, AGENT_NAMESPACE)
     plane.kubectl("apply", "-k", str(REPO / "manifests"))
-    plane.kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
+    plane.wait_established(CRD)
     return Installation(namespace="kaudit-system", deployment="kaudit", service_account="kaudit")
 
 

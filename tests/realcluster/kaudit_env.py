@@ -13,9 +13,6 @@ bench/bench_realcluster.py loads this file by path too.
 from __future__ import annotations
 
 import copy
-import http.client
-import json
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +21,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from plane import CONTROL_PLANE_LABEL, REPO, ControlPlane, Installer, Process, wait_for
+from plane import CONTROL_PLANE_LABEL, REPO, Api, ControlPlane, Installer, Process, wait_for  # noqa: F401  (Api: for importers)
 
 COLLECTION_LABEL = "kaudit.dev/collection"
 APPLIED_HASH = "kaudit.dev/applied-hash"
@@ -74,12 +71,12 @@ class KauditInstall:
 
     def start_installers(self, collection: str, workdir: Path) -> list[Installer]:
         """The policy installer on every control-plane node (real ``kaudit install-policy`` processes)."""
-        started = []
-        for node in self.plane.control_plane_nodes:
-            policy_dir = workdir / f"policy-{collection}-{node}"
-            policy_dir.mkdir(parents=True, exist_ok=True)
-            started.append(self.plane.start_installer(node, collection=collection, namespace=self.namespace,
-                                                      policy_dir=policy_dir))
+        def policy_dir(node: str) -> Path:
+            folder = workdir / f"policy-{collection}-{node}"
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+
+        started = self.plane.start_installers(collection=collection, namespace=self.namespace, policy_dir=policy_dir)
         self.installers.extend(started)
         return started
 
@@ -147,7 +144,7 @@ def install(plane: ControlPlane, release: str, namespace: str, agent_namespace: 
     crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
     plane.apply({"apiVersion": "v1", "kind": "List", "items": crds})
     for crd in crds:
-        plane.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=60s")
+        plane.wait_established(crd["metadata"]["name"])
     rest = [o for o in objects if o["kind"] != "CustomResourceDefinition"]
     plane.apply({"apiVersion": "v1", "kind": "List", "items": rest})
     return KauditInstall(plane, release, namespace, agent_namespace, objects=rest)
@@ -211,42 +208,6 @@ def dump(events: Iterable[dict]) -> str:
     return "\n".join(" ".join(str(part) for part in (e.get("stageTimestamp"), e.get("verb"), *object_key(e),
                                                      (e.get("responseStatus") or {}).get("code"), e.get("userAgent")))
                      for e in events)
-
-
-class Api:
-    """A bare HTTPS client on one kept-alive connection, for traffic kubectl is too slow for (a
-    tight writer loop, thousands of creates). One per thread."""
-
-    def __init__(self, plane: ControlPlane, kubeconfig: Path | None = None):
-        config = json.loads((kubeconfig or plane.admin_kubeconfig).read_text())
-        self._token = config["users"][0]["user"]["token"]
-        self._context = ssl.create_default_context(cafile=str(plane.ca_file))
-        self._port = plane.port
-        self._connection: http.client.HTTPSConnection | None = None
-
-    def request(self, method: str, path: str, body: dict | None = None,
-                content_type: str = "application/json") -> tuple[int, dict]:
-        for attempt in (1, 2):  # once more on a connection the server closed meanwhile
-            if self._connection is None:
-                self._connection = http.client.HTTPSConnection("127.0.0.1", self._port, context=self._context,
-                                                               timeout=60)
-            try:
-                self._connection.request(method, path, body=None if body is None else json.dumps(body),
-                                         headers={"Authorization": f"Bearer {self._token}",
-                                                  "Content-Type": content_type})
-                response = self._connection.getresponse()
-                data = response.read()
-                return response.status, (json.loads(data) if data else {})
-            except (http.client.HTTPException, OSError):
-                self._connection.close()
-                self._connection = None
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
 
 
 NOISE_PAYLOAD = "x" * 1024  # ~1 KiB per ConfigMap: 10 MiB in all, visible in RSS if the operator kept them

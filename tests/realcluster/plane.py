@@ -20,7 +20,11 @@ Public interface (other tests code against these names):
 * ``kubectl(*args, kubeconfig=None, input=None, check=True)`` and ``helm(...)``: the real binaries,
   admin credentials unless ``kubeconfig`` is given; ``get(*args, kubeconfig=None)`` parses ``-o json``;
   ``apply(obj_or_yaml, *extra)`` pipes to ``kubectl apply -f -``
-* ``kubeconfig_for_service_account(namespace, name) -> Path`` (a token from ``kubectl create token``)
+* ``api()``: this thread's ``Api`` (admin, one kept-alive HTTPS connection; ``Api(plane, kubeconfig)``
+  for another identity), ``request(method, path, body) -> (status, dict)``, ``watch(path, timeout)``
+* ``service_account_token(namespace, name)`` (a TokenRequest, as ``kubectl create token``) and
+  ``kubeconfig_for_service_account(namespace, name) -> Path`` with such a token;
+  ``wait_established(crd)``
   and ``kubeconfig_for_user(name) -> Path`` for a static-token user in ``STATIC_USERS`` (no groups,
   so no permission until a test binds one)
 * ``audit_mark()`` and ``requests_since(mark, *, user=None, verbs=WRITE_VERBS)``: the apiserver's own
@@ -36,29 +40,34 @@ Public interface (other tests code against these names):
   ``NODE_NAME``, ``POD_NAMESPACE``, ``POD_NAME``/``POD_UID`` (of the hollow installer pod there),
   ``KUBERNETES_SERVICE_HOST``/``PORT`` and the installer ServiceAccount's token in
   ``KAUDIT_SERVICE_ACCOUNT_DIR``; ``Installer.sync()`` copies the policy ConfigMap into its ``--from``
-  file as the kubelet would
+  file as the kubelet would; ``start_installers(collection=, namespace=, policy_dir=node -> Path)``
+  starts one per control-plane node at once, each as soon as its pod is there
 * ``wait_for(predicate, timeout, what)``: poll until truthy, else AssertionError naming ``what``
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import ctypes
+import http.client
 import json
 import os
+import queue
 import secrets
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -72,7 +81,7 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 ADMIN_USER = "kaudit-test-admin"
 STATIC_USERS = ("alice", "bob", "carol")
-SERVICE_ACCOUNT_DIR_ENV = "KAUDIT_SERVICE_ACCOUNT_DIR"  # kaudit.installer.lease reads it
+SERVICE_ACCOUNT_DIR_ENV = "KAUDIT_SERVICE_ACCOUNT_DIR"  # kaudit.installer.api reads it
 START_TIMEOUT = 60.0
 KUBECTL_TIMEOUT = 120.0
 
@@ -125,6 +134,40 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+class _Spawner:
+    """Starts every child from one thread that lives as long as the test process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: a child
+    started from a short-lived thread (a harness playing two kubelets at once) would get SIGKILL
+    as soon as that thread returned.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def spawn(self, popen: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="plane-spawner", daemon=True)
+                self._thread.start()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((popen, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            popen, done = self._jobs.get()
+            try:
+                done.set_result(popen())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
 @dataclass
 class Process:
     """A child in its own process group, its output (stdout and stderr) in ``log``."""
@@ -134,13 +177,18 @@ class Process:
     log: Path
     env: dict[str, str] | None = None
     popen: subprocess.Popen | None = None
+    started_at: float = 0.0  # time.time() just before the child was forked
 
     def start(self) -> "Process":
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=self.env, preexec_fn=_die_with_parent)
+        self.started_at = time.time()
+        self.popen = _SPAWNER.spawn(self._popen)
         return self
+
+    def _popen(self) -> subprocess.Popen:
+        with self.log.open("ab") as out:
+            return subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self.env, preexec_fn=_die_with_parent)
 
     @property
     def running(self) -> bool:
@@ -189,8 +237,10 @@ class Installer:
 
     def sync(self) -> str:
         """Write the policy ConfigMap's content into ``source`` (atomically, as the kubelet updates a mount)."""
-        data = self.plane.get("configmap", "-n", self.namespace, self.configmap)["data"]
-        content = data[self.source.name]
+        status, found = self.plane.api().request("GET", f"/api/v1/namespaces/{self.namespace}/configmaps/{self.configmap}")
+        if status != 200:
+            raise PlaneError(f"GET configmap {self.namespace}/{self.configmap}: {status} {found.get('message')}")
+        content = found["data"][self.source.name]
         partial = self.source.with_name(f".{self.source.name}.partial")
         partial.write_text(content)
         partial.replace(self.source)
@@ -212,6 +262,7 @@ class ControlPlane:
     _processes: dict[str, Process] = field(default_factory=dict)
     _children: list[Process] = field(default_factory=list)
     _tokens: dict[str, str] = field(default_factory=dict)
+    _local: threading.local = field(default_factory=threading.local)
 
     # --- paths ----------------------------------------------------------------------------------
 
@@ -241,6 +292,7 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._write_identities()
+            _compile_kaudit()
             self._start_etcd()
             self.port = free_port()
             self.server = f"https://127.0.0.1:{self.port}"
@@ -312,8 +364,14 @@ class ControlPlane:
             raise PlaneError(f"no static user {name!r}; the plane has {', '.join(STATIC_USERS)}")
         return self._component_kubeconfig(name)
 
-    def service_account_token(self, namespace: str, name: str, duration: str = "24h") -> str:
-        return self.kubectl("create", "token", "-n", namespace, name, f"--duration={duration}").stdout.strip()
+    def service_account_token(self, namespace: str, name: str, seconds: int = 86400) -> str:
+        """A token for the ServiceAccount (TokenRequest, as ``kubectl create token`` and a kubelet ask for one)."""
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+        status, answer = self.api().request("POST", path, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                                            "spec": {"expirationSeconds": seconds}})
+        if status != 201:
+            raise PlaneError(f"POST {path}: {status} {answer.get('message')}")
+        return answer["status"]["token"]
 
     def kubeconfig_for_service_account(self, namespace: str, name: str) -> Path:
         path = self.workdir / "kubeconfigs" / f"sa-{namespace}-{name}.kubeconfig"
@@ -428,6 +486,13 @@ class ControlPlane:
 
     # --- clients --------------------------------------------------------------------------------
 
+    def api(self) -> "Api":
+        """This thread's admin client on a kept-alive connection (an Api is not for several threads)."""
+        client = getattr(self._local, "api", None)
+        if client is None:
+            client = self._local.api = Api(self)
+        return client
+
     def kubectl(self, *args: str, kubeconfig: Path | None = None, input: str | None = None,
                 check: bool = True, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess:
         assert self.tools is not None
@@ -510,11 +575,14 @@ class ControlPlane:
     def start_installer(self, node: str, *, collection: str, namespace: str, policy_dir: Path,
                         service_account: str | None = None, args: Sequence[str] = (),
                         wait_pod: float = 60.0) -> Installer:
-        """Play the policy installer's pod on ``node`` (see the module docstring)."""
+        """Play the policy installer's pod on ``node`` (see the module docstring) as its kubelet does
+        once the pod is bound there: a token for the pod's ServiceAccount, the ConfigMap volume's
+        content, then the container's process. One API request each, as quick as the kubelet's own
+        (its pod informer already has the pod; the image is cached). Safe from several threads."""
         prefix = f"kaudit-{collection}"
         service_account = service_account or f"{prefix}-policy-installer"
         pod = self._installer_pod(node, namespace, service_account, wait_pod)
-        home = self.workdir / "installers" / f"{collection}-{node}-{len(self._children)}"
+        home = self.workdir / "installers" / f"{collection}-{node}-{secrets.token_hex(4)}"
         (home / "serviceaccount").mkdir(parents=True, exist_ok=True)
         (home / "source").mkdir(exist_ok=True)
         (home / "serviceaccount" / "token").write_text(self.service_account_token(namespace, service_account))
@@ -533,17 +601,100 @@ class ControlPlane:
         self._children.append(process.start())
         return installer
 
+    def start_installers(self, *, collection: str, namespace: str, policy_dir: Callable[[str], Path],
+                         args: Sequence[str] = (), nodes: Sequence[str] | None = None) -> list[Installer]:
+        """:meth:`start_installer` on each control-plane node (or ``nodes``) at once, each as soon as
+        its pod is there, as every node's kubelet acts on its own; in node order."""
+        chosen = list(self.control_plane_nodes if nodes is None else nodes)
+        with concurrent.futures.ThreadPoolExecutor(len(chosen), thread_name_prefix="kubelet") as pool:
+            started = [pool.submit(self.start_installer, node, collection=collection, namespace=namespace,
+                                   policy_dir=policy_dir(node), args=args) for node in chosen]
+            return [future.result() for future in started]
+
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        """Until the CustomResourceDefinition ``crd`` serves its resource. Not ``kubectl wait
+        --for=condition=Established``: right after the create, before the first status, it fails
+        (".status.conditions accessor error") instead of waiting."""
+        def established() -> bool:
+            status, found = self.api().request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
+            conditions = (found.get("status") or {}).get("conditions") or [] if status == 200 else []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+        wait_for(established, timeout, f"CustomResourceDefinition {crd} to be Established", interval=0.05)
+
     def _installer_pod(self, node: str, namespace: str, service_account: str, timeout: float) -> dict:
+        path = f"/api/v1/namespaces/{namespace}/pods?fieldSelector=spec.nodeName%3D{node}"
+
         def find() -> dict | None:
-            pods = self.get("pods", "-n", namespace, f"--field-selector=spec.nodeName={node}")["items"]
-            return next((p for p in pods if p["spec"].get("serviceAccountName") == service_account
-                         and not p["metadata"].get("deletionTimestamp")), None)
-        return wait_for(find, timeout, f"an installer pod ({service_account}) on {node}", interval=0.5)
+            status, listed = self.api().request("GET", path)
+            return next((p for p in listed.get("items", []) if p["spec"].get("serviceAccountName") == service_account
+                         and not p["metadata"].get("deletionTimestamp")), None) if status == 200 else None
+        return wait_for(find, timeout, f"an installer pod ({service_account}) on {node}", interval=0.02)
+
+
+class Api:
+    """A bare HTTPS client on one kept-alive connection, for traffic kubectl is too slow for (a
+    kubelet's few requests, a tight writer loop, thousands of creates). One per thread."""
+
+    def __init__(self, plane: ControlPlane, kubeconfig: Path | None = None):
+        config = json.loads((kubeconfig or plane.admin_kubeconfig).read_text())
+        self._token = config["users"][0]["user"]["token"]
+        self._context = ssl.create_default_context(cafile=str(plane.ca_file))
+        self._port = plane.port
+        self._connection: http.client.HTTPSConnection | None = None
+
+    def request(self, method: str, path: str, body: dict | None = None,
+                content_type: str = "application/json") -> tuple[int, dict]:
+        for attempt in (1, 2):  # once more on a connection the server closed meanwhile
+            if self._connection is None:
+                self._connection = http.client.HTTPSConnection("127.0.0.1", self._port, context=self._context,
+                                                               timeout=60)
+            try:
+                self._connection.request(method, path, body=None if body is None else json.dumps(body),
+                                         headers={"Authorization": f"Bearer {self._token}",
+                                                  "Content-Type": content_type})
+                response = self._connection.getresponse()
+                data = response.read()
+                return response.status, (json.loads(data) if data else {})
+            except (http.client.HTTPException, OSError):
+                self._connection.close()
+                self._connection = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def watch(self, path: str, timeout: float) -> Iterator[dict]:
+        """The events of a watch on ``path`` (a list URL), each as the server sends it, on a
+        connection of its own; ends after ``timeout`` seconds (the server's timeoutSeconds)."""
+        joiner = "&" if "?" in path else "?"
+        connection = http.client.HTTPSConnection("127.0.0.1", self._port, context=self._context, timeout=timeout + 5)
+        try:
+            connection.request("GET", f"{path}{joiner}watch=1&timeoutSeconds={max(1, round(timeout))}",
+                               headers={"Authorization": f"Bearer {self._token}"})
+            response = connection.getresponse()
+            if response.status != 200:
+                raise PlaneError(f"watch {path}: {response.status} {response.read()[:200]!r}")
+            for line in iter(response.readline, b""):
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
 
 
 def _plane_user(event: dict) -> bool:
     name = event.get("user", {}).get("username", "")
     return name.startswith(("system:node:", "system:kube-", "system:apiserver")) or name == ADMIN_USER
+
+
+def _compile_kaudit() -> None:
+    # The image ships kaudit compiled (the Dockerfile's compileall), so each container start reads
+    # bytecode; the kaudit processes here do the same instead of compiling every module at every
+    # start (with PYTHONDONTWRITEBYTECODE nothing would ever be cached). Beside the sources, as any
+    # import would write them; git ignores them.
+    _run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(REPO / "operator" / "kaudit")])
 
 
 def _kaudit_env() -> dict[str, str]:

@@ -54,7 +54,7 @@ def stable(obj: dict) -> dict:
 @pytest.fixture(scope="module")
 def operator(control_plane):
     control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "auditcollections.kaudit.dev.yaml"))
-    control_plane.kubectl("wait", "--for=condition=Established", "crd/auditcollections.kaudit.dev", "--timeout=60s")
+    control_plane.wait_established("auditcollections.kaudit.dev")
     control_plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
     process = control_plane.start_operator("--standalone", "--log-format", "text",
                                            kubeconfig=control_plane.admin_kubeconfig, namespace=OPERATOR_NAMESPACE,

@@ -81,9 +81,9 @@ def image_operator(control_plane, kaudit_installed, operator_image, tmp_path_fac
         wait_for(lambda: _answers(ports["--liveness-port"], "/healthz") or _exited(process, state), 120,
                  "the image's operator to answer /healthz")
         plane.apply(collection())
-        state["installers"] = [plane.start_installer(node, collection=NAME, namespace=installation.namespace,
-                                                     policy_dir=tmp_path_factory.mktemp(f"image-policy-{node}"))
-                               for node in plane.control_plane_nodes]
+        state["installers"] = plane.start_installers(
+            collection=NAME, namespace=installation.namespace,
+            policy_dir=lambda node: tmp_path_factory.mktemp(f"image-policy-{node}"))
         yield state
     finally:
         kc.delete_collection(plane, NAME)

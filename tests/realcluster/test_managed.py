@@ -53,10 +53,8 @@ def managed(control_plane, kaudit_installed, tmp_path_factory):
     operator = kc.start_chart_operator(plane, kaudit_installed)
     created = time.monotonic()
     plane.apply(collection())
-    installers = [plane.start_installer(node, collection=NAME, namespace=NS,
-                                        policy_dir=tmp_path_factory.mktemp(f"policy-{node}"),
-                                        args=("--heartbeat", HEARTBEAT))
-                  for node in plane.control_plane_nodes]
+    installers = plane.start_installers(collection=NAME, namespace=NS, args=("--heartbeat", HEARTBEAT),
+                                        policy_dir=lambda node: tmp_path_factory.mktemp(f"policy-{node}"))
     state = {"operator": operator, "installers": installers, "start": start, "created": created}
     try:
         yield state

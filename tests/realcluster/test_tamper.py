@@ -51,9 +51,8 @@ def tamper(control_plane, kaudit_installed, tmp_path_factory):
     started = time.monotonic()
     operator = kc.start_chart_operator(plane, kaudit_installed, name="operator-tamper")
     plane.apply(collection({"profile": "Default"}))
-    installers = [plane.start_installer(node, collection=NAME, namespace=NS,
-                                        policy_dir=tmp_path_factory.mktemp(f"tamper-{node}"))
-                  for node in plane.control_plane_nodes]
+    installers = plane.start_installers(collection=NAME, namespace=NS,
+                                        policy_dir=lambda node: tmp_path_factory.mktemp(f"tamper-{node}"))
     plane.kubectl("create", "rolebinding", "alice-admin", "-n", NS, "--clusterrole=admin", f"--user={ATTACKER}")
     try:
         kc.wait_condition(plane, NAME, "Ready", status="True", timeout=60)
