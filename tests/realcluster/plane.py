@@ -79,6 +79,8 @@ ASSETS_ENV = "KAUDIT_K8S_ASSETS"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubemark")
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+# Taints the node lifecycle controller puts on a node that is not (yet) Ready.
+NODE_CONDITION_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
 ADMIN_USER = "kaudit-test-admin"
 STATIC_USERS = ("alice", "bob", "carol")
 SERVICE_ACCOUNT_DIR_ENV = "KAUDIT_SERVICE_ACCOUNT_DIR"  # kaudit.installer.api reads it
@@ -475,8 +477,11 @@ class ControlPlane:
             for name in self._processes:
                 self._check_alive(name)
             listed = self.get("nodes")["items"]
+            # Ready, and the node lifecycle controller has taken its not-ready taint off again (it
+            # lingers a moment after Ready, and keeps plain pods off the node meanwhile).
             ready = {n["metadata"]["name"] for n in listed
-                     if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))}
+                     if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+                     and not any(t["key"] in NODE_CONDITION_TAINTS for t in n["spec"].get("taints") or [])}
             return ready >= set(self.nodes)
 
         wait_for(nodes_ready, START_TIMEOUT, f"nodes {', '.join(self.nodes)} to be Ready", interval=0.5)
