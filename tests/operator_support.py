@@ -158,6 +158,7 @@ def runtime_for(server: kmock.KubernetesEmulator, **overrides: Any) -> OperatorM
     options: dict[str, Any] = dict(
         config=OperatorConfig(namespace="kaudit-system", image="kaudit/kaudit:test"),
         recheck_delay=0.01,
+        status_hold=0.05,  # progress statuses still coalesce, without seconds of waiting per test
         login=login, force_close=True, retry=RetryPolicy(attempts=4, first_delay=0.001, max_delay=0.01),
     )
     options.update(overrides)

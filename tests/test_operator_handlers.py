@@ -47,8 +47,11 @@ def test_only_collections_that_patch_a_users_object_get_the_finalizer():
 
 async def test_startup_settings_filter_children_by_label_and_bound_every_watch():
     settings = kopf.OperatorSettings()
-    handlers.configure(settings=settings)
+    memo = operator_memo()
+    handlers.configure(settings=settings, memo=memo)
     assert settings.persistence.finalizer == "kaudit.dev/release"
+    # kopf's last-handled state stays in this operator's memory: nothing of it is written.
+    assert settings.persistence.diffbase_storage is memo.state.diffbase
     assert settings.watching.label_selectors[("", "v1", "configmaps")] == "kaudit.dev/collection"
     # A watch ends on the server's side first; the client's own limit only catches a dead connection.
     assert 0 < settings.watching.server_timeout < settings.watching.client_timeout

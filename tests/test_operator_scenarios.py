@@ -57,10 +57,12 @@ DAEMONSET_SPEC = {"agent": {"mode": "DaemonSet", "namespace": "datadog",
                             "daemonSet": {"name": "datadog-agent", "container": "agent"}}}
 
 
-def handled(server, name: str = "cluster") -> bool:
-    """kopf finished its handling cycle (it records the handled spec last)."""
-    meta = server.objects[COLLECTIONS, None, name]["metadata"]
-    return "kaudit.dev/last-handled-configuration" in (meta.get("annotations") or {})
+def handled(memo, server, name: str = "cluster") -> bool:
+    """kopf finished its handling cycle (it records the handled spec last, in the operator's memory)
+    and no reconcile is under way (one a child's event started meanwhile)."""
+    reconciler = memo.state.reconciler
+    return (server.objects[COLLECTIONS, None, name]["metadata"]["uid"] in memo.state.diffbase
+            and (reconciler is None or reconciler.idle))
 
 
 async def create(server, body: dict) -> None:
@@ -77,8 +79,15 @@ async def test_create_applies_each_object_once_then_one_status_patch(server):
 
     expected = rendered_objects(collection()["spec"])
     sent = applies(server, start)
-    # One server-side apply per rendered object, in the renderer's order, as field manager kaudit.
-    assert [r.url.path.rsplit("/", 1)[-1] for r in sent] == [o["metadata"]["name"] for o in expected]
+    # One server-side apply per rendered object, as field manager kaudit; what others refer to (a
+    # pod's ServiceAccount and ConfigMap, a RoleBinding's Role) in a first round, the rest after it.
+    plurals = {"ConfigMap": "configmaps", "ServiceAccount": "serviceaccounts", "Role": "roles",
+               "RoleBinding": "rolebindings", "DaemonSet": "daemonsets"}
+    keys = [tuple(r.url.path.split("/")[-2:]) for r in sent]
+    wanted = [(plurals[o["kind"]], o["metadata"]["name"]) for o in expected]
+    referenced = {key for key in wanted if key[0] in ("configmaps", "serviceaccounts", "roles")}
+    assert sorted(keys) == sorted(wanted)
+    assert set(keys[:len(referenced)]) == referenced
     for request in sent:
         assert request.params == {"fieldManager": "kaudit", "force": "true"}
         body = body_of(request)
@@ -86,14 +95,14 @@ async def test_create_applies_each_object_once_then_one_status_patch(server):
             "apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "name": "cluster",
             "uid": "uid-cluster", "controller": True, "blockOwnerDeletion": True}]
         assert body["metadata"]["labels"]["kaudit.dev/collection"] == "cluster"
-    # Besides the applies: the test's POST, kopf's one bookkeeping patch, and one status patch,
-    # or two when the installer's node report arrives after the first one (Installing → Installed).
+    # Besides the applies: the test's POST and the status patches: the policy's approval before the
+    # ConfigMap, then the status, twice when the installer's node report arrives after the first
+    # one (Installing → Installed). kopf writes no bookkeeping of its own (reconcile/bookkeeping.py).
     others = [(str(r.method), r.url.path) for r in writes(server, start)
               if r not in sent and "/leases" not in r.url.path]
     assert others[0] == ("method.POST", CREATE_URL)
-    assert others.count(("method.PATCH", CREATE_URL + "/cluster")) == 1
-    assert 1 <= others.count(("method.PATCH", CREATE_URL + "/cluster/status")) <= 2
-    assert len(others) <= 4
+    statuses = others.count(("method.PATCH", CREATE_URL + "/cluster/status"))
+    assert 2 <= statuses <= 3 and len(others) == 1 + statuses, others
     # Managed mode changes no user object: no finalizer.
     assert "finalizers" not in server.objects[COLLECTIONS, None, "cluster"]["metadata"]
     status = status_of(server)
@@ -158,9 +167,9 @@ async def test_deleted_installer_rbac_is_restored_from_the_namespace_watch(serve
     # The installer's Role and RoleBinding live only in the operator namespace, outside kopf's
     # cluster-wide watches: a watch in that namespace brings the deletion in, long before the
     # resync (an hour here, so only the watch can explain the repair).
-    async with running_operator(server, runtime_for(server, resync_interval=3600)):
+    async with running_operator(server, runtime_for(server, resync_interval=3600)) as memo:
         await create(server, collection())
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
         path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/kaudit-system/{plural}/{name}"
         assert live_object(server, plural, "kaudit-system", name) is not None
         start = len(list(server))
@@ -258,7 +267,7 @@ async def test_daemonset_managed_by_the_datadog_operator_is_refused(server):
 
 async def test_daemonset_mode_patch_and_release_send_exactly_kaudits_fields(server):
     server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         await create(server, collection(spec=DAEMONSET_SPEC))
         await until(lambda: is_ready(server))
         ds_applies = [r for r in applies(server) if r.url.path == DS_PATH]
@@ -279,7 +288,7 @@ async def test_daemonset_mode_patch_and_release_send_exactly_kaudits_fields(serv
             [["spec", "template", "spec", "containers", "agent", "env", "DD_LOGS_ENABLED", "value"], "false"]]
         assert server.objects[COLLECTIONS, None, "cluster"]["metadata"]["finalizers"] == ["kaudit.dev/release"]
 
-        await until(lambda: handled(server))
+        await until(lambda: handled(memo, server))
         start = len(list(server))
         await server.delete(CREATE_URL + "/cluster")
         await until(lambda: server.objects[COLLECTIONS, None, "cluster"].history[-1] is None)
@@ -309,10 +318,10 @@ async def test_daemonset_mode_patch_and_release_send_exactly_kaudits_fields(serv
 async def test_release_restore_meeting_a_concurrent_write_is_computed_again_from_a_fresh_read(server):
     server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
     conflict = kmock.KubernetesError(status=409, reason="Conflict", message="the object has been modified")
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         await create(server, collection(spec=DAEMONSET_SPEC))
         await until(lambda: is_ready(server))
-        await until(lambda: handled(server))
+        await until(lambda: handled(memo, server))
         # Another writer changed the DaemonSet after kaudit's last read: the guarded restore meets a 409.
         patches_so_far = len(list(server[kmock.method.PATCH, kmock.path(DS_PATH)]))  # slices count from the start
         refused = server[kmock.method.PATCH, kmock.path(DS_PATH)][patches_so_far:patches_so_far + 1] << conflict
@@ -369,9 +378,9 @@ def user_datadog_agent() -> dict:
 
 async def test_datadogagent_mode_patches_the_resource_and_gives_it_back(server):
     server.objects["datadoghq.com/v2alpha1/datadogagents", "datadog", "datadog"] = user_datadog_agent()
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         await create(server, collection(spec=DATADOGAGENT_SPEC))
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
         [request] = [r for r in applies(server) if r.url.path == DDA_PATH]
         assert request.params == {"fieldManager": "kaudit", "force": "true"}
         sent = body_of(request)
@@ -395,9 +404,9 @@ async def test_datadogagent_mode_patches_the_resource_and_gives_it_back(server):
 
 
 async def test_idle_resyncs_write_nothing(server):
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         await create(server, collection())
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
     runtime = runtime_for(server, resync_interval=0.02)
     start = len(list(server))
     async with running_operator(server, runtime):
@@ -407,13 +416,14 @@ async def test_idle_resyncs_write_nothing(server):
 
 async def test_exhausted_retries_fail_the_handler_and_kopf_retries_it(server):
     unavailable = kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="down")
-    # More failures than the client's four attempts: the first handler run gives up.
-    faults = server[kmock.method.PATCH, kmock.namespace("datadog")][:5] << unavailable
+    # More failures than the client's four attempts: the first handler run gives up. The agent's
+    # ConfigMap and ServiceAccount go out together, so both use up their attempts.
+    faults = server[kmock.method.PATCH, kmock.namespace("datadog")][:8] << unavailable
     runtime = runtime_for(server, transient_delay=0.01)
     async with running_operator(server, runtime):
         await create(server, collection())
         await until(lambda: is_ready(server))
-    assert len(faults) == 5
+    assert len(faults) == 8
     assert runtime.state.metrics.reconciles[("create", "error")] == 1
     assert runtime.state.metrics.reconciles[("create", "ready")] == 1
 
@@ -431,10 +441,10 @@ async def test_agent_that_cannot_reach_control_plane_nodes_is_reported(server):
 
 
 async def test_every_change_is_an_event(server):
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         start = len(list(server))
         await create(server, collection())
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
     events = [body_of(r) for r in writes(server, start, events=True) if r.url.path.endswith("/events")]
     applied = [e["message"] for e in events if e["reason"] == "Applied"]
     assert len(applied) == len(rendered_objects(collection()["spec"]))
@@ -502,9 +512,9 @@ async def test_a_report_heartbeat_reconciles_nothing_and_a_changed_report_does(s
 
 async def test_switching_away_from_daemonset_mode_hands_the_daemonset_back(server):
     server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         await create(server, collection(spec=DAEMONSET_SPEC))
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
         assert server.objects[COLLECTIONS, None, "cluster"]["metadata"]["finalizers"] == ["kaudit.dev/release"]
         start = len(list(server))
         await server.patch(CREATE_URL + "/cluster", json={"metadata": {"generation": 2},
@@ -529,9 +539,9 @@ async def test_switching_away_from_daemonset_mode_hands_the_daemonset_back(serve
 
 async def test_deleting_after_the_user_deleted_their_daemonset_creates_nothing(server):
     server.objects["apps/v1/daemonsets", "datadog", "datadog-agent"] = user_daemon_set()
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         await create(server, collection(spec=DAEMONSET_SPEC))
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
         await server.delete(DS_PATH)
         start = len(list(server))
         await server.delete(CREATE_URL + "/cluster")
@@ -543,9 +553,9 @@ async def test_deleting_after_the_user_deleted_their_daemonset_creates_nothing(s
 
 
 async def test_the_waiting_collection_takes_over_when_the_active_one_is_deleted(server):
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         await create(server, collection())
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
         await create(server, collection("second", created="2026-02-01T00:00:00Z"))
         await until(lambda: condition(server, "Ready", "second").get("reason") == "Conflict")
         await server.delete(CREATE_URL + "/cluster")
@@ -559,13 +569,20 @@ async def test_a_refused_apply_is_reported_in_status(server):
     server[kmock.method.PATCH, kmock.namespace("datadog")] << refused
     async with running_operator(server, runtime_for(server)):
         await create(server, collection())
-        await until(lambda: condition(server, "AgentConfigured").get("reason") == "ApplyFailed")
+        seen: list[dict] = []  # the status as it was when it said ApplyFailed
+
+        def apply_failed() -> bool:
+            seen.append({c["type"]: c for c in status_of(server).get("conditions") or []})
+            return seen[-1].get("AgentConfigured", {}).get("reason") == "ApplyFailed"
+
+        await until(apply_failed)
     # Which object comes first depends on kmock, which stores a write even when it answers with an
-    # error; the message names the object and carries the API server's reason.
-    message = condition(server, "AgentConfigured")["message"]
+    # error (so a later reconcile finds it applied); the message names the object and carries the
+    # API server's reason.
+    message = seen[-1]["AgentConfigured"]["message"]
     assert " datadog/kaudit-cluster-agent" in message
     assert message.endswith(': 404 NotFound: namespaces "datadog" not found')
-    assert condition(server, "Ready")["status"] == "False"
+    assert seen[-1]["Ready"]["status"] == "False"
 
 
 async def test_children_are_listed_and_watched_by_label_on_the_server(server):
@@ -624,10 +641,10 @@ async def test_the_policy_is_approved_before_the_config_map_carries_it(server):
         assert approval < config_map
         assert set(body_of(sent[approval])["status"]) == {"policy"}  # the approval alone, nothing else yet
 
-    async with running_operator(server):
+    async with running_operator(server) as memo:
         start = len(list(server))
         await create(server, collection())
-        await until(lambda: is_ready(server) and handled(server))
+        await until(lambda: is_ready(server) and handled(memo, server))
         first = status_of(server)["policy"]
         assert first["auditKaudit"] is True
         approval_then_apply(start, first["fullHash"])
@@ -672,3 +689,57 @@ async def test_a_refused_policy_is_a_warning_event_and_a_condition_naming_it(ser
         await server.patch(path, json={"metadata": {"annotations": {
             "kaudit.dev/refused-hash": "", "kaudit.dev/refused-reason": "", "kaudit.dev/refused-at": ""}}})
         await until(lambda: condition(server, "Ready").get("status") == "True")
+
+
+STATUS_PATH = CREATE_URL + "/cluster/status"
+
+
+def status_patches(server, since: int) -> list[dict]:
+    return [body_of(r) for r in writes(server, since) if r.url.path == STATUS_PATH]
+
+
+async def test_a_create_writes_its_status_twice_the_approval_and_ready(server):
+    # The fake installer reports after the first reconcile: its progress status (no report yet)
+    # waits within the hold and goes out with Ready, in one patch.
+    runtime = runtime_for(server, status_hold=5.0, recheck_delay=3600)
+    async with running_operator(server, runtime, installer=False):
+        start = len(list(server))
+        await create(server, collection())
+        await until(lambda: len(status_patches(server, start)) == 1)  # the approval
+        await until(lambda: runtime.state.metrics.reconciles.get(("create", "not-ready"), 0) == 1)
+        assert len(status_patches(server, start)) == 1, "the progress status waits"
+        installer = asyncio.create_task(fake_installer(server))
+        try:
+            await until(lambda: is_ready(server))
+        finally:
+            installer.cancel()
+    approval, ready = status_patches(server, start)
+    assert set(approval["status"]) == {"policy"}
+    assert {c["type"]: c["status"] for c in ready["status"]["conditions"]}["Ready"] == "True"
+    assert ready["status"]["observedGeneration"] == 1
+
+
+async def test_a_progress_status_held_back_is_written_when_the_hold_ends(server):
+    runtime = runtime_for(server, status_hold=0.5, recheck_delay=3600)
+    async with running_operator(server, runtime, installer=False):
+        start = len(list(server))
+        loop = asyncio.get_running_loop()
+        await create(server, collection())
+        await until(lambda: len(status_patches(server, start)) == 1)  # the approval
+        approved = loop.time()
+        await until(lambda: condition(server, "PolicyInstalled").get("reason") == "NoReports")
+        assert loop.time() - approved >= 0.45, "written before the hold ended"
+    [_, progress] = status_patches(server, start)
+    assert {c["type"]: c["reason"] for c in progress["status"]["conditions"]}["Ready"] == "NoReports"
+
+
+async def test_becoming_ready_and_failures_are_written_at_once(server):
+    runtime = runtime_for(server, status_hold=60.0, recheck_delay=3600)
+    async with running_operator(server, runtime):
+        await create(server, collection())
+        await until(lambda: is_ready(server), timeout=5)  # within the 60 s hold: Ready is not held
+        generation = server.objects[COLLECTIONS, None, "cluster"]["metadata"]["generation"]
+        bad = {"metadata": {"generation": generation + 1},
+               "spec": {"policy": {"rules": [{"level": "Metadata", "nonResourceURLs": ["healthz*"]}]}}}
+        await server.patch(CREATE_URL + "/cluster", json=bad)
+        await until(lambda: condition(server, "PolicyValid").get("reason") == "InvalidPolicy", timeout=5)

@@ -29,6 +29,7 @@ from kaudit.api.resource import parse_resource
 from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiError, TransientApiError
 from kaudit.reconcile import watches
+from kaudit.reconcile.bookkeeping import ProgressAnnotations
 from kaudit.reconcile.plan import COLLECTION_LABEL
 from kaudit.reconcile.runtime import (API_ERROR_DELAY, CollectionIndex, OperatorMemo, all_collections, close, index, metas,
                                       plain, reconcile_latest, reconciler, resync_forever, run)
@@ -51,12 +52,12 @@ PEERING_LIFETIME = 20
 
 
 @kopf.on.startup(registry=REGISTRY)
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: OperatorMemo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    # kopf's bookkeeping (the last handled spec) in kaudit's own annotation domain; no status.kopf.
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kaudit.dev", key="last-handled-configuration")
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaudit.dev")
+    # kopf's bookkeeping costs no write of its own (bookkeeping.py): the last handled spec in
+    # memory, handler retries in kaudit's annotation domain without kopf's marker; no status.kopf.
+    settings.persistence.diffbase_storage = memo.state.diffbase
+    settings.persistence.progress_storage = ProgressAnnotations()
     for resource in r.CHILD_RESOURCES:
         settings.watching.label_selectors[resource.group, resource.version, resource.plural] = COLLECTION_LABEL
     # kaudit posts its own Events for changes and refusals; kopf only for its warnings.
@@ -103,8 +104,12 @@ async def start_background(memo: OperatorMemo, collections: CollectionIndex | No
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, registry=REGISTRY)
-async def created(body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
-    await run(memo, "create", parse_resource(plain(body)), metas(memo))
+async def created(body: kopf.Body, memo: OperatorMemo, retry: int = 0, **_: Any) -> None:
+    resource = parse_resource(plain(body))
+    # kopf's bookkeeping lives in memory (bookkeeping.py), so after a restart it calls every
+    # collection new; one a reconcile has reported on before is, for the metrics, a resume.
+    resumed = not retry and "observedGeneration" in resource.status
+    await run(memo, "resume" if resumed else "create", resource, metas(memo))
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=REGISTRY)
@@ -142,6 +147,7 @@ async def collection_event(type: str | None, name: str, uid: str, memo: Operator
     if type is None:
         await collection_listed(memo, name, uid)
     elif type == "DELETED":
+        memo.state.diffbase.forget(uid)
         await collection_gone(memo, name)
 
 

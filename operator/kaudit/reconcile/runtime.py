@@ -21,10 +21,11 @@ import kopf
 from kaudit.api.resource import CollectionResource, ObjectMeta, object_meta, parse_resource
 from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiClient, ApiError, Connection, RetryPolicy, TransientApiError
+from kaudit.reconcile.bookkeeping import MemoryDiffBaseStorage
 from kaudit.reconcile.metrics import Metrics
 from kaudit.reconcile.peering import PeeringIdentity, outranked
 from kaudit.reconcile.preflight import missing_peering_message
-from kaudit.reconcile.service import OperatorConfig, Outcome, Reconciler
+from kaudit.reconcile.service import STATUS_HOLD, OperatorConfig, Outcome, Reconciler
 from kaudit.reconcile.storage import JSON
 
 logger = logging.getLogger("kaudit.operator")
@@ -51,6 +52,7 @@ class Options:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     force_close: bool = False  # tests: close connections at once instead of keeping them alive
     recheck_delay: float | None = None  # tests: instead of the service's delays per reason
+    status_hold: float = STATUS_HOLD  # how long a progress-only status change may wait (service.py)
     peering: PeeringIdentity | None = None  # None: standalone, always the active replica
     metrics_port: int = 0  # GET /metrics there; 0: no endpoint
 
@@ -66,11 +68,13 @@ class State:
     reconciler: Reconciler | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     rechecks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    recheck_due: dict[str, float] = field(default_factory=dict)  # when each pending recheck runs (loop time)
     collections: CollectionIndex | None = None  # kopf's index of AuditCollections, once started
     peering_missing: bool = False  # the peering object was gone at the last look (warned once)
     listed: set[str] = field(default_factory=set)  # collections (uids) seen in a listing of kopf's
     # Each node report by name: its collection and what it says (see watches.report_state).
     reports_seen: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=dict)
+    diffbase: MemoryDiffBaseStorage = field(default_factory=MemoryDiffBaseStorage)  # kopf's, see bookkeeping.py
 
 
 class OperatorMemo(kopf.Memo):
@@ -111,7 +115,7 @@ def reconciler(memo: OperatorMemo) -> Reconciler:
     """The one reconciler, writing through :func:`client` (made at first use)."""
     storage = client(memo)
     if memo.state.reconciler is None:
-        memo.state.reconciler = Reconciler(storage, memo.options.config)
+        memo.state.reconciler = Reconciler(storage, memo.options.config, status_hold=memo.options.status_hold)
     return memo.state.reconciler
 
 
@@ -199,8 +203,11 @@ async def run(memo: OperatorMemo, trigger: str, resource: CollectionResource | N
         raise kopf.TemporaryError(str(exc), delay=API_ERROR_DELAY)
     result = "ready" if outcome.ready else "not-ready"
     state.metrics.reconciled(trigger, result, time.monotonic() - started, outcome.writes)
-    if outcome.requeue_after and outcome.name and state.collections is not None:
-        schedule_recheck(memo, outcome.name, options.recheck_delay or outcome.requeue_after)
+    if outcome.name and state.collections is not None:
+        if outcome.requeue_after:
+            schedule_recheck(memo, outcome.name, options.recheck_delay or outcome.requeue_after)
+        if outcome.flush_after:  # a status held back: due then, whatever the recheck delay
+            schedule_recheck(memo, outcome.name, outcome.flush_after)
     return outcome
 
 
@@ -220,20 +227,25 @@ async def reconcile_owner(memo: OperatorMemo, trigger: str, owner: str) -> None:
 
 
 def schedule_recheck(memo: OperatorMemo, name: str, delay: float) -> None:
-    """Look again later (what no watch shows: a kube-apiserver restart, a stale report); one
-    pending look per collection."""
-    rechecks = memo.state.rechecks
+    """Look again later (what no watch shows: a kube-apiserver restart, a stale report; a status
+    held back); one pending look per collection, the earliest asked for."""
+    rechecks, due = memo.state.rechecks, memo.state.recheck_due
+    when = asyncio.get_running_loop().time() + delay
     if name in rechecks:
-        return
+        if due.get(name, when) <= when:
+            return
+        rechecks.pop(name).cancel()
 
     async def recheck() -> None:
         await asyncio.sleep(delay)
         rechecks.pop(name, None)
+        due.pop(name, None)
         if not await is_active(memo):
             return  # the active replica looks itself
         await reconcile_latest(memo, "recheck", name)
 
     rechecks[name] = asyncio.create_task(recheck())
+    due[name] = when
 
 
 async def resync_forever(memo: OperatorMemo, collections: CollectionIndex) -> None:

@@ -29,7 +29,7 @@ from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
 from kaudit.reconcile.detection import DetectionGate, RuleSync, SyncSettings, detection_condition
 from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
-                                     render_conditions, status_patch, summarise)
+                                     is_progress, render_conditions, status_patch, summarise)
 from kaudit.reconcile.platform import Clouds, reconcile_managed, release_managed
 from kaudit.reconcile.storage import JSON, Storage
 from kaudit.render import render_collection
@@ -50,6 +50,11 @@ RECHECK_AFTER = {"NoReports": 60.0, "Installing": 60.0, "InstallFailed": 30.0, "
 TARGET_RESOURCES = {"DaemonSet": r.DAEMON_SETS, "DatadogAgent": r.DATADOG_AGENTS}
 # The status fields a successful render fills; a refusal keeps their last good values.
 RENDERED_STATUS_KEYS = ("policy", "apiServerFlags", "nextSteps", "agent", "nodes", "eks")
+# The kinds rendered objects refer to by name: applied in a first round (apply_rounds).
+REFERENCED_KINDS = frozenset({"ConfigMap", "ServiceAccount", "Role"})
+# Seconds a status change that only reports progress (status.is_progress) may wait after the
+# collection's last status write, to be written together with what comes next.
+STATUS_HOLD = 3.0
 
 
 class ApplyRefused(Exception):
@@ -77,6 +82,7 @@ class Outcome:
     conditions: list[JSON] = field(default_factory=list)
     name: str = ""
     requeue_after: float | None = None  # seconds until the node reports are worth reading again
+    flush_after: float | None = None  # seconds until a status change held back is due (STATUS_HOLD)
 
 
 class RenderFunction(Protocol):
@@ -117,12 +123,16 @@ class Reconciler:
         render: RenderFunction = render_collection,
         clock: Callable[[], str] = now_text,
         clouds: Clouds | None = None,
+        status_hold: float = STATUS_HOLD,
     ):
         self.storage = storage
         self.config = config
         self.clouds = clouds or Clouds()  # spec.platform EKS: the AWS calls, per region
         self._render = render
         self._clock = clock
+        self.status_hold = status_hold
+        # When the status of each collection (by uid) was last written, on the event loop's clock.
+        self._written_at: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # The status last written per collection (by uid): the body a drift event hands us can
         # predate our own status patch, and comparing with it would patch the same status again.
@@ -136,6 +146,11 @@ class Reconciler:
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
+
+    @property
+    def idle(self) -> bool:
+        """No reconcile running or waiting for its collection's lock."""
+        return not self._waiting and not any(lock.locked() for lock in self._locks.values())
 
     def render(self, spec: AuditCollection, existing: tuple[JSON, ...]) -> Rendered:
         return self._render(spec, existing=existing, namespace=self.config.namespace,
@@ -306,6 +321,7 @@ class Reconciler:
         await self.storage.merge_patch(r.AUDIT_COLLECTIONS, None, resource.meta.name, {"status": {"policy": policy}},
                                        subresource="status")
         self._written[resource.meta.uid] = {**live_status, "policy": policy}
+        self._written_at[resource.meta.uid] = asyncio.get_running_loop().time()
         outcome.writes += 1
 
     async def _optional_list(self, resource: r.Resource, namespace: str | None, selector: str) -> list[JSON]:
@@ -366,20 +382,17 @@ class Reconciler:
     async def _execute(self, owner: ObjectMeta, writes: planning.Plan,
                        notices: tuple[tuple[str, str], ...] = ()) -> dict[planning.Key, JSON]:
         applied: dict[planning.Key, JSON] = {}
-        for body in writes.applies:
-            try:
-                result = await self.storage.apply(body, force=True)
-            except TransientApiError:
-                raise
-            except ApiError as exc:
-                raise ApplyRefused(f"{_describe(planning.key_of(body))}: {exc.status} {exc.reason}: {exc.message}",
-                                   exc) from None
-            applied[planning.key_of(body)] = await self._yield_fields(result) or result or body
-            self._applied[planning.key_of(body)] = body
-            await self._event(owner, NORMAL, "Applied", f"Applied {_describe(planning.key_of(body))}.")
-            if not planning.is_owned_by_a_collection(body):
-                for reason, message in notices:
-                    await self._event(owner, NORMAL, reason, message)
+        for round_ in apply_rounds(writes.applies):
+            # The objects of one round refer to none of each other: sent together, a reconcile
+            # waits for two round trips instead of one per object.
+            results = await asyncio.gather(*(self._apply_one(owner, body, notices) for body in round_),
+                                           return_exceptions=True)
+            for body, result in zip(round_, results):
+                if not isinstance(result, BaseException):
+                    applied[planning.key_of(body)] = result
+            failed = [result for result in results if isinstance(result, BaseException)]
+            if failed:
+                raise failed[0]
         for key in writes.deletes:
             resource = r.resource_of({"apiVersion": key[0], "kind": key[1]})
             await self.storage.delete(resource, key[2], key[3])
@@ -387,6 +400,22 @@ class Reconciler:
         for live in writes.releases:
             await self._release_one(owner, live)
         return applied
+
+    async def _apply_one(self, owner: ObjectMeta, body: JSON, notices: tuple[tuple[str, str], ...]) -> JSON:
+        key = planning.key_of(body)
+        try:
+            result = await self.storage.apply(body, force=True)
+        except TransientApiError:
+            raise
+        except ApiError as exc:
+            raise ApplyRefused(f"{_describe(key)}: {exc.status} {exc.reason}: {exc.message}", exc) from None
+        self._applied[key] = body
+        live = await self._yield_fields(result) or result or body
+        await self._event(owner, NORMAL, "Applied", f"Applied {_describe(key)}.")
+        if not planning.is_owned_by_a_collection(body):
+            for reason, message in notices:
+                await self._event(owner, NORMAL, reason, message)
+        return live
 
     async def _release_one(self, owner: ObjectMeta, live: JSON) -> None:
         restored = await self._restore_user_items(live)
@@ -498,9 +527,13 @@ class Reconciler:
                 desired[key] = live_status[key]
         desired["warnings"] = (parts or {}).get("warnings", [])
         patch = status_patch(live_status, desired)
-        if patch is not None:
+        held = self._hold_left(meta.uid, live_status, desired) if patch is not None else 0.0
+        if held > 0:
+            outcome.flush_after = held  # a reconcile then writes it, with whatever came meanwhile
+        elif patch is not None:
             await self.storage.merge_patch(r.AUDIT_COLLECTIONS, None, meta.name, patch, subresource="status")
             self._written[meta.uid] = {**live_status, **desired}
+            self._written_at[meta.uid] = asyncio.get_running_loop().time()
             outcome.writes += 1
             for changed in condition_changes(live_status.get("conditions") or [], rendered_conditions,
                                              restate=FAILURE_REASONS):
@@ -516,6 +549,15 @@ class Reconciler:
         outcome.conditions = rendered_conditions
         return outcome
 
+    def _hold_left(self, uid: str, live_status: JSON, desired: JSON) -> float:
+        """Seconds this status change may still wait (0: write it now): a change that only reports
+        progress waits until STATUS_HOLD after the collection's last status write, so the steps of
+        a create or a rollout go out together with the next one (at most one write per hold)."""
+        written_at = self._written_at.get(uid)
+        if written_at is None or not is_progress(live_status, desired):
+            return 0.0
+        return max(0.0, written_at + self.status_hold - asyncio.get_running_loop().time())
+
     async def _event(self, about: ObjectMeta, type_: str, reason: str, message: str) -> None:
         body = build_event(about.reference(), type_=type_, reason=reason, message=message,
                            now=datetime.datetime.now(datetime.timezone.utc))
@@ -523,6 +565,15 @@ class Reconciler:
             await self.storage.create(r.EVENTS, body["metadata"]["namespace"], body)
         except Exception as exc:  # an Event is informative; never fail a reconcile for it
             logger.warning("could not post an Event (%s): %s", reason, exc)
+
+
+def apply_rounds(applies: Sequence[JSON]) -> list[list[JSON]]:
+    """The applies in two rounds, each in plan order: first what other objects refer to (a pod's
+    ServiceAccount and ConfigMap volume, a RoleBinding's Role), then the rest. A DaemonSet applied
+    before its ServiceAccount gets pods refused at admission (the controller retries them later)."""
+    first = [body for body in applies if body.get("kind") in REFERENCED_KINDS]
+    rest = [body for body in applies if body.get("kind") not in REFERENCED_KINDS]
+    return [round_ for round_ in (first, rest) if round_]
 
 
 def _once(factory: Callable[[], Awaitable[list[JSON]]]) -> NodeReader:

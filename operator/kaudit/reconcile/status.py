@@ -146,3 +146,22 @@ def condition_changes(previous: Iterable[dict[str, Any]], current: list[dict[str
         return c["reason"] in restate and old.get("message") != c["message"]
 
     return [c for c in current if changed(c)]
+
+
+def is_progress(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """Whether turning status ``live`` into ``desired`` only reports a step on the way: Ready keeps
+    its status (a first status counts as not Ready), no failure is new, and the observed
+    generation is the one already reported (a first status reports its first one).
+
+    Such a change can wait a moment for the next one, so that a create or a rollout writes its
+    status once instead of once per step (agent pods getting ready, nodes reporting one by one);
+    becoming Ready, leaving Ready, a failure and a newly observed spec are written at once.
+    """
+    live = live or {}
+    before = next((c for c in live.get("conditions") or [] if c.get("type") == "Ready"), None)
+    after = next(c for c in desired["conditions"] if c["type"] == "Ready")
+    if (before or {}).get("status", FALSE) != after["status"]:
+        return False
+    if after["reason"] in FAILURE_REASONS:
+        return False
+    return live.get("observedGeneration") in (None, desired.get("observedGeneration"))
