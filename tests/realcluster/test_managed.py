@@ -19,6 +19,8 @@ import pytest
 
 import kaudit_cluster as kc
 from kaudit.k8s import permissions
+from kaudit.reconcile.service import STATUS_HOLD
+from kaudit_env import wait_settled
 from plane import wait_for
 
 NAME = "cluster"
@@ -265,7 +267,8 @@ def test_quiet_when_idle_and_after_a_restart(control_plane, kaudit_installed, ma
     plane = control_plane
     user = kaudit_installed.user()
     kc.wait_condition(plane, NAME, "Ready", status="True")
-    time.sleep(2)  # the echo of the last changes
+    # The echo of the last changes, and a progress status the operator may still hold back.
+    wait_settled(plane, user, seconds=STATUS_HOLD + 1.0)
     mark = plane.audit_mark()
     time.sleep(60)
     idle = plane.requests_since(mark, user=user)

@@ -4,7 +4,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 module only wires them together and turns kaudit's errors into one line each on stderr:
 ``error: <file>[:<line>:<col>]: <field path>: <message>``, exit 1 for bad input, exit 2 for bad
 usage (one line naming the command and pointing at its --help). docs/cli.md is the contract.
-Command modules import what a command uses (kaudit's own modules too, kopf, kubernetes) inside
+Command modules import what a command uses (kaudit's own modules too, kopf) inside
 its functions: building the parser imports every command module, and with those imports at module
 level ``kaudit render`` took 1.5 times and ``kaudit --version`` 3 times the CPU time.
 """
