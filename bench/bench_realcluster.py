@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "tests" / "realcluster"))
 
 import plane as plane_module  # noqa: E402
 from kaudit.reconcile.service import STATUS_HOLD  # noqa: E402
-from kaudit_env import (Api, KauditInstall, child_writes, create_config_maps, install, object_key,  # noqa: E402
+from kaudit_harness import (Api, KauditInstall, child_writes, create_config_maps, install, object_key,  # noqa: E402
                         ready_status, rss_kib, successful, wait_settled)
 
 RELEASE, NAMESPACE, AGENT_NAMESPACE = "kaudit-bench", "bench-system", "bench-agent"

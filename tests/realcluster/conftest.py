@@ -55,9 +55,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def kaudit_installed(control_plane):
     """kaudit installed with ``kubectl apply -k manifests/`` (CRD, namespace, RBAC, operator Deployment)."""
-    import kaudit_cluster
+    import kaudit_harness
 
-    return kaudit_cluster.install_with_kustomize(control_plane)
+    return kaudit_harness.install_with_kustomize(control_plane)
 
 
 @pytest.fixture(autouse=True)

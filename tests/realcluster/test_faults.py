@@ -2,7 +2,7 @@
 causing 409s, and the OwnerReferencesPermissionEnforcement admission plugin.
 
 Writes are counted in kube-apiserver's own audit log, by the operator's ServiceAccount, never in
-the operator's logs. The operator runs under the chart's real RBAC (kaudit_env.install).
+the operator's logs. The operator runs under the chart's real RBAC (kaudit_harness.install).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from kaudit_env import (APPLIED_HASH, Api, KauditInstall, child_writes, dump, install, object_key, ready_status,
+from kaudit_harness import (APPLIED_HASH, Api, KauditInstall, child_writes, dump, install, object_key, ready_status,
                         successful, wait_settled)
 from plane import REPO, PlaneError, wait_for
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import kaudit_cluster as kc
+import kaudit_harness as kh
 from image_support import container_flags, operator_container, operator_image  # noqa: F401  (fixture)
 from plane import free_port, wait_for
 
@@ -32,7 +32,7 @@ KUBECONFIG = "/var/run/kaudit/kubeconfig"  # where the container finds its crede
 def collection() -> dict:
     return {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": NAME},
             "spec": {"policy": {"profile": "Default"},
-                     "agent": {"mode": "Managed", "namespace": kc.AGENT_NAMESPACE,
+                     "agent": {"mode": "Managed", "namespace": kh.AGENT_NAMESPACE,
                                "managed": {"apiKeySecretRef": {"name": "datadog-secret", "key": "api-key"}}}}}
 
 
@@ -51,8 +51,8 @@ def self_contained_kubeconfig(plane, installation, path):
 def container_run(deployment: dict, namespace: str, ports: dict[str, int]) -> tuple[list[str], list[str], dict]:
     """podman flags, ``kaudit`` arguments and env of the Deployment's operator container."""
     pod, container = operator_container(deployment)
-    args = [arg for arg in container["args"] if not arg.startswith(kc.PORT_FLAGS)]
-    args += [f"{flag}={ports[flag]}" for flag in kc.PORT_FLAGS]  # free ports: the host network is shared
+    args = [arg for arg in container["args"] if not arg.startswith(kh.PORT_FLAGS)]
+    args += [f"{flag}={ports[flag]}" for flag in kh.PORT_FLAGS]  # free ports: the host network is shared
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env.update({e["name"]: namespace for e in container["env"]
                 if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace"})
@@ -63,11 +63,11 @@ def container_run(deployment: dict, namespace: str, ports: dict[str, int]) -> tu
 def image_operator(control_plane, kaudit_installed, operator_image, tmp_path_factory):  # noqa: F811
     plane, installation = control_plane, kaudit_installed
     home = tmp_path_factory.mktemp("image-operator")
-    if plane.get_or_none("secret", "-n", kc.AGENT_NAMESPACE, "datadog-secret") is None:
-        plane.kubectl("create", "secret", "generic", "-n", kc.AGENT_NAMESPACE, "datadog-secret",
+    if plane.get_or_none("secret", "-n", kh.AGENT_NAMESPACE, "datadog-secret") is None:
+        plane.kubectl("create", "secret", "generic", "-n", kh.AGENT_NAMESPACE, "datadog-secret",
                       "--from-literal=api-key=x")
     deployment = plane.get("deployment", "-n", installation.namespace, installation.deployment)
-    ports = {flag: free_port() for flag in kc.PORT_FLAGS}
+    ports = {flag: free_port() for flag in kh.PORT_FLAGS}
     flags, args, env = container_run(deployment, installation.namespace, ports)
     kubeconfig = self_contained_kubeconfig(plane, installation, home / "kubeconfig")
     env["KUBECONFIG"] = KUBECONFIG
@@ -86,7 +86,7 @@ def image_operator(control_plane, kaudit_installed, operator_image, tmp_path_fac
             policy_dir=lambda node: tmp_path_factory.mktemp(f"image-policy-{node}"))
         yield state
     finally:
-        kc.delete_collection(plane, NAME)
+        kh.delete_collection(plane, NAME)
         for installer in state["installers"]:
             installer.stop()
         operator_image.podman("stop", "--time", "10", name, check=False)
@@ -96,7 +96,7 @@ def image_operator(control_plane, kaudit_installed, operator_image, tmp_path_fac
             process.kill()
             log.close()
         # The garbage collector removes the children; later modules start from an empty cluster.
-        wait_for(lambda: not [o for o in kc.children(plane, NAME) if o["kind"] != "Lease"], 60,
+        wait_for(lambda: not [o for o in kh.children(plane, NAME) if o["kind"] != "Lease"], 60,
                  f"the children of {NAME} to be garbage collected")
 
 
@@ -119,7 +119,7 @@ def test_create_becomes_ready_with_the_installers_in_the_loop(control_plane, kau
     assert done.returncode == 0, f"{done.stderr}\noperator log:\n{image_operator['log'].read_text()[-3000:]}"
     status = plane.get("ac", NAME)["status"]
     assert status["observedGeneration"] == 1
-    conditions = kc.conditions(plane, NAME)
+    conditions = kh.conditions(plane, NAME)
     assert {t: conditions[t]["status"] for t in ("PolicyValid", "AgentConfigured", "PolicyInstalled", "Ready")} == {
         "PolicyValid": "True", "AgentConfigured": "True", "PolicyInstalled": "True", "Ready": "True"}
     reported = {node["name"]: node["installedHash"] for node in status["nodes"]}
@@ -133,7 +133,7 @@ def test_it_applied_what_kaudit_render_shows(control_plane, kaudit_installed, im
     # The packaged operator applies the objects the sources render for the same collection and image.
     expected = render(collection(), namespace=kaudit_installed.namespace,
                       image=image_operator["env"]["KAUDIT_IMAGE"]).objects
-    live = [o for o in kc.children(control_plane, NAME) if o["kind"] != "Lease"]
+    live = [o for o in kh.children(control_plane, NAME) if o["kind"] != "Lease"]
     assert sorted((o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in live) == sorted(
         (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in expected)
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in live}
@@ -147,7 +147,7 @@ def test_writes_came_from_its_service_account_and_were_allowed(control_plane, ka
     writes = control_plane.requests_since(image_operator["mark"], user=kaudit_installed.user())
     assert writes, "the operator in the image sent no write under its ServiceAccount"
     everything = control_plane.requests_since(image_operator["mark"], user=kaudit_installed.user(), verbs=None)
-    assert kc.permission_problems(everything, kaudit_installed.namespace) == []
+    assert kh.permission_problems(everything, kaudit_installed.namespace) == []
 
 
 def test_liveness_and_metrics_endpoints_answer(image_operator):

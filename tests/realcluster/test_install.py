@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-import kaudit_cluster as kc
+import kaudit_harness as kh
 from plane import REPO, load_yaml_documents, wait_for
 
 RELEASE = "kaudit-helm"  # its own release name and namespace: no clash with the session's kustomize install
@@ -47,7 +47,7 @@ def helm_objects(plane) -> list[dict]:
 
 def test_helm_install_runs_upgrade_and_uninstall_leaves_only_what_helm_keeps(control_plane):
     plane = control_plane
-    kc.ensure_namespace(plane, kc.AGENT_NAMESPACE)
+    kh.ensure_namespace(plane, kh.AGENT_NAMESPACE)
     plane.helm("install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace", *HELM_VALUES,
                "--wait", "--timeout=90s")
     objects = helm_objects(plane)
@@ -56,9 +56,10 @@ def test_helm_install_runs_upgrade_and_uninstall_leaves_only_what_helm_keeps(con
     assert ("kopf.dev/v1", "ClusterKopfPeering", None, RELEASE) in refs  # two replicas: peering
 
     # The operator as the chart runs it (its arguments, its ServiceAccount's token) works with peering.
-    installation = kc.Installation(namespace=RELEASE_NS, deployment=RELEASE, service_account=RELEASE)
+    installation = kh.KauditInstall(plane, release=RELEASE, namespace=RELEASE_NS, agent_namespace=kh.AGENT_NAMESPACE,
+                                    deployment=RELEASE)
     mark = plane.audit_mark()
-    operator = kc.start_chart_operator(plane, installation, name="helm-operator")
+    operator = installation.start_chart_operator(name="helm-operator")
     name = "helm-check"
     try:
         plane.apply({"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": name},
@@ -66,10 +67,10 @@ def test_helm_install_runs_upgrade_and_uninstall_leaves_only_what_helm_keeps(con
         plane.kubectl("wait", "--for=condition=Ready", f"ac/{name}", "--timeout=60s")
         assert plane.get_or_none("configmap", f"kaudit-{name}-policy", "-n", RELEASE_NS) is not None
     finally:
-        kc.delete_collection(plane, name)  # a cluster has one collection: never leave it to the next test
+        kh.delete_collection(plane, name)  # a cluster has one collection: never leave it to the next test
         operator.stop()
     requests = plane.requests_since(mark, user=installation.user(), verbs=None)
-    assert requests and kc.permission_problems(requests, RELEASE_NS) == []
+    assert requests and kh.permission_problems(requests, RELEASE_NS) == []
 
     plane.helm("upgrade", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--set", "operator.resyncSeconds=120",
                "--wait", "--timeout=90s")
@@ -82,7 +83,7 @@ def test_helm_install_runs_upgrade_and_uninstall_leaves_only_what_helm_keeps(con
     left = [ref for ref in refs if ref not in crds and live(plane, ref) is not None]
     assert left == []
     # Helm keeps CRDs (from crds/) by design; the AuditCollection CRD must still be there.
-    assert plane.get_or_none("crd", kc.CRD) is not None
+    assert plane.get_or_none("crd", kh.CRD) is not None
     # Nothing else carries the release's instance label either, in any namespace.
     kinds = "deployments,replicasets,pods,serviceaccounts,configmaps,roles,rolebindings,services,poddisruptionbudgets"
     wait_for(lambda: plane.get(kinds, "-A", "-l", f"app.kubernetes.io/instance={RELEASE}")["items"] == [], 60,

@@ -17,15 +17,15 @@ import time
 
 import pytest
 
-import kaudit_cluster as kc
+import kaudit_harness as kh
 from kaudit.k8s import permissions
 from kaudit.reconcile.service import STATUS_HOLD
-from kaudit_env import wait_settled
+from kaudit_harness import wait_settled
 from plane import wait_for
 
 NAME = "cluster"
 NS = "kaudit-system"
-AGENT_NS = kc.AGENT_NAMESPACE
+AGENT_NS = kh.AGENT_NAMESPACE
 POLICY_CM = f"kaudit-{NAME}-policy"
 AGENT_DS = f"kaudit-{NAME}-agent"
 INSTALLER = f"kaudit-{NAME}-policy-installer"
@@ -52,7 +52,7 @@ def managed(control_plane, kaudit_installed, tmp_path_factory):
     start = plane.audit_mark()
     if plane.get_or_none("secret", "-n", AGENT_NS, "datadog-secret") is None:
         plane.kubectl("create", "secret", "generic", "-n", AGENT_NS, "datadog-secret", "--from-literal=api-key=x")
-    operator = kc.start_chart_operator(plane, kaudit_installed)
+    operator = kaudit_installed.start_chart_operator()
     created = time.monotonic()
     plane.apply(collection())
     installers = plane.start_installers(collection=NAME, namespace=NS, args=("--heartbeat", HEARTBEAT),
@@ -61,14 +61,14 @@ def managed(control_plane, kaudit_installed, tmp_path_factory):
     try:
         yield state
     finally:
-        kc.delete_collection(plane, NAME)
+        kh.delete_collection(plane, NAME)
         for installer in installers:
             installer.stop()
         state["operator"].stop()
 
 
 def agent_pods(plane) -> list[dict]:
-    return plane.get("pods", "-n", AGENT_NS, "-l", f"{kc.COLLECTION_LABEL}={NAME}")["items"]
+    return plane.get("pods", "-n", AGENT_NS, "-l", f"{kh.COLLECTION_LABEL}={NAME}")["items"]
 
 
 def operator_writes(plane, installation, mark) -> list[dict]:
@@ -87,7 +87,7 @@ def test_create_becomes_ready_with_the_installers_in_the_loop(control_plane, kau
     # What the installers wrote is the ConfigMap's policy, byte for byte.
     for installer in managed["installers"]:
         assert installer.target.read_text() == installer.source.read_text()
-    condition = kc.conditions(plane, NAME)["PolicyInstalled"]
+    condition = kh.conditions(plane, NAME)["PolicyInstalled"]
     assert condition["status"] == "True", condition
     print(f"create -> Ready in {elapsed:.2f} s (installers started after the create)")
 
@@ -105,7 +105,7 @@ def test_kubectl_explain_describes_the_spec(control_plane, managed):
 def test_children_are_owned_by_the_collection(control_plane, managed):
     plane = control_plane
     uid = plane.get("ac", NAME)["metadata"]["uid"]
-    owned = [obj for obj in kc.children(plane, NAME) if obj["kind"] != "Lease"]
+    owned = [obj for obj in kh.children(plane, NAME) if obj["kind"] != "Lease"]
     assert {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in owned} == {
         ("ConfigMap", NS, POLICY_CM), ("ServiceAccount", NS, INSTALLER), ("Role", NS, INSTALLER),
         ("RoleBinding", NS, INSTALLER), ("DaemonSet", NS, INSTALLER),
@@ -117,8 +117,8 @@ def test_children_are_owned_by_the_collection(control_plane, managed):
             ("AuditCollection", NAME, uid, True)], obj["metadata"]["name"]
     # The node reports belong to the installer pod of their node, so they go with it.
     installer_pods = {p["metadata"]["uid"]: p["spec"]["nodeName"]
-                      for p in plane.get("pods", "-n", NS, "-l", f"{kc.COLLECTION_LABEL}={NAME}")["items"]}
-    leases = [obj for obj in kc.children(plane, NAME, "leases")]
+                      for p in plane.get("pods", "-n", NS, "-l", f"{kh.COLLECTION_LABEL}={NAME}")["items"]}
+    leases = [obj for obj in kh.children(plane, NAME, "leases")]
     assert sorted(installer_pods[lease["metadata"]["ownerReferences"][0]["uid"]] for lease in leases) == \
         sorted(plane.control_plane_nodes)
 
@@ -144,7 +144,7 @@ def _repaired(plane, installation, mark, predicate, what):
     wait_for(predicate, 15, what, interval=0.05)
     elapsed = time.monotonic() - started
     time.sleep(1)  # anything else the repair causes lands in the log too
-    writes = kc.describe(operator_writes(plane, installation, mark))
+    writes = kh.describe(operator_writes(plane, installation, mark))
     return elapsed, writes
 
 
@@ -206,7 +206,7 @@ def test_a_spec_update_rolls_the_agent_pods(control_plane, managed):
     old = {p["metadata"]["uid"] for p in agent_pods(plane)}
     old_hash = plane.get("daemonset", "-n", AGENT_NS, AGENT_DS)["spec"]["template"]["metadata"]["annotations"]
     plane.kubectl("patch", "ac", NAME, "--type=merge", "-p", json.dumps({"spec": {"logs": {"tags": ["env:rolled"]}}}))
-    kc.wait_condition(plane, NAME, "Ready", status="True", generation=generation + 1)
+    kh.wait_condition(plane, NAME, "Ready", status="True", generation=generation + 1)
     template = plane.get("daemonset", "-n", AGENT_NS, AGENT_DS)["spec"]["template"]["metadata"]["annotations"]
     assert template != old_hash  # the config hash moved with the log configuration
 
@@ -229,12 +229,12 @@ def test_an_invalid_policy_is_refused_and_the_last_good_one_kept(control_plane, 
     # The CRD's schema accepts it; kube-apiserver's policy loader would not (no leading slash).
     bad = {"spec": {"policy": {"profile": "Default", "rules": [{"level": "Metadata", "nonResourceURLs": ["healthz*"]}]}}}
     plane.kubectl("patch", "ac", NAME, "--type=merge", "-p", json.dumps(bad))
-    refused = kc.wait_condition(plane, NAME, "PolicyValid", status="False", generation=generation + 1)
+    refused = kh.wait_condition(plane, NAME, "PolicyValid", status="False", generation=generation + 1)
     assert refused["reason"] == "InvalidPolicy"
     assert refused["message"].startswith("spec.policy.rules[0].nonResourceURLs[0]"), refused
-    assert kc.conditions(plane, NAME)["Ready"]["status"] == "False"
+    assert kh.conditions(plane, NAME)["Ready"]["status"] == "False"
     time.sleep(1)
-    writes = kc.describe(operator_writes(plane, kaudit_installed, mark))
+    writes = kh.describe(operator_writes(plane, kaudit_installed, mark))
     # Status, the Warning Event and kopf's bookkeeping annotation on the collection; no child.
     assert all(w.startswith(("patch auditcollections", "create events")) for w in writes), writes
     assert plane.get("configmap", "-n", NS, POLICY_CM)["metadata"]["resourceVersion"] == \
@@ -246,7 +246,7 @@ def test_an_invalid_policy_is_refused_and_the_last_good_one_kept(control_plane, 
     assert warnings, "no Warning Event InvalidPolicy"
     # Fixed again: Ready comes back.
     plane.kubectl("patch", "ac", NAME, "--type=json", "-p", json.dumps([{"op": "remove", "path": "/spec/policy/rules"}]))
-    kc.wait_condition(plane, NAME, "Ready", status="True", generation=generation + 2)
+    kh.wait_condition(plane, NAME, "Ready", status="True", generation=generation + 2)
 
 
 def test_a_second_collection_is_refused_and_gets_nothing(control_plane, managed):
@@ -255,24 +255,24 @@ def test_a_second_collection_is_refused_and_gets_nothing(control_plane, managed)
     second["metadata"]["name"] = "second"
     plane.apply(second)
     try:
-        ready = kc.wait_condition(plane, "second", "Ready", status="False", reason="Conflict")
+        ready = kh.wait_condition(plane, "second", "Ready", status="False", reason="Conflict")
         assert f"'{NAME}'" in ready["message"], ready
-        assert kc.children(plane, "second") == []
+        assert kh.children(plane, "second") == []
     finally:
-        kc.delete_collection(plane, "second")
-    assert kc.conditions(plane, NAME)["Ready"]["status"] == "True"
+        kh.delete_collection(plane, "second")
+    assert kh.conditions(plane, NAME)["Ready"]["status"] == "True"
 
 
 def test_quiet_when_idle_and_after_a_restart(control_plane, kaudit_installed, managed):
     plane = control_plane
     user = kaudit_installed.user()
-    kc.wait_condition(plane, NAME, "Ready", status="True")
+    kh.wait_condition(plane, NAME, "Ready", status="True")
     # The echo of the last changes, and a progress status the operator may still hold back.
     wait_settled(plane, user, seconds=STATUS_HOLD + 1.0)
     mark = plane.audit_mark()
     time.sleep(60)
     idle = plane.requests_since(mark, user=user)
-    assert kc.describe(idle) == [], "writes while idle"
+    assert kh.describe(idle) == [], "writes while idle"
     heartbeats = [e for e in plane.requests_since(mark, verbs={"patch"})
                   if (e.get("objectRef") or {}).get("resource") == "leases"
                   and e["user"]["username"].endswith(f":{INSTALLER}")]
@@ -280,9 +280,9 @@ def test_quiet_when_idle_and_after_a_restart(control_plane, kaudit_installed, ma
 
     managed["operator"].stop()
     mark = plane.audit_mark()
-    managed["operator"] = kc.start_chart_operator(plane, kaudit_installed)
+    managed["operator"] = kaudit_installed.start_chart_operator()
     time.sleep(30)
-    assert kc.describe(plane.requests_since(mark, user=user)) == [], "writes after a restart"
+    assert kh.describe(plane.requests_since(mark, user=user)) == [], "writes after a restart"
     reads = plane.requests_since(mark, user=user, verbs={"list", "watch"})
     assert any((e.get("objectRef") or {}).get("resource") == "auditcollections" for e in reads), \
         "the restarted operator never listed the collections: it proves nothing"
@@ -294,7 +294,7 @@ def test_every_request_was_allowed_and_is_in_the_permission_table(control_plane,
     plane = control_plane
     operator = plane.requests_since(managed["start"], user=kaudit_installed.user(), verbs=None)
     assert operator, "no request by the operator's ServiceAccount in the audit log"
-    assert kc.permission_problems(operator, kaudit_installed.namespace) == []
+    assert kh.permission_problems(operator, kaudit_installed.namespace) == []
     installer_user = f"system:serviceaccount:{NS}:{INSTALLER}"
     installers = plane.requests_since(managed["start"], user=installer_user, verbs=None)
     assert installers, "no request by the installer's ServiceAccount"
@@ -309,9 +309,9 @@ def test_every_request_was_allowed_and_is_in_the_permission_table(control_plane,
 
 def test_delete_garbage_collects_everything(control_plane, managed):
     plane = control_plane
-    assert kc.children(plane, NAME)
+    assert kh.children(plane, NAME)
     for installer in managed["installers"]:  # the kubelet stops the pod's container when the pod goes
         installer.stop()
-    kc.delete_collection(plane, NAME)
-    wait_for(lambda: kc.children(plane, NAME) == [] and agent_pods(plane) == [], 60,
+    kh.delete_collection(plane, NAME)
+    wait_for(lambda: kh.children(plane, NAME) == [] and agent_pods(plane) == [], 60,
              "the garbage collector to remove every child, node report and pod")

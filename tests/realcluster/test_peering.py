@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kaudit_env import child_writes, dump, install, object_key, successful, wait_settled
+from kaudit_harness import child_writes, dump, install, object_key, successful, wait_settled
 from plane import wait_for
 
 RELEASE, NAMESPACE, AGENT_NAMESPACE = "kaudit-peering", "peering-system", "peering-agent"

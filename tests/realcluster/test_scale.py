@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from kaudit_env import (Api, KauditInstall, create_daemonsets, create_config_maps, dump, install, request_shape,
+from kaudit_harness import (Api, KauditInstall, create_daemonsets, create_config_maps, dump, install, request_shape,
                         rss_kib, wait_settled)
 from plane import wait_for
 

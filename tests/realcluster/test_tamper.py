@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-import kaudit_cluster as kc
+import kaudit_harness as kh
 from kaudit.policy import PolicyOptions, compose_policy, content_hash, load_policy
 from kaudit.policy.evaluate import Evaluator
 from kaudit.render.policy import self_audit
@@ -49,18 +49,18 @@ def collection(policy: dict) -> dict:
 def tamper(control_plane, kaudit_installed, tmp_path_factory):
     plane = control_plane
     started = time.monotonic()
-    operator = kc.start_chart_operator(plane, kaudit_installed, name="operator-tamper")
+    operator = kaudit_installed.start_chart_operator(name="operator-tamper")
     plane.apply(collection({"profile": "Default"}))
     installers = plane.start_installers(collection=NAME, namespace=NS,
                                         policy_dir=lambda node: tmp_path_factory.mktemp(f"tamper-{node}"))
     plane.kubectl("create", "rolebinding", "alice-admin", "-n", NS, "--clusterrole=admin", f"--user={ATTACKER}")
     try:
-        kc.wait_condition(plane, NAME, "Ready", status="True", timeout=60)
+        kh.wait_condition(plane, NAME, "Ready", status="True", timeout=60)
         print(f"tamper: operator start -> Ready on both nodes {time.monotonic() - started:.2f} s")
         yield {"operator": operator, "installers": installers, "alice": plane.kubeconfig_for_user(ATTACKER)}
     finally:
         plane.kubectl("delete", "rolebinding", "alice-admin", "-n", NS, "--ignore-not-found")
-        kc.delete_collection(plane, NAME)
+        kh.delete_collection(plane, NAME)
         for installer in installers:
             installer.stop()
         operator.stop()
@@ -119,10 +119,10 @@ def test_a_namespace_admin_lowering_the_policy_is_refused_and_recorded(control_p
         partial.write_text(LOWERED)
         partial.replace(installer.source)
 
-    refused = kc.wait_condition(plane, NAME, "PolicyInstalled", status="False", reason="PolicyRefused", timeout=20)
+    refused = kh.wait_condition(plane, NAME, "PolicyInstalled", status="False", reason="PolicyRefused", timeout=20)
     lowered = content_hash(LOWERED)
     assert f"refused policy {lowered[:12]}" in refused["message"] and f"kept {approved[:12]} installed" in refused["message"]
-    assert kc.conditions(plane, NAME)["Ready"]["reason"] == "PolicyRefused"
+    assert kh.conditions(plane, NAME)["Ready"]["reason"] == "PolicyRefused"
     wait_for(lambda: all(n.get("refusedHash") == lowered for n in plane.get("ac", NAME)["status"]["nodes"]), 20,
              "both nodes to report the refusal")
     events = wait_for(lambda: [e for e in plane.get("events", "-n", "default")["items"]
@@ -153,7 +153,7 @@ def test_a_namespace_admin_lowering_the_policy_is_refused_and_recorded(control_p
     # The kubelets sync the repaired ConfigMap: the refusal clears.
     for installer in installers:
         installer.sync()
-    kc.wait_condition(plane, NAME, "Ready", status="True", timeout=20)
+    kh.wait_condition(plane, NAME, "Ready", status="True", timeout=20)
     assert policy_in_place(installers) == before
 
 
@@ -175,6 +175,6 @@ def test_a_change_through_the_collection_reaches_every_node_unrefused(control_pl
     # Approved before the ConfigMap carried it: no installer ever refused it.
     for installer in installers:
         assert f"refused policy {content_hash(new)[:12]}" not in installer.process.output()
-    kc.wait_condition(plane, NAME, "PolicyInstalled", status="True", timeout=20)
+    kh.wait_condition(plane, NAME, "PolicyInstalled", status="True", timeout=20)
     print(f"AC edit -> ConfigMap {in_config_map - edited:.2f} s; ConfigMap in the volume -> installed on "
           f"both nodes {installed - in_config_map:.2f} s; AC edit -> both nodes {installed - edited:.2f} s")

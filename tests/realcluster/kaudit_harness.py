@@ -1,13 +1,21 @@
-"""kaudit installed on the real control plane for the fault and scale scenarios (no pytest in here).
+"""kaudit on the real control plane, installed as a user would and run as its chart runs it (no
+pytest in here; bench/bench_realcluster.py loads this file by path too).
 
-``install(plane, release, ...)`` applies the chart's own CRDs, ServiceAccount and RBAC exactly as
-``helm template charts/kaudit`` renders them (not the Deployment: the operator runs as a local
-``kaudit run`` process under that ServiceAccount's token, see plane.start_operator). Each caller
-picks its own release name and namespaces, so scenarios never share an operator identity;
-AuditCollections are cluster-scoped and kaudit serves only the oldest one, so each scenario deletes
-its collection before it ends (``KauditInstall.cleanup``).
+Two ways in, both giving a :class:`KauditInstall`:
 
-bench/bench_realcluster.py loads this file by path too.
+* :func:`install_with_kustomize` is ``kubectl apply -k manifests/`` (after creating the agent
+  namespace the RBAC needs), once per session through the ``kaudit_installed`` fixture;
+  :meth:`KauditInstall.start_chart_operator` runs ``kaudit run`` as a local process with the
+  arguments and environment of the installed operator Deployment, under its ServiceAccount's token
+  (the real RBAC); only the probe ports become 0, since several runs share this machine;
+* :func:`install` applies the chart's own CRDs, ServiceAccount and RBAC exactly as ``helm template
+  charts/kaudit`` renders them (not the Deployment: :meth:`KauditInstall.start_operator` runs the
+  operator as a local ``kaudit run`` process under that ServiceAccount's token), for the fault,
+  peering and scale scenarios. Each caller picks its own release name and namespaces, so scenarios
+  never share an operator identity; AuditCollections are cluster-scoped and kaudit serves only the
+  oldest one, so each scenario deletes its collection before it ends (:meth:`KauditInstall.cleanup`).
+
+Then: the collection's children, its conditions, the audit log's requests (writes, permission table).
 """
 
 from __future__ import annotations
@@ -21,13 +29,17 @@ from typing import Any, Iterable
 
 import yaml
 
+from kaudit.k8s import permissions
 from plane import CONTROL_PLANE_LABEL, REPO, Api, ControlPlane, Installer, Process, wait_for  # noqa: F401  (Api: for importers)
 
 COLLECTION_LABEL = "kaudit.dev/collection"
 APPLIED_HASH = "kaudit.dev/applied-hash"
 SECRET_NAME = "datadog-secret"
-NOT_APPLIED = ("Deployment", "PodDisruptionBudget", "Service")  # the operator runs as a local process
-# (kubectl resource, namespaced in the operator namespace only) of what kaudit renders in Managed mode.
+AGENT_NAMESPACE = "datadog"  # the chart's default rbac.agentNamespaces
+CRD = "auditcollections.kaudit.dev"
+PORT_FLAGS = ("--liveness-port", "--metrics-port")
+NOT_APPLIED = ("Deployment", "PodDisruptionBudget", "Service")  # install(): the operator runs as a local process
+# What kaudit renders, as kubectl resources: anywhere, and in the operator namespace only.
 CHILD_KINDS = ("configmaps", "serviceaccounts", "daemonsets.apps")
 OPERATOR_NAMESPACE_KINDS = ("roles.rbac.authorization.k8s.io", "rolebindings.rbac.authorization.k8s.io")
 
@@ -38,6 +50,7 @@ class KauditInstall:
     release: str
     namespace: str  # the operator's (the chart's release namespace)
     agent_namespace: str
+    deployment: str = ""  # the operator Deployment installed with it (kustomize, helm), if any
     objects: list[dict] = field(default_factory=list)  # what install() applied, for cleanup
     collections: set[str] = field(default_factory=set)
     operators: list[Process] = field(default_factory=list)
@@ -69,6 +82,18 @@ class KauditInstall:
         self.operators.append(process)
         return process
 
+    def start_chart_operator(self, *extra: str, name: str = "operator") -> Process:
+        """``kaudit run`` with the installed Deployment's arguments and plain env, under its ServiceAccount."""
+        assert self.deployment, "installed without the operator Deployment: use start_operator"
+        deployment = self.plane.get("deployment", "-n", self.namespace, self.deployment)
+        args, env = operator_command(deployment)
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == self.service_account
+        kubeconfig = self.plane.kubeconfig_for_service_account(self.namespace, self.service_account)
+        process = self.plane.start_operator(*args, *extra, kubeconfig=kubeconfig, namespace=self.namespace,
+                                            env=env, name=name)
+        self.operators.append(process)
+        return process
+
     def start_installers(self, collection: str, workdir: Path) -> list[Installer]:
         """The policy installer on every control-plane node (real ``kaudit install-policy`` processes)."""
         def policy_dir(node: str) -> Path:
@@ -94,16 +119,9 @@ class KauditInstall:
         self.plane.apply(body)
 
     def children(self, collection: str) -> dict[tuple[str, str, str], dict]:
-        """Every object labelled for ``collection``: (resource, namespace, name) -> object."""
-        found: dict[tuple[str, str, str], dict] = {}
-        selector = f"{COLLECTION_LABEL}={collection}"
-        for kind in CHILD_KINDS:
-            for item in self.plane.get(kind, "-A", "-l", selector)["items"]:
-                found[(kind.split(".")[0], item["metadata"]["namespace"], item["metadata"]["name"])] = item
-        for kind in OPERATOR_NAMESPACE_KINDS:
-            for item in self.plane.get(kind, "-n", self.namespace, "-l", selector)["items"]:
-                found[(kind.split(".")[0], self.namespace, item["metadata"]["name"])] = item
-        return found
+        """Every object kaudit renders for ``collection``: (resource, namespace, name) -> object."""
+        return {(item["kind"].lower() + "s", item["metadata"]["namespace"], item["metadata"]["name"]): item
+                for item in children(self.plane, collection, ",".join(CHILD_KINDS + OPERATOR_NAMESPACE_KINDS))}
 
     def applied_hashes(self, collection: str) -> dict[tuple[str, str, str], str | None]:
         return {key: (obj["metadata"].get("annotations") or {}).get(APPLIED_HASH)
@@ -114,7 +132,7 @@ class KauditInstall:
                         timeout, f"AuditCollection {name} to be Ready")
 
     def delete_collection(self, name: str) -> None:
-        self.plane.kubectl("delete", "auditcollection", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+        delete_collection(self.plane, name)
         self.collections.discard(name)
 
     def cleanup(self) -> None:
@@ -133,8 +151,7 @@ def install(plane: ControlPlane, release: str, namespace: str, agent_namespace: 
     """The chart's CRDs, namespaces, ServiceAccount and RBAC (and with ``peering`` its
     ClusterKopfPeering), plus the Secret the Managed agent names."""
     for ns in (namespace, agent_namespace):
-        if plane.get_or_none("namespace", ns) is None:
-            plane.kubectl("create", "namespace", ns)
+        ensure_namespace(plane, ns)
     if plane.get_or_none("secret", "-n", agent_namespace, SECRET_NAME) is None:
         plane.kubectl("create", "secret", "generic", "-n", agent_namespace, SECRET_NAME, "--from-literal=api-key=test")
     rendered = plane.helm("template", release, str(REPO / "charts" / "kaudit"), "--namespace", namespace,
@@ -148,6 +165,92 @@ def install(plane: ControlPlane, release: str, namespace: str, agent_namespace: 
     rest = [o for o in objects if o["kind"] != "CustomResourceDefinition"]
     plane.apply({"apiVersion": "v1", "kind": "List", "items": rest})
     return KauditInstall(plane, release, namespace, agent_namespace, objects=rest)
+
+
+def ensure_namespace(plane: ControlPlane, name: str) -> None:
+    if plane.get_or_none("namespace", name) is None:
+        plane.kubectl("create", "namespace", name)
+
+
+def install_with_kustomize(plane: ControlPlane) -> KauditInstall:
+    ensure_namespace(plane, AGENT_NAMESPACE)
+    plane.kubectl("apply", "-k", str(REPO / "manifests"))
+    plane.wait_established(CRD)
+    return KauditInstall(plane, release="kaudit", namespace="kaudit-system", agent_namespace=AGENT_NAMESPACE,
+                         deployment="kaudit")
+
+
+def operator_command(deployment: dict) -> tuple[list[str], dict[str, str]]:
+    """The ``kaudit run`` arguments and plain env of the Deployment's operator container."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = [arg for arg in container["args"] if not arg.startswith(PORT_FLAGS)]
+    assert args[0] == "run", f"the operator container runs {args!r}, not kaudit run"
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return args[1:] + [f"{flag}=0" for flag in PORT_FLAGS], env
+
+
+def conditions(plane: ControlPlane, name: str) -> dict[str, dict]:
+    found = plane.get_or_none("auditcollection", name) or {}
+    return {c["type"]: c for c in found.get("status", {}).get("conditions", [])}
+
+
+def wait_condition(plane: ControlPlane, name: str, type_: str, *, status: str | None = None,
+                   reason: str | None = None, generation: int | None = None, timeout: float = 30.0) -> dict:
+    def matches() -> dict | None:
+        found = conditions(plane, name).get(type_)
+        if not found:
+            return None
+        if status is not None and found["status"] != status:
+            return None
+        if reason is not None and found.get("reason") != reason:
+            return None
+        if generation is not None and found.get("observedGeneration") != generation:
+            return None
+        return found
+    return wait_for(matches, timeout, f"{name}: {type_} status={status} reason={reason} generation={generation}")
+
+
+def children(plane: ControlPlane, collection: str, kinds: str = "configmaps,serviceaccounts,daemonsets,roles,"
+             "rolebindings,leases") -> list[dict]:
+    """Every object in any namespace labelled as the collection's."""
+    return plane.get(kinds, "-A", "-l", f"{COLLECTION_LABEL}={collection}")["items"]
+
+
+def delete_collection(plane: ControlPlane, name: str) -> None:
+    plane.kubectl("delete", "auditcollection", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+
+
+def request_scope(event: dict, operator_namespace: str) -> str:
+    return permissions.scope_of_namespace(event["objectRef"].get("namespace"), operator_namespace)
+
+
+def permission_problems(events: Iterable[dict], operator_namespace: str) -> list[str]:
+    """Requests refused (403) or outside kaudit's permission table, one line each."""
+    problems = []
+    for event in events:
+        code = event.get("responseStatus", {}).get("code")
+        where = event.get("requestURI", "")
+        if code == 403:
+            problems.append(f"403 {event['verb']} {where}")
+        ref = event.get("objectRef")
+        if ref is None:  # discovery (/api, /apis, /version): allowed to every authenticated user
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        scope = request_scope(event, operator_namespace)
+        if not permissions.covers(ref.get("apiGroup", ""), resource, event["verb"], scope):
+            problems.append(f"not in the permission table: {event['verb']} {ref.get('apiGroup', '')}/{resource}"
+                            f" in {scope} ({where})")
+    return sorted(set(problems))
+
+
+def describe(writes: Iterable[dict]) -> list[str]:
+    """Audit events as ``verb resource[/subresource] namespace/name``, for assertion messages."""
+    lines = []
+    for event in writes:
+        ref = event.get("objectRef") or {}
+        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+        lines.append(f"{event['verb']} {ref.get('resource')}{sub} {ref.get('namespace', '')}/{ref.get('name', '')}")
+    return lines
 
 
 def ready_status(collection: dict | None, generation: int | None = None) -> dict | None:
