@@ -39,7 +39,7 @@ class ApprovalUnavailable(KauditError):
 
 def candidate_hash(content: bytes) -> str:
     """The content hash the operator publishes, for any bytes (non-UTF-8 can match nothing)."""
-    from kaudit.policy.compose import content_hash
+    from kaudit.policy.document import content_hash
 
     try:
         return content_hash(content.decode("utf-8"))

@@ -67,7 +67,7 @@ def policy_validator(source: Path, kubernetes_version: str = "") -> Callable[[by
     """
 
     def validate(content: bytes) -> str:
-        from kaudit.policy.compose import content_hash
+        from kaudit.policy.document import content_hash
 
         loaded = _loaded(content, kubernetes_version, str(source))
         if not loaded.ok:
