@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: aws_support
 from aws_support import CLUSTER, GROUP, REGION, MotoServer, make_world, session  # noqa: E402
-from kaudit_env import KauditInstall, install  # noqa: E402
+from kaudit_harness import KauditInstall, install  # noqa: E402
 from plane import wait_for  # noqa: E402
 
 RELEASE, NAMESPACE, AGENT_NAMESPACE = "kaudit-eks", "kaudit-eks", "datadog-eks"
