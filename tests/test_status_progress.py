@@ -21,7 +21,10 @@ def status(ready: str | None, reason: str = "", generation: int | None = 1, **ex
     # The first status of a create, still on its way: waits (the approval was just written).
     ({"policy": {"hash": "a"}}, status("False", "NoReports"), True),
     # A step on the way: agent pods getting ready, another node's report still missing.
-    (status("False", "NoReports", agent={"ready": 0}), status("False", "Installing", agent={"ready": 1}), True),
+    (status("False", "Installing", agent={"ready": 0}), status("False", "Installing", agent={"ready": 1}), True),
+    # Another reason than the one written: at once, even between two reasons on the way.
+    (status("False", "NoReports"), status("False", "Installing"), False),
+    (status("False", "Throttled"), status("False", "Enabling"), False),
     (status("True", "Reconciled", agent={"ready": 1}), status("True", "Reconciled", agent={"ready": 2}), True),
     # Becoming Ready, leaving Ready: at once.
     ({"policy": {"hash": "a"}}, status("True", "Reconciled"), False),

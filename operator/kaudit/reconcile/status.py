@@ -150,7 +150,7 @@ def condition_changes(previous: Iterable[dict[str, Any]], current: list[dict[str
 
 def is_progress(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
     """Whether turning status ``live`` into ``desired`` only reports a step on the way: Ready keeps
-    its status (a first status counts as not Ready), no failure is new, and the observed
+    its status and reason (a first status counts as not Ready), no failure is new, and the observed
     generation is the one already reported (a first status reports its first one).
 
     Such a change can wait a moment for the next one, so that a create or a rollout writes its
@@ -162,6 +162,8 @@ def is_progress(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
     after = next(c for c in desired["conditions"] if c["type"] == "Ready")
     if (before or {}).get("status", FALSE) != after["status"]:
         return False
+    if before is not None and before.get("reason") != after["reason"]:
+        return False  # another step than the one the status shows (Throttled -> Enabling): news
     if after["reason"] in FAILURE_REASONS:
         return False
     return live.get("observedGeneration") in (None, desired.get("observedGeneration"))
