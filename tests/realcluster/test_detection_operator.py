@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-import kaudit_cluster as kc
+import kaudit_harness as kh
 import pytest
 
 from kaudit.detect.pack import pack_entry
@@ -49,11 +49,11 @@ def operator(control_plane, kaudit_installed):
     plane = control_plane
     plane.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": USER_RULES_CM, "namespace": NS},
                  "data": {"rules.json": json.dumps([TEAM_RULE])}})
-    process = kc.start_chart_operator(plane, kaudit_installed, name="operator-detection")
+    process = kaudit_installed.start_chart_operator(name="operator-detection")
     try:
         yield plane
     finally:
-        kc.delete_collection(plane, NAME)
+        kh.delete_collection(plane, NAME)
         plane.kubectl("delete", "configmap", "-n", NS, USER_RULES_CM, "--ignore-not-found")
         process.stop()
 
@@ -61,26 +61,26 @@ def operator(control_plane, kaudit_installed):
 def test_coverage_condition_and_refusal(operator):
     plane = operator
     plane.apply(collection({"profile": "WriteRequestBodies"}, "Refuse"))
-    covered = kc.wait_condition(plane, NAME, "DetectionCoverage", status="True", generation=1, timeout=60)
+    covered = kh.wait_condition(plane, NAME, "DetectionCoverage", status="True", generation=1, timeout=60)
     assert covered["reason"] == "RulesCovered"
     assert covered["message"].startswith("all 3 required rule(s) fire under policy ")
     good = plane.get("configmap", "-n", NS, POLICY_CM)["data"]
     good_hash = plane.get("auditcollection", NAME)["status"]["policy"]["fullHash"]
 
     plane.apply(collection(ALL_METADATA, "Refuse"))
-    refused = kc.wait_condition(plane, NAME, "DetectionCoverage", status="False", generation=2, timeout=60)
+    refused = kh.wait_condition(plane, NAME, "DetectionCoverage", status="False", generation=2, timeout=60)
     assert refused["reason"] == "BlindingPolicyRefused"
     assert f"{HOST_NETWORK}: rule 0 (everything) logs these requests at Metadata; this detection reads " \
            f"@requestObject.spec.hostNetwork (needs Request)" in refused["message"]
     assert "refused, the last good policy is kept: it would blind 1 required rule(s)" in refused["message"]
-    conditions = kc.conditions(plane, NAME)
+    conditions = kh.conditions(plane, NAME)
     assert (conditions["Ready"]["status"], conditions["PolicyValid"]["reason"]) == ("False", "BlindingPolicyRefused")
     assert plane.get("configmap", "-n", NS, POLICY_CM)["data"] == good
     assert plane.get("auditcollection", NAME)["status"]["policy"]["fullHash"] == good_hash
 
     plane.apply(collection(ALL_METADATA, "Report"))
-    reported = kc.wait_condition(plane, NAME, "DetectionCoverage", status="False", generation=3, timeout=60)
+    reported = kh.wait_condition(plane, NAME, "DetectionCoverage", status="False", generation=3, timeout=60)
     assert reported["reason"] == "RulesBlind"
     assert reported["message"].startswith("1 of 3 required rule(s) blind under policy ")
-    kc.wait_condition(plane, NAME, "Ready", status="True", generation=3, timeout=60)
+    kh.wait_condition(plane, NAME, "Ready", status="True", generation=3, timeout=60)
     assert plane.get("configmap", "-n", NS, POLICY_CM)["data"] != good

@@ -115,7 +115,8 @@ def reconciler(memo: OperatorMemo) -> Reconciler:
     """The one reconciler, writing through :func:`client` (made at first use)."""
     storage = client(memo)
     if memo.state.reconciler is None:
-        memo.state.reconciler = Reconciler(storage, memo.options.config, status_hold=memo.options.status_hold)
+        memo.state.reconciler = Reconciler(storage, memo.options.config,
+                                           status_hold=memo.options.status_hold)
     return memo.state.reconciler
 
 
