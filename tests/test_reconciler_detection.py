@@ -105,8 +105,10 @@ async def test_the_operator_keeps_the_required_rules_in_datadog():
         now = [1000.0]
         settings = SyncSettings(Credentials(datadog.api_key, datadog.app_key), cluster="prod-eu", url=datadog.url)
         storage = MemoryStorage(with_detection({"profile": "WriteRequestBodies"}, "Report"), team_rules())
+        # status_hold=0: each sync's result is written by the reconcile that made it (the operator would
+        # write a message-only change with the next reconcile, within STATUS_HOLD; here there is none).
         reconciler = Reconciler(storage, OperatorConfig(namespace="ops", detection_sync=settings),
-                                clock=lambda: "2026-01-01T00:00:00Z")
+                                clock=lambda: "2026-01-01T00:00:00Z", status_hold=0.0)
         reconciler._rule_sync.clock = lambda: now[0]
         outcome = await reconciler.reconcile(live(storage))
         synced = conditions(storage)["DetectionRulesSynced"]
