@@ -657,6 +657,18 @@ async def test_the_policy_is_approved_before_the_config_map_carries_it(server):
         approval_then_apply(start, status_of(server)["policy"]["fullHash"])
 
 
+async def test_nothing_is_approved_ahead_when_no_installer_reads_the_approval(server):
+    # installPolicy: false renders no installer, so no one reads status.policy before the status
+    # that carries it anyway: the create writes the objects and one status, no approval first.
+    async with running_operator(server, installer=False) as memo:
+        start = len(list(server))
+        await create(server, collection(spec={"apiServer": {"installPolicy": False}}))
+        await until(lambda: is_ready(server) and handled(memo, server))
+    statuses = [body_of(r)["status"] for r in writes(server, start) if r.url.path == CREATE_URL + "/cluster/status"]
+    assert len(statuses) == 1 and statuses[0]["policy"] == status_of(server)["policy"]
+    assert {c["type"] for c in statuses[0]["conditions"]} >= {"Ready", "PolicyValid", "AgentConfigured"}
+
+
 async def test_a_refused_policy_is_a_warning_event_and_a_condition_naming_it(server):
     runtime = runtime_for(server, recheck_delay=3600)
     async with running_operator(server, runtime, installer=False):

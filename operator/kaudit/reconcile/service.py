@@ -312,8 +312,12 @@ class Reconciler:
 
         The installers install only the policy whose hash status.policy.fullHash names
         (kaudit.installer.approval); approving first means a legitimate change is never refused
-        for arriving before its approval. Nothing is written when the status already says so.
+        for arriving before its approval. Nothing is written when the status already says so,
+        nor when no installer is rendered (``installPolicy: false``, DaemonSet-less platforms):
+        then nobody reads the approval before the status that carries it anyway.
         """
+        if not rendered.installs_policy:
+            return
         live_status = self._live_status(resource)
         policy = rendered_status(rendered)["policy"]
         if live_status.get("policy") == policy:
