@@ -72,6 +72,19 @@ def time_json_loads(path: str) -> Timer:
     return timer
 
 
+def time_reader(path: str) -> Timer:
+    """The floor of any command built on the audit-event reader: read the lines in the batches
+    simulate and eval read (kaudit.simulate.inputs.BATCH_BYTES) and decode them
+    (kaudit.auditlog.decode_lines), nothing else. A command's time over this floor is its own work."""
+    from kaudit.auditlog import decode_lines
+    from kaudit.simulate.inputs import BATCH_BYTES
+
+    with Timer() as timer, open(path, "rb") as handle:
+        while batch := handle.readlines(BATCH_BYTES):
+            decode_lines(batch)
+    return timer
+
+
 def memory_kib() -> dict[str, int]:
     """VmRSS and VmHWM (peak) of this process in KiB (empty where /proc is not available)."""
     figures: dict[str, int] = {}
@@ -103,6 +116,14 @@ def ratio_line(name: str, loads: list[Timer], runs: list[Timer], target: float) 
     verdict = "met" if by_cpu >= target else "NOT met"
     return (f"{name} / json.loads = {by_cpu:.2f} by median CPU time (target >= {target:g}: {verdict}); "
             f"{by_wall:.2f} by median wall time")
+
+
+def floor_line(loads: list[Timer], floor: list[Timer], target: float) -> str:
+    """How fast the reader alone is against json.loads, and what that leaves for the rest."""
+    ratio = median([t.cpu for t in loads]) / median([t.cpu for t in floor])
+    left = median([t.cpu for t in loads]) / target - median([t.cpu for t in floor])
+    return (f"reader alone / json.loads = {ratio:.2f} by median CPU time: at {target:g} x json.loads, "
+            f"{left:.2f} s of CPU would be left for everything else")
 
 
 def timing_line(label: str, timers: list[Timer], mib: float, lines: int) -> str:

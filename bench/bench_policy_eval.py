@@ -8,6 +8,8 @@ it, pins itself to one CPU, reads the file once to warm the page cache, then tim
 and alternately, --rounds times each:
 
   json.loads   for line in file: json.loads(line)
+  reader       reading and decoding only (_common.time_reader): the floor of anything built on
+               the audit-event reader; what is left under the target is printed
   eval         the CLI's own loop (kaudit.cli.policy.evaluate_lines): read, decode with the
                audit-event reader, evaluate with the composed profile, write one JSON result per
                line (to /dev/null)
@@ -29,7 +31,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # noqa: E402
-    Timer, log_arguments, machine_load, memory_kib, prepare_log, ratio_line, time_json_loads, timing_line,
+    Timer, floor_line, log_arguments, machine_load, memory_kib, prepare_log, ratio_line, time_json_loads,
+    time_reader, timing_line,
 )
 
 TARGET = 4.0
@@ -61,9 +64,11 @@ def main() -> int:
     load_before = machine_load()
     loads: list[Timer] = []
     evals: list[Timer] = []
+    floor: list[Timer] = []
     bad, memory = 0, {}
     for round_number in range(args.rounds):
         loads.append(time_json_loads(args.events))
+        floor.append(time_reader(args.events))
         timer, bad, samples = time_eval(args.events, args.profile, log.lines)
         evals.append(timer)
         if round_number == 0:
@@ -72,7 +77,9 @@ def main() -> int:
           f"alternating; Python {sys.version.split()[0]}; {load_before} before, {machine_load()} after")
     print(timing_line("json.loads only", loads, log.mib, log.lines))
     print(timing_line(f"eval {args.profile}", evals, log.mib, log.lines) + f"  malformed lines: {bad}")
+    print(timing_line("reader alone (read, decode)", floor, log.mib, log.lines))
     print(ratio_line("eval", loads, evals, TARGET))
+    print(floor_line(loads, floor, TARGET))
     peak = max(sample.get("VmHWM", 0) for sample in memory.values())
     print(f"memory (KiB) at 10 % of the input: {memory.get('10%')}; at 100 %: {memory.get('100%')}; "
           f"peak {'<=' if peak <= MEMORY_LIMIT_KIB else '>'} 64 MiB")

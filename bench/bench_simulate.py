@@ -9,6 +9,8 @@ file and seed), pins itself to one CPU, reads the file once to warm the page cac
 side by side and alternately, --rounds times each, and compares the medians:
 
   json.loads   for line in file: json.loads(line)
+  reader       reading and decoding only (_common.time_reader): the floor of anything built on
+               the audit-event reader; what is left under the target is printed
   simulate     kaudit.simulate.simulate(): read, decode with the audit-event reader, evaluate with
                the composed profile, estimate sizes, tally rules/levels/top sources/exposure,
                build the report
@@ -41,7 +43,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # noqa: E402
-    Timer, log_arguments, machine_load, median, memory_kib, prepare_log, ratio_line, time_json_loads, timing_line,
+    Timer, floor_line, log_arguments, machine_load, median, memory_kib, prepare_log, ratio_line, time_json_loads,
+    time_reader, timing_line,
 )
 
 TARGET = 3.0
@@ -157,10 +160,12 @@ def main() -> int:
     start_memory = memory_kib()
     loads: list[Timer] = []
     sims: list[Timer] = []
+    floor: list[Timer] = []
     memory: dict = {}
     doc: dict = {}
     for round_number in range(args.rounds):
         loads.append(time_json_loads(args.events))
+        floor.append(time_reader(args.events))
         timer, doc, samples = time_simulate(args.events, args.profile)
         if round_number == 0:
             memory = samples  # the first run's peak is the one not inflated by earlier runs
@@ -172,7 +177,9 @@ def main() -> int:
     print(timing_line("json.loads only", loads, log.mib, log.lines))
     print(timing_line(f"simulate {args.profile}", sims, log.mib, log.lines))
     print(timing_line(f"  + baseline {args.baseline_profile}", [both], log.mib, log.lines))
+    print(timing_line("reader alone (read, decode)", floor, log.mib, log.lines))
     print(ratio_line("simulate", loads, sims, TARGET))
+    print(floor_line(loads, floor, TARGET))
     peak = max(sample.get("VmHWM", 0) for sample in memory.values())
     print(f"memory (KiB) before: {start_memory}; at 10 % of the input: {memory.get('10%')}; "
           f"at 50 %: {memory.get('50%')}; at 100 %: {memory.get('100%')}; "
