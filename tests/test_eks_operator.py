@@ -77,6 +77,27 @@ async def test_create_is_ready_drift_is_repaired_delete_cleans_up(aws):
     assert released == 3 and filter_names(aws) == [] and not audit_on(aws)
 
 
+async def test_a_spec_moved_to_another_cluster_leaves_nothing_of_kaudits_on_the_old_one(aws):
+    world = make_world(aws)
+    role = aws.client("iam").get_role(RoleName="forwarder")["Role"]["Arn"]
+    aws.client("eks").create_cluster(name="staging", roleArn=role, resourcesVpcConfig={"subnetIds": []})
+    aws.client("logs").create_log_group(logGroupName="/aws/eks/staging/cluster")
+    storage = MemoryStorage(eks_collection(world))
+    operator = reconciler(storage)
+    await operator.reconcile(live(storage))
+    assert (await operator.reconcile(live(storage))).ready and audit_on(aws)
+    moved = eks_collection(world, clusterName="staging")
+    storage.objects[KEY]["spec"] = moved["spec"]
+    storage.objects[KEY]["metadata"]["generation"] = 2
+    await operator.reconcile(live(storage))
+    staging = aws.client("logs").describe_subscription_filters(logGroupName="/aws/eks/staging/cluster")
+    assert filter_names(aws) == [] and not audit_on(aws)
+    assert [f["filterName"] for f in staging["subscriptionFilters"]] == ["kaudit-cluster"]
+    assert {e["reason"] for e in storage.events} >= {"SubscriptionFilterDeleted", "AuditLogDisabling"}
+    status = storage.objects[KEY]["status"]["eks"]
+    assert status["logGroup"] == "/aws/eks/staging/cluster" and "previous" not in status
+
+
 async def test_converged_resync_sends_one_describe_cluster_and_three_other_reads(aws):
     world = make_world(aws)
     counted = session(None)

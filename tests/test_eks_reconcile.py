@@ -240,3 +240,130 @@ def test_delete_keeps_an_audit_log_the_user_had_switched_on(aws):
     assert not memory.enabled_audit_log
     release(cloud, spec, COLLECTION, memory)
     assert audit_on(aws) and filters(aws) == []
+
+
+# --- a spec.eks that moves: what kaudit made for the old set-up is removed, once the new one forwards
+
+OTHER = "staging"
+OTHER_GROUP = f"/aws/eks/{OTHER}/cluster"
+
+
+def other_cluster(aws, *, log_group: bool = True) -> None:
+    role = aws.client("iam").get_role(RoleName="forwarder")["Role"]["Arn"]
+    aws.client("eks").create_cluster(name=OTHER, roleArn=role, resourcesVpcConfig={"subnetIds": []})
+    if log_group:
+        aws.client("logs").create_log_group(logGroupName=OTHER_GROUP)
+
+
+def filter_names(aws, group: str) -> list[str]:
+    return [f["filterName"] for f in aws.client("logs").describe_subscription_filters(logGroupName=group)
+            ["subscriptionFilters"]]
+
+
+def audit_on_cluster(aws, name: str) -> bool:
+    logging = aws.client("eks").describe_cluster(name=name)["cluster"]["logging"]["clusterLogging"]
+    return any(e["enabled"] and "audit" in e["types"] for e in logging)
+
+
+def moved(result, spec) -> Memory:
+    """The memory the operator reads back from the status ``result`` wrote, for the new ``spec``."""
+    return Memory.from_status({"eks": result.status}, spec)
+
+
+def test_moving_to_another_cluster_removes_the_old_filter_and_the_audit_log_kaudit_switched_on(aws):
+    world = make_world(aws)
+    other_cluster(aws)
+    cloud = Boto3Cloud(REGION)
+    first = forwarder_spec(world, disableAuditLogOnDelete=True)
+    before = run(cloud, first)
+    before = run(cloud, first, before.memory)  # the update is done: Ready
+    assert conditions(before)["Ready"] == ("True", "Reconciled") and before.memory.enabled_audit_log
+    second = forwarder_spec(world, clusterName=OTHER, disableAuditLogOnDelete=True)
+    memory = moved(before, second)
+    # What kaudit remembered of prod (it switched the audit log on) is prod's, not staging's.
+    assert memory.previous and not memory.enabled_audit_log and memory.update_id == ""
+    after = run(cloud, second, memory)
+    assert filter_names(aws, GROUP) == [] and filter_names(aws, OTHER_GROUP) == ["kaudit-cluster"]
+    assert not audit_on_cluster(aws, CLUSTER) and audit_on_cluster(aws, OTHER)
+    # The one Forwarder serves both: kaudit's statement stays, now for staging's group.
+    [statement] = policy_statements(aws, world.forwarder_arn)
+    assert statement["Condition"]["ArnLike"]["AWS:SourceArn"] == \
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{OTHER_GROUP}:*"
+    assert {"SubscriptionFilterDeleted", "AuditLogDisabling"} <= {c.reason for c in after.changes}
+    assert "LambdaPermissionRemoved" not in {c.reason for c in after.changes}
+    assert "previous" not in after.status and after.status["logGroup"] == OTHER_GROUP
+    assert after.memory.previous == () and after.memory.enabled_audit_log
+
+
+def test_moving_without_disable_on_delete_leaves_the_old_clusters_audit_log_on(aws):
+    world = make_world(aws)
+    other_cluster(aws)
+    cloud = Boto3Cloud(REGION)
+    before = run(cloud, forwarder_spec(world))
+    second = forwarder_spec(world, clusterName=OTHER)
+    run(cloud, second, moved(before, second))
+    assert filter_names(aws, GROUP) == [] and audit_on_cluster(aws, CLUSTER)
+
+
+def test_moving_to_a_firehose_removes_the_forwarders_statement_and_keeps_the_clusters_audit_log(aws):
+    world = make_world(aws)
+    cloud = Boto3Cloud(REGION)
+    first = forwarder_spec(world, disableAuditLogOnDelete=True)
+    before = run(cloud, first)
+    second = parse_eks({"clusterName": CLUSTER, "region": REGION, "firehoseArn": world.firehose_arn,
+                        "roleArn": world.firehose_role_arn, "disableAuditLogOnDelete": True})
+    after = run(cloud, second, moved(before, second))
+    [applied] = filters(aws)
+    assert applied["destinationArn"] == world.firehose_arn
+    assert policy_statements(aws, world.forwarder_arn) == []
+    assert audit_on(aws)  # the same cluster: its audit log is the new set-up's too
+    assert {c.reason for c in after.changes} == {"SubscriptionFilterApplied", "LambdaPermissionRemoved"}
+
+
+def test_the_old_set_up_is_kept_in_status_until_the_new_one_forwards_then_removed(aws):
+    world = make_world(aws)
+    other_cluster(aws, log_group=False)  # EKS has not made staging's log group yet
+    cloud = Boto3Cloud(REGION)
+    before = run(cloud, forwarder_spec(world))
+    second = forwarder_spec(world, clusterName=OTHER)
+    waiting = run(cloud, second, moved(before, second))
+    assert conditions(waiting)["Forwarding"] == ("False", "LogGroupPending")
+    assert filter_names(aws, GROUP) == ["kaudit-cluster"]  # prod still ships meanwhile
+    assert waiting.status["previous"] == [{"region": REGION, "clusterName": CLUSTER,
+                                           "destination": world.forwarder_arn, "auditLogEnabledByKaudit": True}]
+    # Read back from that status, the old set-up is still owed its removal.
+    memory = moved(waiting, second)
+    assert [p.cluster_name for p in memory.previous] == [CLUSTER]
+    aws.client("logs").create_log_group(logGroupName=OTHER_GROUP)
+    done = run(cloud, second, memory)
+    assert filter_names(aws, GROUP) == [] and filter_names(aws, OTHER_GROUP) == ["kaudit-cluster"]
+    assert "previous" not in done.status
+
+
+def test_delete_while_an_old_set_up_is_owed_removes_both(aws):
+    world = make_world(aws)
+    other_cluster(aws, log_group=False)
+    cloud = Boto3Cloud(REGION)
+    before = run(cloud, forwarder_spec(world))
+    second = forwarder_spec(world, clusterName=OTHER)
+    waiting = run(cloud, second, moved(before, second))
+    aws.client("logs").create_log_group(logGroupName=OTHER_GROUP)
+    aws.client("logs").put_subscription_filter(logGroupName=OTHER_GROUP, filterName="kaudit-cluster",
+                                               filterPattern="", destinationArn=world.forwarder_arn)
+    changes = release(cloud, second, COLLECTION, moved(waiting, second))
+    assert filter_names(aws, GROUP) == [] and filter_names(aws, OTHER_GROUP) == []
+    assert [c.reason for c in changes].count("SubscriptionFilterDeleted") == 2
+
+
+def test_a_status_from_before_the_region_was_recorded_is_the_same_set_up():
+    spec = parse_eks({"clusterName": CLUSTER, "region": REGION,
+                      "forwarderArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:datadog-forwarder"})
+    status = {"eks": {"cluster": f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/{CLUSTER}", "logGroup": GROUP,
+                      "subscriptionFilter": "kaudit-cluster", "destination": spec.destination.arn,
+                      "auditLogEnabledByKaudit": True, "updateId": "u-1"}}
+    assert Memory.from_status(status, spec) == Memory(enabled_audit_log=True, update_id="u-1")
+    # Another region's set-up, recorded with its region: owed a removal there.
+    elsewhere = {"eks": {**status["eks"], "region": "eu-west-1"}}
+    memory = Memory.from_status(elsewhere, spec)
+    assert [(p.region, p.cluster_name) for p in memory.previous] == [("eu-west-1", CLUSTER)]
+    assert memory == Memory(previous=memory.previous)

@@ -70,8 +70,8 @@ async def _reconcile_eks(spec: AuditCollection, status: Any, clouds: Clouds) -> 
     assert spec.eks is not None  # parse_collection: platform EKS has spec.eks
     attempt = clouds.attempts.get(spec.name, 0)
     cloud = clouds.get(spec.eks.region)
-    result = await asyncio.to_thread(reconcile, cloud, spec.eks, spec.name, Memory.from_status(status),
-                                     now_ms=int(time.time() * 1000), attempt=attempt)
+    result = await asyncio.to_thread(reconcile, cloud, spec.eks, spec.name, Memory.from_status(status, spec.eks),
+                                     now_ms=int(time.time() * 1000), attempt=attempt, cloud_for=clouds.get)
     failed = result.retry_after is not None and any(c.reason in RETRY_REASONS for c in result.conditions)
     clouds.attempts[spec.name] = attempt + 1 if failed else 0
     ready, *others = (Condition(c.type, c.status, c.reason, c.message) for c in result.conditions)
@@ -91,6 +91,6 @@ async def release_managed(spec: AuditCollection, status: Any, clouds: Clouds) ->
     from kaudit.platforms.eks.reconcile import release
 
     changes = await asyncio.to_thread(release, clouds.get(spec.eks.region), spec.eks, spec.name,
-                                      Memory.from_status(status))
+                                      Memory.from_status(status, spec.eks), clouds.get)
     return [(c.reason, c.message) for c in changes]
 

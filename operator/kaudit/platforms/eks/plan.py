@@ -8,11 +8,13 @@ keeps :class:`Memory` in the collection's status.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from kaudit.platforms.eks.aws import Cluster, SubscriptionFilter, Update, group_arn
-from kaudit.platforms.eks.spec import EksSpec, Firehose, Forwarder, describe_destination, filter_name, statement_id
+from kaudit.platforms.eks.spec import (EksSpec, Firehose, Forwarder, describe_destination, filter_name, log_group_name,
+                                      statement_id)
 
 # Condition types of an EKS collection, in the order status lists them (Ready first, as for every
 # collection). Ready needs the first two: what kaudit makes true. LogsFlowing is an observation
@@ -28,19 +30,81 @@ TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 
 @dataclass(frozen=True)
+class Setup:
+    """Where kaudit forwards a collection's audit log: the cluster (its audit log type), its log
+    group (kaudit's subscription filter there) and the destination (kaudit's Lambda statement, for
+    a Forwarder). status.eks records the current one; a spec that moves to another cluster,
+    region or destination leaves the old one listed in status.eks.previous until kaudit has
+    removed what it made there (kaudit.platforms.eks.reconcile.retire)."""
+
+    region: str
+    cluster_name: str
+    destination: str  # the destination's ARN
+    enabled_audit_log: bool = False  # kaudit switched this cluster's audit log type on
+
+    @property
+    def log_group(self) -> str:
+        return log_group_name(self.cluster_name)
+
+    def same_cluster(self, other: "Setup") -> bool:
+        return (self.region, self.cluster_name) == (other.region, other.cluster_name)
+
+    def as_status(self) -> dict[str, Any]:
+        return {"region": self.region, "clusterName": self.cluster_name, "destination": self.destination,
+                "auditLogEnabledByKaudit": self.enabled_audit_log}
+
+    @classmethod
+    def of(cls, spec: EksSpec, enabled_audit_log: bool = False) -> "Setup":
+        return cls(spec.region, spec.cluster_name, spec.destination.arn, enabled_audit_log)
+
+
+@dataclass(frozen=True)
 class Memory:
     """What kaudit keeps in ``status.eks`` between reconciles (kaudit.platforms.eks.reconcile writes it)."""
 
     enabled_audit_log: bool = False  # kaudit switched the audit log type on (so delete may switch it off)
     update_id: str = ""  # the EKS update kaudit started and waits for
+    previous: tuple[Setup, ...] = ()  # set-ups of earlier specs with something of kaudit's left to remove
 
     @classmethod
-    def from_status(cls, status: Any) -> "Memory":
+    def from_status(cls, status: Any, spec: EksSpec | None = None) -> "Memory":
+        """The memory status.eks holds, for ``spec`` when given: a set-up recorded for another
+        cluster, region or destination than ``spec``'s becomes one of ``previous``, and what was
+        remembered of another cluster (its audit log switched on, an update) is not this one's."""
         eks = status.get("eks") if isinstance(status, dict) else None
         if not isinstance(eks, dict):
             return cls()
-        return cls(enabled_audit_log=eks.get("auditLogEnabledByKaudit") is True,
-                   update_id=str(eks.get("updateId") or ""))
+        memory = cls(enabled_audit_log=eks.get("auditLogEnabledByKaudit") is True,
+                     update_id=str(eks.get("updateId") or ""),
+                     previous=tuple(p for p in map(_setup_from_status, eks.get("previous") or []) if p is not None))
+        recorded = _recorded_setup(eks, spec)
+        if spec is None or recorded is None or recorded == Setup.of(spec, recorded.enabled_audit_log):
+            return memory
+        kept = recorded.same_cluster(Setup.of(spec))
+        return cls(enabled_audit_log=memory.enabled_audit_log and kept, update_id=memory.update_id if kept else "",
+                   previous=(*memory.previous, recorded))
+
+
+def _setup_from_status(value: Any) -> Setup | None:
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) and value.get(k)
+                                              for k in ("region", "clusterName", "destination")):
+        return None
+    return Setup(value["region"], value["clusterName"], value["destination"],
+                 value.get("auditLogEnabledByKaudit") is True)
+
+
+_LOG_GROUP = re.compile(r"^/aws/eks/(?P<cluster>[^/]+)/cluster$")
+
+
+def _recorded_setup(eks: dict[str, Any], spec: EksSpec | None) -> Setup | None:
+    """The set-up status.eks's own fields describe (None when they describe none). A status
+    written before it recorded the region is taken to be in ``spec``'s."""
+    match = _LOG_GROUP.match(str(eks.get("logGroup") or ""))
+    destination = eks.get("destination")
+    region = eks.get("region") or (spec.region if spec is not None else "")
+    if match is None or not isinstance(destination, str) or not destination or not isinstance(region, str):
+        return None
+    return Setup(region, match["cluster"], destination, eks.get("auditLogEnabledByKaudit") is True)
 
 
 @dataclass(frozen=True)
@@ -49,6 +113,9 @@ class Observed:
     filters: tuple[SubscriptionFilter, ...] | None  # None: the log group does not exist (yet)
     lambda_permitted: bool | None  # None: not a Lambda destination
     last_ingestion_ms: int | None
+    # kaudit's statement is in the Lambda's policy (for another log group when not permitted):
+    # AddPermission refuses a statement id that exists, so it is replaced
+    own_statement: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +128,7 @@ class AddLambdaPermission:
     sid: str
     source_arn: str
     account: str
+    replaces: bool = False  # kaudit's statement exists (for another log group): removed first
 
 
 @dataclass(frozen=True)
@@ -118,7 +186,7 @@ def plan_forwarding(spec: EksSpec, collection: str, observed: Observed) -> tuple
                             f"{spec.log_group}, and spec.eks.addLambdaPermission is false: add the permission "
                             "('kaudit render' prints the command).")
         actions.append(AddLambdaPermission(statement_id(collection), source_arn(spec, observed.cluster),
-                                           observed.cluster.account))
+                                           observed.cluster.account, replaces=observed.own_statement))
     filters = observed.filters
     if filters is None:
         return tuple(actions), Condition(FORWARDING, FALSE, "LogGroupPending",

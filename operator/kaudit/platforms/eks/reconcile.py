@@ -11,12 +11,12 @@ writes nothing. Synchronous (boto3): the operator runs it in a worker thread.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 from kaudit.platforms.eks.aws import AwsError, Cluster, EksCloud, Update, permits_logs
 from kaudit.platforms.eks.plan import (AUDIT_LOG_ENABLED, FALSE, FORWARDING, LOGS_FLOWING, POLL_SECONDS,
                                        PROGRESSING_REASONS, READY_NEEDS, TRUE, UNKNOWN, AddLambdaPermission, Condition,
-                                       Memory, Observed, PutFilter, plan_audit_log, plan_flowing, plan_forwarding,
+                                       Memory, Observed, PutFilter, Setup, plan_audit_log, plan_flowing, plan_forwarding,
                                        retry_delay, source_arn)
 from kaudit.platforms.eks.spec import EksSpec, Forwarder, describe_destination, filter_name, statement_id
 
@@ -67,8 +67,12 @@ class _Run:
 
 
 def reconcile(cloud: EksCloud, spec: EksSpec, collection: str, memory: Memory, *, now_ms: int,
-              attempt: int = 0) -> Result:
-    """Make the audit log of ``spec``'s cluster reach its destination; say how things stand."""
+              attempt: int = 0, cloud_for: Callable[[str], EksCloud] | None = None) -> Result:
+    """Make the audit log of ``spec``'s cluster reach its destination; say how things stand.
+
+    ``memory.previous`` (set-ups of earlier specs: another cluster, region or destination) are
+    removed once the new one forwards, so no audit event goes unshipped in between; ``cloud_for``
+    gives the client of another region than ``spec``'s."""
     run = _Run(memory, attempt)
     cluster = _audit_log(cloud, spec, run)
     if cluster is None:
@@ -76,7 +80,56 @@ def reconcile(cloud: EksCloud, spec: EksSpec, collection: str, memory: Memory, *
     else:
         group_exists = _forwarding(cloud, spec, collection, cluster, run)
         _flowing(cloud, spec, cluster, group_exists, run, now_ms)
+        if run.memory.previous and run.conditions[FORWARDING].status == TRUE:
+            _retire_previous(cloud, cloud_for, spec, collection, run)
     return _result(spec, collection, cluster, run)
+
+
+def _retire_previous(cloud: EksCloud, cloud_for: Callable[[str], EksCloud] | None, spec: EksSpec, collection: str,
+                     run: _Run) -> None:
+    left = []
+    for setup in run.memory.previous:
+        try:
+            where = cloud if setup.region == spec.region or cloud_for is None else cloud_for(setup.region)
+            run.changes += retire(where, setup, collection, spec, disable_audit_log=spec.disable_audit_log_on_delete)
+        except AwsError as exc:
+            left.append(setup)
+            run.retryable = run.retryable or exc.retryable
+            run.warnings.append(f"kaudit has yet to remove what it set up for EKS cluster {setup.cluster_name} in "
+                                f"{setup.region} before spec.eks changed: {exc.message}")
+    run.memory = replace(run.memory, previous=tuple(left))
+
+
+def retire(cloud: EksCloud, setup: Setup, collection: str, now: EksSpec | None, *,
+           disable_audit_log: bool) -> tuple[Change, ...]:
+    """Remove what kaudit made for ``collection`` in ``setup`` and the set-up ``now`` in place
+    (None: none, the collection is deleted) does not use: its subscription filter, its Lambda
+    statement, and, when kaudit switched it on and ``disable_audit_log``, the cluster's audit log
+    type. Idempotent: what is already gone is skipped. AwsError propagates (the caller retries)."""
+    current = Setup.of(now) if now is not None else None
+    changes = []
+    name = filter_name(collection)
+    if (current is None or (setup.region, setup.log_group) != (current.region, current.log_group)) \
+            and cloud.delete_subscription_filter(setup.log_group, name):
+        changes.append(Change("SubscriptionFilterDeleted", f"kaudit deleted subscription filter {name} on "
+                                                           f"{setup.log_group}."))
+    sid = statement_id(collection)
+    # A Forwarder both set-ups use keeps kaudit's statement: reconcile points it at the new group.
+    if ":lambda:" in setup.destination and (current is None or current.destination != setup.destination) \
+            and cloud.remove_lambda_permission(setup.destination, sid):
+        changes.append(Change("LambdaPermissionRemoved", f"kaudit removed statement {sid} from {setup.destination}."))
+    if disable_audit_log and setup.enabled_audit_log and (current is None or not setup.same_cluster(current)):
+        try:
+            cluster = cloud.describe_cluster(setup.cluster_name)
+        except AwsError as exc:
+            if exc.code != "ResourceNotFoundException":
+                raise
+        else:
+            if cluster.audit_enabled:
+                cloud.set_audit_logging(setup.cluster_name, False)
+                changes.append(Change("AuditLogDisabling", f"kaudit asked EKS to switch off the audit log of "
+                                                           f"cluster {setup.cluster_name}, which it had switched on."))
+    return tuple(changes)
 
 
 def _audit_log(cloud: EksCloud, spec: EksSpec, run: _Run) -> Cluster | None:
@@ -96,7 +149,7 @@ def _audit_log(cloud: EksCloud, spec: EksSpec, run: _Run) -> Cluster | None:
         run.conditions[AUDIT_LOG_ENABLED] = condition
         for _ in actions:  # EnableAuditLog
             update_id = cloud.set_audit_logging(spec.cluster_name, True)
-            run.memory = Memory(enabled_audit_log=True, update_id=update_id or "")
+            run.memory = replace(run.memory, enabled_audit_log=True, update_id=update_id or "")
             run.changes.append(Change("AuditLogEnabling", f"kaudit asked EKS to switch on the audit log of cluster "
                                                           f"{spec.cluster_name}" + (f" (update {update_id})." if update_id else ".")))
     except AwsError as exc:
@@ -111,11 +164,13 @@ def _forwarding(cloud: EksCloud, spec: EksSpec, collection: str, cluster: Cluste
     try:
         filters = cloud.subscription_filters(spec.log_group)
         permitted: bool | None = None
+        own = False
         if isinstance(spec.destination, Forwarder):
-            permitted = permits_logs(cloud.lambda_policy(spec.destination.arn), source_arn(spec, cluster),
-                                     cluster.account)
+            statements = cloud.lambda_policy(spec.destination.arn)
+            permitted = permits_logs(statements, source_arn(spec, cluster), cluster.account)
+            own = any(s.get("Sid") == statement_id(collection) for s in statements)
         observed = Observed(cluster=cluster, filters=filters, lambda_permitted=permitted,
-                            last_ingestion_ms=None)
+                            last_ingestion_ms=None, own_statement=own)
         actions, condition = plan_forwarding(spec, collection, observed)
         run.conditions[FORWARDING] = condition
         for action in actions:
@@ -139,10 +194,12 @@ def _forwarding(cloud: EksCloud, spec: EksSpec, collection: str, cluster: Cluste
 def _add_permission(cloud: EksCloud, spec: EksSpec, action: AddLambdaPermission) -> None:
     assert isinstance(spec.destination, Forwarder)
     arn = spec.destination.arn
+    if action.replaces:
+        cloud.remove_lambda_permission(arn, action.sid)
     try:
         cloud.add_lambda_permission(arn, action.sid, action.source_arn, action.account)
     except AwsError as exc:
-        if exc.code == "ResourceConflictException":  # kaudit's statement exists for another log group
+        if exc.code == "ResourceConflictException":  # kaudit's statement was added meanwhile, for another log group
             cloud.remove_lambda_permission(arn, action.sid)
             cloud.add_lambda_permission(arn, action.sid, action.source_arn, action.account)
         elif exc.code == "ResourceNotFoundException":
@@ -185,11 +242,14 @@ def _flowing(cloud: EksCloud, spec: EksSpec, cluster: Cluster, group_exists: boo
 def _result(spec: EksSpec, collection: str, cluster: Cluster | None, run: _Run) -> Result:
     conditions = tuple(run.conditions[t] for t in (AUDIT_LOG_ENABLED, FORWARDING, LOGS_FLOWING))
     ready = ready_condition(spec, conditions)
-    status: dict[str, Any] = {"cluster": cluster.arn if cluster else "", "logGroup": spec.log_group,
-                              "subscriptionFilter": filter_name(collection), "destination": spec.destination.arn,
+    status: dict[str, Any] = {"cluster": cluster.arn if cluster else "", "region": spec.region,
+                              "logGroup": spec.log_group, "subscriptionFilter": filter_name(collection),
+                              "destination": spec.destination.arn,
                               "auditLogEnabledByKaudit": run.memory.enabled_audit_log}
     if run.memory.update_id:
         status["updateId"] = run.memory.update_id
+    if run.memory.previous:
+        status["previous"] = [setup.as_status() for setup in run.memory.previous]
     retry_after = retry_delay(run.attempt) if run.retryable else None
     if retry_after is None and any(c.reason in PROGRESSING_REASONS for c in conditions):
         retry_after = POLL_SECONDS
@@ -212,27 +272,13 @@ def replace_reason(exc: AwsError, reason: str, message: str, *, retryable: bool 
                     retryable=exc.retryable if retryable is None else retryable)
 
 
-def release(cloud: EksCloud, spec: EksSpec, collection: str, memory: Memory) -> tuple[Change, ...]:
-    """Remove what kaudit created for ``collection``: its subscription filter and Lambda statement and,
-    when kaudit switched it on and spec.eks.disableAuditLogOnDelete asks, the audit log type.
-    Idempotent: what is already gone is skipped. AwsError propagates (the caller retries)."""
-    changes = []
-    if cloud.delete_subscription_filter(spec.log_group, filter_name(collection)):
-        changes.append(Change("SubscriptionFilterDeleted", f"kaudit deleted subscription filter "
-                                                           f"{filter_name(collection)} on {spec.log_group}."))
-    if isinstance(spec.destination, Forwarder) and cloud.remove_lambda_permission(spec.destination.arn,
-                                                                                  statement_id(collection)):
-        changes.append(Change("LambdaPermissionRemoved", f"kaudit removed statement {statement_id(collection)} "
-                                                         f"from {spec.destination.arn}."))
-    if spec.disable_audit_log_on_delete and memory.enabled_audit_log:
-        try:
-            cluster = cloud.describe_cluster(spec.cluster_name)
-        except AwsError as exc:
-            if exc.code != "ResourceNotFoundException":
-                raise
-        else:
-            if cluster.audit_enabled:
-                cloud.set_audit_logging(spec.cluster_name, False)
-                changes.append(Change("AuditLogDisabling", f"kaudit asked EKS to switch off the audit log of "
-                                                           f"cluster {spec.cluster_name}, which it had switched on."))
+def release(cloud: EksCloud, spec: EksSpec, collection: str, memory: Memory,
+            cloud_for: Callable[[str], EksCloud] | None = None) -> tuple[Change, ...]:
+    """Remove what kaudit created for ``collection``, in its set-up and in any earlier one it has
+    yet to remove (:func:`retire`); the audit log type only where kaudit switched it on and
+    spec.eks.disableAuditLogOnDelete asks. AwsError propagates (the caller retries)."""
+    changes: list[Change] = []
+    for setup in (Setup.of(spec, memory.enabled_audit_log), *memory.previous):
+        where = cloud if setup.region == spec.region or cloud_for is None else cloud_for(setup.region)
+        changes += retire(where, setup, collection, None, disable_audit_log=spec.disable_audit_log_on_delete)
     return tuple(changes)
