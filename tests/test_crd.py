@@ -120,7 +120,8 @@ def test_status_the_operator_writes_validates_against_the_status_schema():
 
     from kaudit.installer.reports import ApiServer, NodeReport, installed_condition, node_entries
     from kaudit.reconcile.agent import AgentFigures
-    from kaudit.reconcile.status import Condition, render_conditions, summarise
+    from kaudit.conditions import Condition
+    from kaudit.reconcile.status import render_conditions, summarise
     from kaudit.render import render
 
     rendered = render(collection())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from kaudit.reconcile import plan
-from kaudit.reconcile.status import Condition, render_conditions, status_patch, summarise
+from kaudit.conditions import Condition
+from kaudit.reconcile.status import render_conditions, status_patch, summarise
 
 OWNER = {"apiVersion": "kaudit.dev/v1alpha1", "kind": "AuditCollection", "metadata": {"name": "c", "uid": "u1"}}
 CM = {"apiVersion": "v1", "kind": "ConfigMap",

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from kaudit.api.spec import DetectionSpec
+from kaudit.conditions import Condition
 from kaudit.detect.required import (
     CONDITION, Assessment, assess, invalid_rules, pack_required, rules_from_config_map,
 )
 from kaudit.detect.sync import Credentials
 from kaudit.errors import InvalidInput
 from kaudit.k8s import resources as r
-from kaudit.reconcile.status import Condition
 
 CACHE_SIZE = 32
 

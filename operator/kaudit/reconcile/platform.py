@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from kaudit.api.spec import AuditCollection
+from kaudit.conditions import TRUE, UNKNOWN, Condition
 from kaudit.platforms.eks.aws import EksCloud
 from kaudit.platforms.eks.plan import Memory
-from kaudit.reconcile.status import TRUE, UNKNOWN, Condition
 
 CloudFactory = Callable[[str], EksCloud]  # region -> the AWS calls in that region
 

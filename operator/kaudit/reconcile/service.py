@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, 
 
 from kaudit.api.resource import CollectionResource, ObjectMeta
 from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AgentTarget, AuditCollection
+from kaudit.conditions import FALSE, TRUE, UNKNOWN, Condition
 from kaudit.errors import InvalidInput, Refused
 from kaudit.installer.reports import aggregate
 from kaudit.k8s import resources as r
@@ -28,8 +29,8 @@ from kaudit.k8s.permissions import APISERVER_NAMESPACE
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
 from kaudit.reconcile.detection import DetectionGate, RuleSync, SyncSettings, detection_condition
-from kaudit.reconcile.status import (FAILURE_REASONS, FALSE, PROGRESSING_REASONS, TRUE, UNKNOWN, Condition, condition_changes,
-                                     is_progress, render_conditions, status_patch, summarise)
+from kaudit.reconcile.status import (FAILURE_REASONS, PROGRESSING_REASONS, condition_changes, is_progress,
+                                     render_conditions, status_patch, summarise)
 from kaudit.reconcile.platform import Clouds, reconcile_managed, release_managed
 from kaudit.reconcile.storage import JSON, Storage
 from kaudit.render import render_collection

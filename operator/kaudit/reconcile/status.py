@@ -8,8 +8,9 @@ recomputing an unchanged status yields an identical dict and no write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
+
+from kaudit.conditions import FALSE, TRUE, Condition
 
 CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured",
                    # platform EKS (kaudit.platforms.eks.plan), and GKE/AKS (kaudit.platforms.steps)
@@ -20,7 +21,6 @@ CONDITION_TYPES = ("Ready", "PolicyValid", "PolicyInstalled", "AgentConfigured",
 # the required detection rules; in Refuse mode the refusal itself is PolicyValid's (BlindingPolicyRefused).
 # DetectionRulesSynced reports the sync of those rules to Datadog (kaudit run --detection-sync).
 INFORMATIONAL_TYPES = frozenset({"DetectionCoverage", "DetectionRulesSynced"})
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 # --- the reason vocabulary ------------------------------------------------------------------------
 # Every reason the operator writes into a condition, grouped by what it means for a reader. GitOps
@@ -64,14 +64,6 @@ FAILURE_REASONS = frozenset({
     "ClusterNotFound", "AccessDenied", "NoCredentials", "FilterLimitReached", "LambdaPermissionMissing",
     "DestinationNotFound", "DestinationRefused", "AwsError", "NoAuditEvents", "AuditEventsStale",
 })
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str
-    reason: str
-    message: str
 
 
 def summarise(conditions: Iterable[Condition]) -> Condition:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kaudit.conditions import FALSE, TRUE, UNKNOWN, Condition
 from kaudit.platforms.eks.aws import Cluster, SubscriptionFilter, Update, group_arn
 from kaudit.platforms.eks.spec import (EksSpec, Firehose, Forwarder, describe_destination, filter_name, log_group_name,
                                       statement_id)
@@ -26,7 +27,6 @@ READY_NEEDS = (AUDIT_LOG_ENABLED, FORWARDING)
 # Audit events arrive continuously on a live cluster (controllers, kubelets, probes); none for this
 # long means the log is not reaching CloudWatch.
 FRESH_MS = 15 * 60 * 1000
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
 
 @dataclass(frozen=True)
@@ -138,14 +138,6 @@ class PutFilter:
 
 
 Action = EnableAuditLog | AddLambdaPermission | PutFilter
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str
-    reason: str
-    message: str
 
 
 def wanted_filter(spec: EksSpec, collection: str) -> SubscriptionFilter:

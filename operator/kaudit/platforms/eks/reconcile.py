@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from kaudit.conditions import FALSE, TRUE, UNKNOWN, Condition
 from kaudit.platforms.eks.aws import AwsError, Cluster, EksCloud, Update, permits_logs
-from kaudit.platforms.eks.plan import (AUDIT_LOG_ENABLED, FALSE, FORWARDING, LOGS_FLOWING, POLL_SECONDS,
-                                       PROGRESSING_REASONS, READY_NEEDS, TRUE, UNKNOWN, AddLambdaPermission, Condition,
-                                       Memory, Observed, PutFilter, Setup, plan_audit_log, plan_flowing, plan_forwarding,
-                                       retry_delay, source_arn)
+from kaudit.platforms.eks.plan import (AUDIT_LOG_ENABLED, FORWARDING, LOGS_FLOWING, POLL_SECONDS, PROGRESSING_REASONS,
+                                       READY_NEEDS, AddLambdaPermission, Memory, Observed, PutFilter, Setup,
+                                       plan_audit_log, plan_flowing, plan_forwarding, retry_delay, source_arn)
 from kaudit.platforms.eks.spec import EksSpec, Forwarder, describe_destination, filter_name, statement_id
 
 READY_REASON = "Reconciled"
