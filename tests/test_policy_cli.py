@@ -184,7 +184,7 @@ def test_validate_on_the_datadog_page_policy_loads_but_warns_about_the_nested_ve
 
 
 def test_read_custom_rules_takes_a_list_or_a_policys_rules(write):
-    from kaudit.cli.policy import read_custom_rules
+    from kaudit.cli.shared import read_custom_rules
     from kaudit.errors import InvalidInput
 
     assert read_custom_rules(None) == ()

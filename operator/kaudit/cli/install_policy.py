@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from kaudit.cli.policy import version_argument
+from kaudit.cli.shared import version_argument
 from kaudit.errors import KauditError
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def _identity(args: argparse.Namespace) -> Identity:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kaudit.cli.policy import check_kubernetes_version
+    from kaudit.cli.shared import check_kubernetes_version
     from kaudit.installer.follow import Outcome, install_from, policy_validator, policy_warnings, read_source
 
     # Validating for the newest version instead could install a policy the node's older

@@ -45,7 +45,7 @@ def register(policy_subparsers: Subparsers) -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from kaudit.cli.policy import add_profile_options, version_argument
+    from kaudit.cli.shared import add_profile_options, version_argument
     from kaudit.policy.document import PROFILES
 
     source = parser.add_mutually_exclusive_group(required=True)
@@ -80,7 +80,7 @@ def register(policy_subparsers: Subparsers) -> argparse.ArgumentParser:
 
 def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool = False) -> PolicyOptions:
     """The candidate profile's options from the command line; a baseline profile as shipped."""
-    from kaudit.cli.policy import profile_options
+    from kaudit.cli.shared import profile_options
     from kaudit.policy import PolicyOptions
 
     if as_shipped:
@@ -90,7 +90,7 @@ def _profile_options(args: argparse.Namespace, profile: str, *, as_shipped: bool
 
 def _load_file(path: str, kubernetes_version: str) -> tuple[LoadedPolicy, list[FieldError]]:
     """(LoadedPolicy, lint warnings) for a policy file, read as ``kaudit policy validate`` reads it."""
-    from kaudit.cli.policy import check_file
+    from kaudit.cli.shared import check_file
     from kaudit.documents import display_name
     from kaudit.policy import content_hash
     from kaudit.simulate import LoadedPolicy, PolicySource
@@ -107,7 +107,7 @@ def _load_file(path: str, kubernetes_version: str) -> tuple[LoadedPolicy, list[F
 def _load_profile(args: argparse.Namespace, profile: str, *,
                   as_shipped: bool = False) -> tuple[LoadedPolicy, list[FieldError]]:
     """(LoadedPolicy, warnings) for a built-in profile with the command line's options."""
-    from kaudit.cli.policy import rules_file_findings
+    from kaudit.cli.shared import rules_file_findings
     from kaudit.policy import compose_policy, load_policy
     from kaudit.simulate import LoadedPolicy, PolicySource
 
@@ -144,7 +144,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kaudit.cli.policy import check_kubernetes_version
+    from kaudit.cli.shared import check_kubernetes_version
     from kaudit.documents import check_stdin_once
     from kaudit.simulate import simulate
     from kaudit.simulate.views import render

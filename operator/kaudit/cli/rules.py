@@ -60,7 +60,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _register_check(subparsers: Subparsers) -> None:
-    from kaudit.cli.policy import version_argument
+    from kaudit.cli.shared import version_argument
     from kaudit.policy.document import PROFILES
 
     parser = subparsers.add_parser(
@@ -121,7 +121,7 @@ def _register_sync(subparsers: Subparsers) -> None:
 
 def _load_policy(args: argparse.Namespace) -> tuple[Policy, str]:
     """(Policy, description) from --policy or --profile; a file is read as every policy command reads it."""
-    from kaudit.cli.policy import check_file, check_kubernetes_version, print_findings
+    from kaudit.cli.shared import check_file, check_kubernetes_version, print_findings
     from kaudit.documents import check_stdin_once, display_name
     from kaudit.policy import PolicyOptions, compose_policy, load_policy
 
