@@ -125,6 +125,15 @@ def make_world(sess, *, log_group: bool = True, forwarder_permission: bool = Fal
                  firehose_role_arn=role)
 
 
+def make_cluster(sess, name: str, *, log_group: bool = True) -> None:
+    """Another EKS cluster in the world ``make_world`` made (audit log off), with its log group unless
+    EKS is yet to make it."""
+    role = sess.client("iam").get_role(RoleName="forwarder")["Role"]["Arn"]
+    sess.client("eks").create_cluster(name=name, roleArn=role, resourcesVpcConfig={"subnetIds": []})
+    if log_group:
+        sess.client("logs").create_log_group(logGroupName=f"/aws/eks/{name}/cluster")
+
+
 def write_audit_event(sess, stream: str = "kube-apiserver-audit-0123456789abcdef") -> None:
     """One audit event into the cluster's group, as EKS writes it."""
     logs = sess.client("logs")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from aws_support import CLUSTER, GROUP, REGION, Faults, Requests, make_world, session
+from aws_support import CLUSTER, GROUP, REGION, Faults, Requests, make_cluster, make_world, session
 from aws_support import aws, moto_server  # noqa: F401 (fixtures)
 from kaudit.platforms.eks.aws import Boto3Cloud
 from kaudit.reconcile.platform import Clouds
@@ -79,9 +79,7 @@ async def test_create_is_ready_drift_is_repaired_delete_cleans_up(aws):
 
 async def test_a_spec_moved_to_another_cluster_leaves_nothing_of_kaudits_on_the_old_one(aws):
     world = make_world(aws)
-    role = aws.client("iam").get_role(RoleName="forwarder")["Role"]["Arn"]
-    aws.client("eks").create_cluster(name="staging", roleArn=role, resourcesVpcConfig={"subnetIds": []})
-    aws.client("logs").create_log_group(logGroupName="/aws/eks/staging/cluster")
+    make_cluster(aws, "staging")
     storage = MemoryStorage(eks_collection(world))
     operator = reconciler(storage)
     await operator.reconcile(live(storage))

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from aws_support import ACCOUNT, CLUSTER, GROUP, REGION, Faults, Requests, make_world, session, write_audit_event
+from aws_support import (ACCOUNT, CLUSTER, GROUP, REGION, Faults, Requests, make_cluster, make_world, session,
+                         write_audit_event)
 from aws_support import aws, moto_server  # noqa: F401 (fixtures)
 from kaudit.platforms.eks.aws import Boto3Cloud
 from kaudit.platforms.eks.plan import Memory
@@ -249,10 +250,7 @@ OTHER_GROUP = f"/aws/eks/{OTHER}/cluster"
 
 
 def other_cluster(aws, *, log_group: bool = True) -> None:
-    role = aws.client("iam").get_role(RoleName="forwarder")["Role"]["Arn"]
-    aws.client("eks").create_cluster(name=OTHER, roleArn=role, resourcesVpcConfig={"subnetIds": []})
-    if log_group:
-        aws.client("logs").create_log_group(logGroupName=OTHER_GROUP)
+    make_cluster(aws, OTHER, log_group=log_group)
 
 
 def filter_names(aws, group: str) -> list[str]:
