@@ -152,3 +152,55 @@ async def test_gke_and_aks_report_their_steps(platform, category):
     assert reasons(storage)["AuditLogConfigured"] == ("Unknown", "ManualSetup")
     assert any(category in step for step in storage.objects[KEY]["status"]["nextSteps"])
     assert [w for w, _ in storage.writes] == ["patch status"]
+
+
+# --- spec.detection on a managed control plane ------------------------------------------------------
+
+async def test_an_eks_collections_required_rules_are_assessed_under_the_policy_eks_applies(aws):
+    # EKS's policy (the GCE reference policy, docs/eks.md) drops nothing about pods/exec, while kaudit's
+    # Default profile leaves it partly blind; it drops events and /healthz at level None, which
+    # system:anonymous requests too: the anonymous rule is partly blind there.
+    world = make_world(aws)
+    body = eks_collection(world)
+    body["spec"]["detection"] = {"packRules": ["kaudit-pod-exec"]}
+    storage = MemoryStorage(body)
+    operator = reconciler(storage)
+    await operator.reconcile(live(storage))
+    await operator.reconcile(live(storage))
+    assert reasons(storage)["Ready"] == ("True", "Reconciled")
+    assert reasons(storage)["DetectionCoverage"] == ("True", "RulesCovered")
+    assert conditions(storage)["DetectionCoverage"]["message"] == "all 1 required rule(s) fire under EKS's own policy"
+
+    storage.objects[KEY]["spec"]["detection"] = {"packRules": ["kaudit-pod-exec", "kaudit-anonymous-allowed"]}
+    storage.objects[KEY]["metadata"]["generation"] = 2
+    await operator.reconcile(live(storage))
+    assert reasons(storage)["DetectionCoverage"] == ("True", "RulesPartlyBlind")
+    message = conditions(storage)["DetectionCoverage"]["message"]
+    assert message.startswith("1 of 2 required rule(s) partly blind under EKS's own policy: kaudit: anonymous")
+    assert reasons(storage)["Ready"] == ("True", "Reconciled")  # coverage informs, it does not decide Ready
+
+
+async def test_refuse_mode_on_eks_is_a_spec_error_naming_the_field(aws):
+    world = make_world(aws)
+    body = eks_collection(world)
+    body["spec"]["detection"] = {"mode": "Refuse", "packRules": ["kaudit-pod-exec"]}
+    storage = MemoryStorage(body)
+    await reconciler(storage).reconcile(live(storage))
+    assert reasons(storage)["Ready"] == ("False", "InvalidSpec")
+    message = next(c["message"] for c in conditions(storage).values() if c["reason"] == "InvalidSpec"
+                   and "spec.detection" in c["message"])
+    assert "spec.detection.mode: Forbidden: on platform EKS" in message and "use Report" in message
+    assert not audit_on(aws)
+
+
+@pytest.mark.parametrize("platform", ["GKE", "AKS"])
+async def test_required_rules_on_a_platform_whose_policy_kaudit_does_not_know_are_a_warning(platform):
+    body = eks_collection(None, platform)
+    body["spec"]["detection"] = {"packRules": ["kaudit-pod-exec"]}
+    storage = MemoryStorage(body)
+    outcome = await reconciler(storage).reconcile(live(storage))
+    status = storage.objects[KEY]["status"]
+    assert outcome.ready and "DetectionCoverage" not in reasons(storage)
+    assert [w for w in status["warnings"] if w.startswith("spec.detection:")] == [
+        f"spec.detection: kaudit does not know the audit policy {platform} applies, so it cannot tell which "
+        "required rules fire; replay them on logs it recorded with 'kaudit policy simulate --detections'"]

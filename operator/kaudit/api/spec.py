@@ -454,7 +454,7 @@ def parse_collection(resource: Any) -> AuditCollection:
         logs=logs,
         platform=platform,
         eks=eks,
-        detection=_parse_detection(r, spec),
+        detection=_parse_detection(r, spec, platform),
     )
     if r.errors:
         raise InvalidInput(r.errors)
@@ -701,7 +701,7 @@ def _parse_logs(r: _Reader, spec: dict[str, Any]) -> LogsSpec:
     )
 
 
-def _parse_detection(r: _Reader, spec: dict[str, Any]) -> DetectionSpec | None:
+def _parse_detection(r: _Reader, spec: dict[str, Any], platform: str) -> DetectionSpec | None:
     path = "spec.detection"
     if spec.get("detection") is None:
         return None
@@ -716,5 +716,9 @@ def _parse_detection(r: _Reader, spec: dict[str, Any]) -> DetectionSpec | None:
         if raw.get("name") is None:
             r.fail(f"{where}.name", "Required value: the ConfigMap holding your detection rules")
         ref = DetectionRulesRef(name, r.string(raw, "key", where, DEFAULT_DETECTION_RULES_KEY, _config_key))
-    return DetectionSpec(mode=r.enum(obj, "mode", path, d.mode, DETECTION_MODES),
-                         pack_rules=tuple(dict.fromkeys(pack)), config_map=ref)
+    mode = r.enum(obj, "mode", path, d.mode, DETECTION_MODES)
+    if mode == "Refuse" and platform != "SelfManaged":
+        # kaudit writes no policy there, so it has no change to refuse: Refuse would promise a guard it cannot keep.
+        r.fail(f"{path}.mode", f"Forbidden: on platform {platform} {_MANAGED_PLATFORM_LIMITS['policy']}, so kaudit "
+                               "has no policy change to refuse: use Report")
+    return DetectionSpec(mode=mode, pack_rules=tuple(dict.fromkeys(pack)), config_map=ref)

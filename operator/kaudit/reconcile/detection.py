@@ -64,9 +64,9 @@ class DetectionGate:
         return rules
 
     async def assess(self, spec: DetectionSpec | None, policy_text: str, policy_hash: str,
-                     short_hash: str) -> Assessment | None:
-        """The assessment of the collection's required rules under the rendered policy; None
-        without ``spec.detection``."""
+                     short_hash: str, name: str = "") -> Assessment | None:
+        """The assessment of the collection's required rules under the rendered policy (``name``
+        in messages, default "policy SHORT_HASH"); None without ``spec.detection``."""
         if spec is None:
             return None
         try:
@@ -78,7 +78,7 @@ class DetectionGate:
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        result = await asyncio.to_thread(_assess_text, policy_text, rules, spec, f"policy {short_hash}")
+        result = await asyncio.to_thread(_assess_text, policy_text, rules, spec, name or f"policy {short_hash}")
         self._cache[key] = result
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
 from kaudit.api.resource import CollectionResource, ObjectMeta
-from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AgentTarget, AuditCollection
+from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AgentTarget, AuditCollection, DetectionSpec
 from kaudit.conditions import FALSE, TRUE, UNKNOWN, Condition
 from kaudit.errors import InvalidInput, Refused
 from kaudit.installer.reports import aggregate
@@ -26,6 +27,8 @@ from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiError, TransientApiError
 from kaudit.k8s.events import NORMAL, WARNING, build_event
 from kaudit.k8s.permissions import APISERVER_NAMESPACE
+from kaudit.policy import PolicyOptions, compose_policy
+from kaudit.policy.document import FIXED_PROFILES, PolicyDocument
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
 from kaudit.reconcile.detection import DetectionGate, RuleSync, SyncSettings, detection_condition
@@ -289,7 +292,30 @@ class Reconciler:
         for reason, message in managed.events:
             await self._event(resource.meta, NORMAL, reason, message)
         outcome.requeue_after = managed.requeue_after
-        return await self._report(resource, outcome, managed.conditions, managed.parts, summary=managed.ready)
+        conditions, parts = list(managed.conditions), dict(managed.parts)
+        if spec.detection is not None:
+            found, warning = await self._platform_detection(spec, spec.detection)
+            conditions += found
+            if warning:
+                parts["warnings"] = [*parts.get("warnings", []), warning]
+        return await self._report(resource, outcome, conditions, parts, summary=managed.ready)
+
+    async def _platform_detection(self, spec: AuditCollection, detection: DetectionSpec) -> tuple[list[Condition], str]:
+        """spec.detection on a managed control plane: the required rules under the policy the
+        provider applies, where kaudit knows it (EKS: policy.document.FIXED_PROFILES), synced like
+        any collection's; elsewhere (GKE, AKS) a warning that says they are not assessed."""
+        if spec.platform not in FIXED_PROFILES:
+            return [], (f"spec.detection: kaudit does not know the audit policy {spec.platform} applies, so it "
+                        "cannot tell which required rules fire; replay them on logs it recorded with 'kaudit policy "
+                        "simulate --detections'")
+        document = _fixed_policy(spec.platform)
+        assessment = await self._detection.assess(detection, document.text, document.hash, document.short_hash,
+                                                  name=f"{spec.platform}'s own policy")
+        assert assessment is not None  # spec.detection is given
+        conditions = [detection_condition(assessment)]
+        if self._rule_sync is not None and assessment.results:
+            conditions.append(await self._rule_sync.run(spec.name, [c.rule for c in assessment.results]))
+        return conditions, ""
 
     async def _active(self, meta: ObjectMeta, others: list[ObjectMeta]) -> str | None:
         """The collection in charge among this one and ``others``, confirmed by a read when it is another."""
@@ -650,6 +676,12 @@ def _agent_daemon_set(rendered: Rendered, applied: dict[planning.Key, JSON], chi
         return None
     key = planning.key_of(own)
     return applied.get(key) or next((c for c in children if planning.key_of(c) == key), None) or own
+
+
+@functools.cache
+def _fixed_policy(platform: str) -> PolicyDocument:
+    """The policy a managed platform applies (composed once: it is fixed)."""
+    return compose_policy(PolicyOptions(profile=platform))
 
 
 def _agent_condition(mode: str, figures: AgentFigures | None) -> Condition:
