@@ -16,7 +16,7 @@ import datetime
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
 from kaudit.api.resource import CollectionResource, ObjectMeta
 from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AgentTarget, AuditCollection, DetectionSpec
