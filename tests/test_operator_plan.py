@@ -128,6 +128,31 @@ def test_status_is_patched_only_when_it_changes_and_transition_time_is_kept():
     assert status_patch({"agent": {}, "kopf": {"x": 1}}, {}) == {"status": {"agent": None}}
 
 
+def test_a_member_gone_from_a_status_object_is_removed_by_the_merge_patch():
+    # A JSON merge patch merges objects (RFC 7386): a member of status.eks kaudit no longer reports
+    # (the update it waited for is done, the old set-up removed) must be sent as null, or the API
+    # server keeps it. Applied the way the API server applies it, the patch gives the desired status.
+    live = {"eks": {"logGroup": "/aws/eks/prod/cluster", "updateId": "u-1", "previous": [{"clusterName": "old"}],
+                    "nested": {"a": 1, "b": 2}}, "kopf": {"x": 1}}
+    desired = {"eks": {"logGroup": "/aws/eks/prod/cluster", "nested": {"a": 1}}}
+    patch = status_patch(live, desired)
+    assert patch == {"status": {"eks": {"logGroup": "/aws/eks/prod/cluster", "updateId": None, "previous": None,
+                                        "nested": {"a": 1, "b": None}}}}
+
+    def merge(target, change):  # RFC 7386
+        if not isinstance(change, dict):
+            return change
+        result = dict(target) if isinstance(target, dict) else {}
+        for key, value in change.items():
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = merge(result.get(key), value)
+        return result
+
+    assert merge(live, patch["status"]) == {**desired, "kopf": {"x": 1}}
+
+
 # --- fields kaudit sets over another manager's value (Helm 4 applies server-side) ---------------
 
 LOGS_PATH = ("spec", "template", "spec", "containers", "agent", "env", "DD_LOGS_ENABLED", "value")

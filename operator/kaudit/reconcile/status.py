@@ -110,11 +110,22 @@ def status_patch(live: dict[str, Any] | None, desired: dict[str, Any]) -> dict[s
     patch: dict[str, Any] = {}
     for key, value in desired.items():
         if live.get(key) != value:
-            patch[key] = value
+            patch[key] = _replacing(live.get(key), value)
     for key in MANAGED_STATUS_KEYS:
         if key in live and key not in desired:
             patch[key] = None
     return {"status": patch} if patch else None
+
+
+def _replacing(old: Any, new: Any) -> Any:
+    """``new`` as a merge patch value that replaces ``old``: a merge patch merges objects, so a
+    member ``old`` has and ``new`` lacks (status.eks.updateId once the update is done) is sent as
+    null, at every depth; anything else is sent as it is."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    replaced = {key: _replacing(old.get(key), value) for key, value in new.items()}
+    replaced.update({key: None for key in old if key not in new})
+    return replaced
 
 
 MANAGED_STATUS_KEYS = ("observedGeneration", "conditions", "policy", "apiServerFlags", "warnings",
