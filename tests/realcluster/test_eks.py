@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: aws_support
-from aws_support import CLUSTER, GROUP, REGION, MotoServer, make_world, session  # noqa: E402
+from aws_support import CLUSTER, GROUP, REGION, MotoServer, make_cluster, make_world, session  # noqa: E402
 from kaudit_harness import KauditInstall, install  # noqa: E402
 from plane import wait_for  # noqa: E402
 
@@ -48,8 +48,8 @@ def audit_on(aws) -> bool:
     return any(e["enabled"] and "audit" in e["types"] for e in logging)
 
 
-def filter_names(aws) -> list[str]:
-    return [f["filterName"] for f in aws.client("logs").describe_subscription_filters(logGroupName=GROUP)
+def filter_names(aws, group: str = GROUP) -> list[str]:
+    return [f["filterName"] for f in aws.client("logs").describe_subscription_filters(logGroupName=group)
             ["subscriptionFilters"]]
 
 
@@ -83,6 +83,24 @@ def test_eks_collection_end_to_end(control_plane, operator: KauditInstall, moto,
     wait_for(lambda: audit_on(aws) and filter_names(aws) == [f"kaudit-{NAME}"], 30,
              "the resync to repair the filter and the audit log type")
 
+    # Moved to another cluster whose log group EKS has not made yet: the old set-up keeps shipping and
+    # is remembered in status.eks.previous (the CRD's schema keeps it: the real apiserver prunes
+    # unknown fields), then removed once the new filter is in place.
+    make_cluster(aws, "staging", log_group=False)
+    control_plane.kubectl("patch", "auditcollection", NAME, "--type", "merge", "-p",
+                          '{"spec": {"eks": {"clusterName": "staging"}}}')
+    wait_for(lambda: ((control_plane.get_or_none("auditcollection", NAME) or {}).get("status") or {})
+             .get("eks", {}).get("previous"), 30, "status.eks.previous to name the old set-up")
+    previous = control_plane.get_or_none("auditcollection", NAME)["status"]["eks"]["previous"]
+    assert [(p["clusterName"], p["auditLogEnabledByKaudit"]) for p in previous] == [(CLUSTER, True)]
+    assert filter_names(aws) == [f"kaudit-{NAME}"]
+    aws.client("logs").create_log_group(logGroupName="/aws/eks/staging/cluster")
+    wait_for(lambda: filter_names(aws) == [] and filter_names(aws, "/aws/eks/staging/cluster") == [f"kaudit-{NAME}"],
+             30, "the old filter removed once the new one forwards")
+    assert not audit_on(aws)  # kaudit had switched it on, and disableAuditLogOnDelete asks
+    wait_for(lambda: "previous" not in control_plane.get_or_none("auditcollection", NAME)["status"]["eks"], 30,
+             "status.eks.previous to go")
+
     operator.delete_collection(NAME)
     assert control_plane.get_or_none("auditcollection", NAME) is None
-    assert filter_names(aws) == [] and not audit_on(aws)
+    assert filter_names(aws, "/aws/eks/staging/cluster") == [] and not audit_on(aws)
