@@ -134,3 +134,35 @@ def test_rules_check_on_a_collection_file(tmp_path, capsys):
     assert main(["rules", "check", "-f", str(path)]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: spec.detection.configMapRef: ConfigMap team is in the cluster: give its rules with --rules"]
+
+
+def test_rules_check_on_an_eks_collection_uses_the_policy_eks_applies(tmp_path, capsys):
+    """On EKS kaudit writes no policy: `rules check -f` judges the rules under EKS's own (the
+    operator's verdict too), not under the spec.policy defaults the CRD fills in. pods/exec is
+    dropped by no rule of EKS's policy, while kaudit's Default profile leaves it partly blind."""
+    from kaudit.cli import main
+
+    path = tmp_path / "ac.yaml"
+    path.write_text("apiVersion: kaudit.dev/v1alpha1\nkind: AuditCollection\nmetadata: {name: eks}\nspec:\n"
+                    "  platform: EKS\n  eks: {clusterName: prod, region: us-east-1, forwarderArn: "
+                    "'arn:aws:lambda:us-east-1:123456789012:function:datadog-forwarder'}\n"
+                    "  detection: {packRules: [kaudit-pod-exec]}\n")
+    assert main(["rules", "check", "-f", str(path), "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    [exec_rule] = document["rules"]
+    assert exec_rule["verdict"] == "fires"
+    # What the same collection would get under kaudit's own Default profile: not that verdict.
+    main(["rules", "check", "--profile", "Default", "-o", "json"])
+    default = {r["name"]: r["verdict"] for r in json.loads(capsys.readouterr().out)["rules"]}
+    assert default[exec_rule["name"]] == "partly-blind"
+
+
+def test_rules_check_on_a_collection_whose_provider_policy_kaudit_does_not_know_is_an_error(tmp_path, capsys):
+    from kaudit.cli import main
+
+    path = tmp_path / "ac.yaml"
+    path.write_text("apiVersion: kaudit.dev/v1alpha1\nkind: AuditCollection\nmetadata: {name: gke}\nspec:\n"
+                    "  platform: GKE\n  detection: {packRules: [kaudit-pod-exec]}\n")
+    assert main(["rules", "check", "-f", str(path)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {path}: spec.platform: GKE: kaudit does not know the audit policy")

@@ -145,13 +145,19 @@ def _collection_policy(args: argparse.Namespace) -> tuple[Policy, str]:
     from kaudit.cli.render import read_collection
     from kaudit.documents import display_name
     from kaudit.policy import load_policy
-    from kaudit.render.policy import compose, policy_options
+    from kaudit.render.policy import recording_policy
 
     collection = read_collection(args.collection)
-    document = compose(policy_options(collection, args.namespace))
+    document = recording_policy(collection, args.namespace)
+    where = display_name(args.collection)
+    if document is None:
+        raise InvalidInput([FieldError("spec.platform", f"{collection.platform}: kaudit does not know the audit "
+                                                        "policy this provider applies; check the rules on logs it "
+                                                        "recorded ('kaudit policy simulate --detections')", file=where)])
     args.collection_detection = collection.detection
+    which = f"{collection.platform}'s own policy" if collection.platform != "SelfManaged" else "policy"
     return _composed(load_policy(document.text)), \
-        f"AuditCollection {collection.name} ({display_name(args.collection)}), policy {document.short_hash}"
+        f"AuditCollection {collection.name} ({where}), {which} {document.short_hash}"
 
 
 def _composed(result: LoadResult) -> Policy:

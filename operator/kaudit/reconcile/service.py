@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
@@ -27,8 +26,6 @@ from kaudit.k8s import resources as r
 from kaudit.k8s.client import ApiError, TransientApiError
 from kaudit.k8s.events import NORMAL, WARNING, build_event
 from kaudit.k8s.permissions import APISERVER_NAMESPACE
-from kaudit.policy import PolicyOptions, compose_policy
-from kaudit.policy.document import FIXED_PROFILES, PolicyDocument
 from kaudit.reconcile import plan as planning
 from kaudit.reconcile.agent import CONTROL_PLANE_SELECTORS, AgentFigures, agent_figures
 from kaudit.reconcile.detection import DetectionGate, RuleSync, SyncSettings, detection_condition
@@ -37,6 +34,7 @@ from kaudit.reconcile.status import (FAILURE_REASONS, PROGRESSING_REASONS, condi
 from kaudit.reconcile.platform import Clouds, reconcile_managed, release_managed
 from kaudit.reconcile.storage import JSON, Storage
 from kaudit.render import render_collection
+from kaudit.render.policy import recording_policy
 from kaudit.render.result import Rendered
 
 logger = logging.getLogger("kaudit.reconcile")
@@ -302,13 +300,13 @@ class Reconciler:
 
     async def _platform_detection(self, spec: AuditCollection, detection: DetectionSpec) -> tuple[list[Condition], str]:
         """spec.detection on a managed control plane: the required rules under the policy the
-        provider applies, where kaudit knows it (EKS: policy.document.FIXED_PROFILES), synced like
-        any collection's; elsewhere (GKE, AKS) a warning that says they are not assessed."""
-        if spec.platform not in FIXED_PROFILES:
+        provider applies, where kaudit knows it (kaudit.render.policy.recording_policy: EKS),
+        synced like any collection's; elsewhere (GKE, AKS) a warning that says they are not assessed."""
+        document = recording_policy(spec, self.config.namespace)
+        if document is None:
             return [], (f"spec.detection: kaudit does not know the audit policy {spec.platform} applies, so it "
                         "cannot tell which required rules fire; replay them on logs it recorded with 'kaudit policy "
                         "simulate --detections'")
-        document = _fixed_policy(spec.platform)
         assessment = await self._detection.assess(detection, document.text, document.hash, document.short_hash,
                                                   name=f"{spec.platform}'s own policy")
         assert assessment is not None  # spec.detection is given
@@ -676,12 +674,6 @@ def _agent_daemon_set(rendered: Rendered, applied: dict[planning.Key, JSON], chi
         return None
     key = planning.key_of(own)
     return applied.get(key) or next((c for c in children if planning.key_of(c) == key), None) or own
-
-
-@functools.cache
-def _fixed_policy(platform: str) -> PolicyDocument:
-    """The policy a managed platform applies (composed once: it is fixed)."""
-    return compose_policy(PolicyOptions(profile=platform))
 
 
 def _agent_condition(mode: str, figures: AgentFigures | None) -> Condition:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from kaudit.api.spec import AuditCollection
 from kaudit.errors import FieldError, InvalidInput
 from kaudit.policy import compose_policy
-from kaudit.policy.document import PolicyDocument, PolicyOptions, SelfAudit
+from kaudit.policy.document import FIXED_PROFILES, PolicyDocument, PolicyOptions, SelfAudit
 from kaudit.render.common import POLICY_HASH_ANNOTATION, metadata, object_name
 
 COMPONENT = "policy"
@@ -30,6 +31,23 @@ def policy_options(collection: AuditCollection, namespace: str) -> PolicyOptions
     if not policy.audit_kaudit:
         return policy
     return dataclasses.replace(policy, self_audit=self_audit(collection.name, namespace))
+
+
+def recording_policy(collection: AuditCollection, namespace: str) -> PolicyDocument | None:
+    """The policy that records the collection's audit log: the one kaudit composes from
+    spec.policy on a self-managed control plane, the provider's own where kaudit knows it
+    (policy.document.FIXED_PROFILES: EKS), None where it does not (GKE, AKS). What the
+    operator and ``kaudit rules check -f`` assess spec.detection under."""
+    if collection.platform == "SelfManaged":
+        return compose(policy_options(collection, namespace))
+    if collection.platform in FIXED_PROFILES:
+        return _fixed_policy(collection.platform)
+    return None
+
+
+@functools.cache
+def _fixed_policy(platform: str) -> PolicyDocument:
+    return compose_policy(PolicyOptions(profile=platform))  # fixed: composed once
 
 
 def compose(options: PolicyOptions) -> PolicyDocument:
