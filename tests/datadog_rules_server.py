@@ -70,6 +70,7 @@ class FakeDatadog:
     requests: list[tuple[str, str, Any]] = field(default_factory=list)  # (method, path with query, body)
     violations: list[str] = field(default_factory=list)
     url: str = ""
+    throttled: int = 0  # the next this many requests are answered 429, as Datadog's rate limit does
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def writes(self) -> list[tuple[str, str, Any]]:
@@ -117,6 +118,13 @@ def _handler(state: FakeDatadog) -> type[BaseHTTPRequestHandler]:
         def _handle(self, method: str) -> None:
             body = self._body() if method in ("POST", "PUT") else None
             state.requests.append((method, self.path, body))
+            if state.throttled > 0:  # Datadog's answer past a rate limit: 429, and when the window resets
+                state.throttled -= 1
+                self.send_response(429)
+                self.send_header("X-RateLimit-Reset", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
             if self.headers.get("DD-API-KEY") != state.api_key or \
                     self.headers.get("DD-APPLICATION-KEY") != state.app_key:
                 return self._send(403, {"errors": ["Forbidden"]})

@@ -1,8 +1,9 @@
-"""`kaudit rules sync`: detection rules kept in Datadog through the official client.
+"""`kaudit rules sync`: detection rules kept in Datadog through the rules API (kaudit.detect.sync).
 
 The Datadog side is a local HTTP server on loopback (tests/datadog_rules_server.py) serving the
 rules endpoints; it checks the keys and parses every request body with datadog-api-client's own
-models, answering 400 to anything they do not parse exactly. No test needs Datadog.
+models (a test dependency only), answering 400 to anything they do not parse exactly. No test
+needs Datadog.
 """
 
 from __future__ import annotations
@@ -218,3 +219,29 @@ def test_differences_reads_only_what_kaudit_sets():
     assert differences(want, dict(want, queries=[{"query": "q"}, {"query": "r"}])) == ["queries"]
     assert differences(want, dict(want, tags=["x"])) == ["tags"]
 
+
+
+def test_a_rate_limited_call_waits_what_datadog_asks_then_goes_through(datadog):
+    waits = []
+    client = DatadogRulesApi(Credentials(datadog.api_key, datadog.app_key), url=datadog.url, sleep=waits.append)
+    datadog.throttled = 2
+    assert client.list_rules() == []
+    assert waits == [1.0, 1.0] and len(datadog.requests) == 3
+
+
+def test_a_rate_limit_past_the_retries_is_a_sync_error_naming_the_call(datadog):
+    waits = []
+    client = DatadogRulesApi(Credentials(datadog.api_key, datadog.app_key), url=datadog.url, sleep=waits.append)
+    datadog.throttled = 10
+    with pytest.raises(SyncError) as caught:
+        client.list_rules()
+    assert str(caught.value) == "Datadog answered 429 Too Many Requests to list_security_monitoring_rules"
+    assert len(datadog.requests) == 4 and len(waits) == 3  # three retries, as the official client made
+
+
+def test_an_unreachable_api_is_a_sync_error_after_the_retries():
+    waits = []
+    client = DatadogRulesApi(Credentials("k", "a"), url="http://127.0.0.1:9", sleep=waits.append, timeout=2)
+    with pytest.raises(SyncError) as caught:
+        client.list_rules()
+    assert str(caught.value).startswith("list_security_monitoring_rules: ") and waits == [0.5, 1.0, 2.0]

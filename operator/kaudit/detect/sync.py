@@ -1,4 +1,4 @@
-"""Keep detection rules in Datadog: plan (pure) and apply (through the official ``datadog-api-client``).
+"""Keep detection rules in Datadog: plan (pure) and apply (the rules API v2, :class:`DatadogRulesApi`).
 
 Ownership is by tags, so a fleet of clusters can share one Datadog organisation safely:
 
@@ -17,9 +17,14 @@ Drift is judged on the fields kaudit sets (:func:`differences`): what Datadog ad
 
 from __future__ import annotations
 
+import json
 import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from kaudit.detect.model import MANAGED_TAG, Rule
 from kaudit.detect.render import for_cluster, rule_to_api
@@ -203,82 +208,96 @@ class Credentials:
         return "Credentials(<hidden>)"
 
 
+RULES_PATH = "/api/v2/security_monitoring/rules"
+RETRIES = 3  # what the official client's enable_retry did
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_WAIT = 10.0  # seconds: a longer rate-limit reset waits for the next sync instead
+
+
+def _retry_after(reset: str | None, attempt: int) -> float:
+    """Seconds before retry ``attempt`` (0-based): Datadog's X-RateLimit-Reset when it gives one
+    (seconds until the window resets), else 0.5, 1, 2...; at most MAX_RETRY_WAIT."""
+    try:
+        wait = float(reset) if reset is not None else 0.5 * 2 ** attempt
+    except ValueError:
+        wait = 0.5 * 2 ** attempt
+    return max(0.0, min(wait, MAX_RETRY_WAIT))
+
+
 class DatadogRulesApi:
-    """The rules endpoints through ``datadog_api_client`` (v2 SecurityMonitoringApi); payloads are
-    turned into the client's own models, so the client checks them before anything is sent."""
+    """The four rules endpoints of Datadog's API v2 (Security Monitoring), JSON over HTTPS with the
+    standard library. Four calls need no SDK: the official client (datadog-api-client) was 95 MB of
+    the image's 159 MB virtual environment. The bodies are the API's own JSON
+    (:func:`kaudit.detect.render.rule_to_api`); the tests parse every body kaudit sends with the
+    official client's models (tests/datadog_rules_server.py), so a body Datadog's schema refuses
+    fails there. Rate limits and server errors are retried (``retries`` times, waiting what
+    Datadog's ``X-RateLimit-Reset`` asks, else a doubling backoff); any other error is a
+    :class:`SyncError` naming the call."""
 
     def __init__(self, credentials: Credentials, site: str = "datadoghq.com", url: str = "",
-                 timeout: float = 30.0) -> None:
-        from datadog_api_client import ApiClient, Configuration
-        from datadog_api_client.v2.api.security_monitoring_api import SecurityMonitoringApi
+                 timeout: float = 30.0, retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep) -> None:
+        from kaudit import __version__
 
-        config = Configuration(  # type: ignore[no-untyped-call]  # the client leaves some functions unannotated
-            host=url or None, request_timeout=timeout, enable_retry=True, max_retries=3)
-        config.api_key["apiKeyAuth"] = credentials.api_key
-        config.api_key["appKeyAuth"] = credentials.app_key
-        if not url:
-            config.server_variables["site"] = site
-        self._config = config
-        self._client = ApiClient(config)
-        self._api = SecurityMonitoringApi(self._client)  # type: ignore[no-untyped-call]
+        self._base = (url or f"https://api.{site}").rstrip("/")
+        self._headers = {"DD-API-KEY": credentials.api_key, "DD-APPLICATION-KEY": credentials.app_key,
+                         "Accept": "application/json", "Content-Type": "application/json",
+                         "User-Agent": f"kaudit/{__version__}"}
+        self._timeout = timeout
+        self._retries = retries
+        self._sleep = sleep
 
     def close(self) -> None:
-        self._client.close()
-
-    def _model(self, payload: Mapping[str, Any], kind: type) -> Any:
-        from datadog_api_client.model_utils import validate_and_convert_types
-
-        model = validate_and_convert_types(  # type: ignore[no-untyped-call]
-            dict(payload), (kind,), ["body"], True, True, self._config)
-        if getattr(model, "_unparsed", False):
-            raise SyncError(f"rule {payload.get('name')!r}: the Datadog client does not accept this payload")
-        return model
+        """Nothing to close: each call opens and closes its own connection."""
 
     def list_rules(self) -> list[dict[str, Any]]:
-        from datadog_api_client.model_utils import model_to_dict
-
         out: list[dict[str, Any]] = []
         page = 0
         while True:
-            response = self._call(self._api.list_security_monitoring_rules, page_size=PAGE_SIZE, page_number=page)
-            items = list(getattr(response, "data", None) or [])
-            out += [model_to_dict(item, serialize=True) for item in items]  # type: ignore[no-untyped-call]
+            query = urllib.parse.urlencode({"page[size]": PAGE_SIZE, "page[number]": page})
+            body = self._request("GET", f"{RULES_PATH}?{query}", "list_security_monitoring_rules")
+            items = [item for item in body.get("data") or [] if isinstance(item, dict)]
+            out += items
             if len(items) < PAGE_SIZE:
                 return out
             page += 1
 
     def create(self, payload: Mapping[str, Any]) -> str:
-        from datadog_api_client.v2.model.security_monitoring_rule_create_payload import (
-            SecurityMonitoringRuleCreatePayload,
-        )
-
-        body = self._model(payload, SecurityMonitoringRuleCreatePayload)
-        response = self._call(self._api.create_security_monitoring_rule, body=body)
-        return str(getattr(response, "id", ""))
+        return str(self._request("POST", RULES_PATH, "create_security_monitoring_rule", payload).get("id", ""))
 
     def update(self, rule_id: str, payload: Mapping[str, Any]) -> None:
-        from datadog_api_client.v2.model.security_monitoring_rule_update_payload import (
-            SecurityMonitoringRuleUpdatePayload,
-        )
-
-        body = self._model(payload, SecurityMonitoringRuleUpdatePayload)
-        self._call(self._api.update_security_monitoring_rule, rule_id=rule_id, body=body)
+        self._request("PUT", f"{RULES_PATH}/{urllib.parse.quote(rule_id, safe='')}",
+                      "update_security_monitoring_rule", payload)
 
     def delete(self, rule_id: str) -> None:
-        self._call(self._api.delete_security_monitoring_rule, rule_id=rule_id)
+        self._request("DELETE", f"{RULES_PATH}/{urllib.parse.quote(rule_id, safe='')}",
+                      "delete_security_monitoring_rule")
 
-    @staticmethod
-    def _call(function: Any, **kwargs: Any) -> Any:
-        from datadog_api_client.exceptions import ApiException, OpenApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            return function(**kwargs)
-        except ApiException as exc:
-            raise SyncError(f"Datadog answered {exc.status} {exc.reason or ''} to "
-                            f"{function.__name__}".strip()) from None
-        except (OpenApiException, HTTPError, OSError) as exc:
-            raise SyncError(f"{function.__name__}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    def _request(self, method: str, path: str, operation: str, payload: Mapping[str, Any] | None = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        attempt = 0
+        while True:
+            request = urllib.request.Request(self._base + path, data=data, method=method, headers=self._headers)
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                    raw = response.read()
+            except urllib.error.HTTPError as exc:
+                if exc.code in RETRY_STATUSES and attempt < self._retries:
+                    self._sleep(_retry_after(exc.headers.get("X-RateLimit-Reset"), attempt))
+                    attempt += 1
+                    continue
+                raise SyncError(f"Datadog answered {exc.code} {exc.reason or ''}".strip() + f" to {operation}") from None
+            except (urllib.error.URLError, OSError) as exc:
+                if attempt < self._retries:
+                    self._sleep(_retry_after(None, attempt))
+                    attempt += 1
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise SyncError(f"{operation}: {type(exc).__name__}: {str(reason).splitlines()[0][:200]}") from None
+            try:
+                answer = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                raise SyncError(f"{operation}: Datadog's answer is not JSON") from None
+            return answer if isinstance(answer, dict) else {}
 
 
 @dataclass(frozen=True)
