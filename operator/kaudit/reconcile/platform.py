@@ -74,7 +74,7 @@ async def _reconcile_eks(spec: AuditCollection, status: Any, clouds: Clouds) -> 
                                      now_ms=int(time.time() * 1000), attempt=attempt, cloud_for=clouds.get)
     failed = result.retry_after is not None and any(c.reason in RETRY_REASONS for c in result.conditions)
     clouds.attempts[spec.name] = attempt + 1 if failed else 0
-    ready, *others = (Condition(c.type, c.status, c.reason, c.message) for c in result.conditions)
+    ready, *others = result.conditions
     return ManagedOutcome(ready=ready, conditions=others,
                           parts={"eks": result.status, "nextSteps": [], "warnings": list(result.warnings)},
                           events=[(c.reason, c.message) for c in result.changes], requeue_after=result.retry_after,

@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 from kaudit.api.resource import CollectionResource, ObjectMeta
 from kaudit.api.spec import DEFAULT_INSTALLER_IMAGE, AgentTarget, AuditCollection, DetectionSpec
 from kaudit.conditions import FALSE, TRUE, UNKNOWN, Condition
+from kaudit.detect.required import Assessment
 from kaudit.errors import InvalidInput, Refused
 from kaudit.installer.reports import aggregate
 from kaudit.k8s import resources as r
@@ -279,9 +280,7 @@ class Reconciler:
             outcome.requeue_after = RECHECK_AFTER.get(installed_condition.reason)
         conditions.append(_agent_condition(spec.agent.mode, figures))
         if detection is not None:
-            conditions.append(detection_condition(detection))
-            if self._rule_sync is not None and detection.results:
-                conditions.append(await self._rule_sync.run(meta.name, [c.rule for c in detection.results]))
+            conditions += await self._detection_conditions(meta.name, detection)
         return await self._report(resource, outcome, conditions, parts)
 
     async def _reconcile_managed(self, resource: CollectionResource, spec: AuditCollection,
@@ -310,10 +309,15 @@ class Reconciler:
         assessment = await self._detection.assess(detection, document.text, document.hash, document.short_hash,
                                                   name=f"{spec.platform}'s own policy")
         assert assessment is not None  # spec.detection is given
+        return await self._detection_conditions(spec.name, assessment), ""
+
+    async def _detection_conditions(self, name: str, assessment: Assessment) -> list[Condition]:
+        """DetectionCoverage, and DetectionRulesSynced when the operator syncs the rules
+        (``kaudit run --detection-sync``): what every collection with spec.detection reports."""
         conditions = [detection_condition(assessment)]
         if self._rule_sync is not None and assessment.results:
-            conditions.append(await self._rule_sync.run(spec.name, [c.rule for c in assessment.results]))
-        return conditions, ""
+            conditions.append(await self._rule_sync.run(name, [c.rule for c in assessment.results]))
+        return conditions
 
     async def _active(self, meta: ObjectMeta, others: list[ObjectMeta]) -> str | None:
         """The collection in charge among this one and ``others``, confirmed by a read when it is another."""

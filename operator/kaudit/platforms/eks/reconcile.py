@@ -90,14 +90,19 @@ def _retire_previous(cloud: EksCloud, cloud_for: Callable[[str], EksCloud] | Non
     left = []
     for setup in run.memory.previous:
         try:
-            where = cloud if setup.region == spec.region or cloud_for is None else cloud_for(setup.region)
-            run.changes += retire(where, setup, collection, spec, disable_audit_log=spec.disable_audit_log_on_delete)
+            run.changes += retire(_cloud_in(setup.region, spec, cloud, cloud_for), setup, collection, spec,
+                                  disable_audit_log=spec.disable_audit_log_on_delete)
         except AwsError as exc:
             left.append(setup)
             run.retryable = run.retryable or exc.retryable
             run.warnings.append(f"kaudit has yet to remove what it set up for EKS cluster {setup.cluster_name} in "
                                 f"{setup.region} before spec.eks changed: {exc.message}")
     run.memory = replace(run.memory, previous=tuple(left))
+
+
+def _cloud_in(region: str, spec: EksSpec, cloud: EksCloud, cloud_for: Callable[[str], EksCloud] | None) -> EksCloud:
+    """The client for ``region``: ``cloud`` (spec.eks's region) there, else ``cloud_for``'s."""
+    return cloud if region == spec.region or cloud_for is None else cloud_for(region)
 
 
 def retire(cloud: EksCloud, setup: Setup, collection: str, now: EksSpec | None, *,
@@ -279,6 +284,6 @@ def release(cloud: EksCloud, spec: EksSpec, collection: str, memory: Memory,
     spec.eks.disableAuditLogOnDelete asks. AwsError propagates (the caller retries)."""
     changes: list[Change] = []
     for setup in (Setup.of(spec, memory.enabled_audit_log), *memory.previous):
-        where = cloud if setup.region == spec.region or cloud_for is None else cloud_for(setup.region)
-        changes += retire(where, setup, collection, None, disable_audit_log=spec.disable_audit_log_on_delete)
+        changes += retire(_cloud_in(setup.region, spec, cloud, cloud_for), setup, collection, None,
+                          disable_audit_log=spec.disable_audit_log_on_delete)
     return tuple(changes)
