@@ -255,9 +255,9 @@ class DatadogRulesApi:
         while True:
             query = urllib.parse.urlencode({"page[size]": PAGE_SIZE, "page[number]": page})
             body = self._request("GET", f"{RULES_PATH}?{query}", "list_security_monitoring_rules")
-            items = [item for item in body.get("data") or [] if isinstance(item, dict)]
-            out += items
-            if len(items) < PAGE_SIZE:
+            page_items = body.get("data") or []
+            out += [item for item in page_items if isinstance(item, dict)]
+            if len(page_items) < PAGE_SIZE:  # the page as Datadog sent it decides whether another follows
                 return out
             page += 1
 
@@ -286,7 +286,7 @@ class DatadogRulesApi:
                     attempt += 1
                     continue
                 raise SyncError(f"Datadog answered {exc.code} {exc.reason or ''}".strip() + f" to {operation}") from None
-            except (urllib.error.URLError, OSError) as exc:
+            except OSError as exc:  # URLError (no connection, TLS) and timeouts
                 if attempt < self._retries:
                     self._sleep(_retry_after(None, attempt))
                     attempt += 1
